@@ -1,0 +1,245 @@
+"""Keep-mask generation: the one place in dropjax that draws dropout randomness.
+
+Every op in dropjax derives its Bernoulli noise from :func:`keep_mask`, so a mask is a
+deterministic function of ``(key, shape, rate, broadcast_dims)``: the same key gives the
+same mask in every op, under ``jit`` or not, on one device or sharded over many (JAX's
+``jax_threefry_partitionable`` default makes the bits independent of the sharding).
+
+This module also holds the input checks that every op shares (keys, rates, axes, dtypes),
+so the error messages read the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+__all__ = ["keep_mask"]
+
+# float32 just below 2**32: the largest threshold that still converts to uint32 exactly.
+_MAX_THRESHOLD = float(np.nextafter(np.float32(2.0**32), np.float32(0)))
+
+
+def is_concrete(value) -> bool:
+    """True when ``value`` can be inspected in Python (not a tracer under jit/vmap/grad)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def check_key(key, name: str = "dropout") -> jax.Array:
+    """Returns ``key`` as one typed PRNG key, or raises an error that names the fix.
+
+    Accepts a typed key (``jax.random.key``) of shape ``()`` or a legacy raw key
+    (``jax.random.PRNGKey``: uint32 of shape ``(2,)``), which is wrapped.
+    """
+    if key is None:
+        raise ValueError(
+            f"{name} needs a PRNG key when deterministic=False; pass key=jax.random.key(0)"
+        )
+    if isinstance(key, (int, np.integer)) or (
+        hasattr(key, "dtype")
+        and not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and jnp.issubdtype(key.dtype, jnp.integer)
+        and jnp.ndim(key) == 0
+    ):
+        raise TypeError(
+            f"{name} got a raw integer {key!r} as its key; pass a PRNG key such as "
+            "jax.random.key(0) (or jax.random.key(seed) for your seed)"
+        )
+    if not hasattr(key, "dtype"):
+        raise TypeError(
+            f"{name} expects a PRNG key made by jax.random.key(seed); got {type(key).__name__}"
+        )
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.ndim != 0:
+            raise ValueError(
+                f"{name} got a batch of keys of shape {key.shape}; it takes one key. To apply "
+                f"it once per key, use jax.vmap over the keys, e.g. "
+                f"jax.vmap(lambda k: {name}(k, ...))(keys)"
+            )
+        return key
+    if key.dtype == jnp.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+    if key.dtype == jnp.uint32 and key.ndim >= 2 and key.shape[-1] == 2:
+        raise ValueError(
+            f"{name} got a batch of raw keys of shape {key.shape}; it takes one key. To apply "
+            f"it once per key, use jax.vmap over the keys, e.g. "
+            f"jax.vmap(lambda k: {name}(k, ...))(keys)"
+        )
+    raise TypeError(
+        f"{name} expects a PRNG key made by jax.random.key(seed); got an array of dtype "
+        f"{key.dtype} and shape {key.shape}"
+    )
+
+
+def check_rate(rate, name: str = "rate") -> jax.Array | float:
+    """Validates a drop probability when it is concrete; a traced rate passes unchanged.
+
+    Raises:
+      ValueError: if a concrete ``rate`` has a value outside ``[0, 1]`` (or is NaN).
+      TypeError: if ``rate`` is not a real number or a floating/integer array.
+    """
+    if isinstance(rate, bool) or rate is None:
+        raise TypeError(f"{name} must be a float in [0, 1]; got {rate!r}")
+    if isinstance(rate, (int, float, np.integer, np.floating)):
+        value = float(rate)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"{name} is the probability of dropping and must be in [0, 1]; got {rate!r}"
+            )
+        return value
+    if not hasattr(rate, "dtype") or not (
+        jnp.issubdtype(rate.dtype, jnp.floating) or jnp.issubdtype(rate.dtype, jnp.integer)
+    ):
+        raise TypeError(f"{name} must be a float or a floating array; got {rate!r}")
+    if is_concrete(rate):
+        values = np.asarray(rate, dtype=np.float64)
+        bad = ~((values >= 0.0) & (values <= 1.0))
+        if bad.any():
+            raise ValueError(
+                f"{name} is the probability of dropping and must be in [0, 1]; got "
+                f"{values[bad].ravel()[:5].tolist()}"
+            )
+    return rate
+
+
+def concrete_value(rate) -> float | None:
+    """The rate as a Python float when it is a concrete scalar, else None."""
+    if isinstance(rate, float):
+        return rate
+    if is_concrete(rate) and jnp.ndim(rate) == 0:
+        return float(rate)
+    return None
+
+
+def normalize_axes(axes: Sequence[int] | int, ndim: int, name: str = "broadcast_dims"):
+    """Normalises (possibly negative) axes to a sorted tuple of non-negative ints."""
+    if isinstance(axes, (int, np.integer)):
+        axes = (int(axes),)
+    out = []
+    for axis in axes:
+        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+            raise TypeError(f"{name} must hold integer axes; got {axes!r}")
+        if not -ndim <= axis < ndim:
+            raise ValueError(
+                f"{name} has axis {axis}, out of range for an input with {ndim} dimensions "
+                f"(valid axes are {-ndim} .. {ndim - 1})"
+            )
+        out.append(int(axis) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} repeats an axis: {axes!r}")
+    return tuple(sorted(out))
+
+
+def check_floating(x, name: str = "dropout") -> jax.Array:
+    """Returns ``x`` as an array, raising TypeError if it is not floating point."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} needs a floating-point input; got dtype {x.dtype}. Cast first, e.g. "
+            "x.astype(jnp.float32)"
+        )
+    return x
+
+
+def mask_shape(shape: Sequence[int], broadcast_dims: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of the drawn mask: ``shape`` with the broadcast axes set to 1."""
+    return tuple(1 if i in broadcast_dims else int(d) for i, d in enumerate(shape))
+
+
+def _as_f32(rate) -> jax.Array:
+    return jnp.asarray(rate).astype(jnp.float32)
+
+
+def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
+    """Draws a keep-mask of exactly ``shape`` (no broadcasting): the core sampler.
+
+    ``keep = bits >= threshold`` with 32 uniform bits per element (threefry by default, or
+    the implementation of ``key``) and ``threshold = rate * 2**32`` rounded down, so the
+    keep probability is exact to 2**-32 for a float32 rate. A rate of 1 keeps nothing.
+    """
+    value = concrete_value(rate)
+    if value == 0.0:
+        return jnp.ones(shape, dtype=bool)
+    if value == 1.0:
+        return jnp.zeros(shape, dtype=bool)
+    rate32 = _as_f32(rate)
+    threshold = jnp.clip(rate32 * 4294967296.0, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
+    bits = jax.random.bits(key, shape, dtype=jnp.uint32)
+    keep = bits >= threshold
+    if value is None:  # traced (or array) rate: rate 1 must keep nothing at all.
+        keep = keep & (rate32 < 1.0)
+    return keep
+
+
+def inverse_keep_prob(rate) -> jax.Array:
+    """``1 / (1 - rate)`` as float32, and 0 where ``rate == 1`` (so 0 * scale is never NaN)."""
+    rate32 = _as_f32(rate)
+    keep = 1.0 - rate32
+    return jnp.where(keep > 0.0, 1.0 / jnp.where(keep > 0.0, keep, 1.0), 0.0)
+
+
+def apply_mask(x: jax.Array, keep: jax.Array | None, scale) -> jax.Array:
+    """``where(keep, x * scale, 0)`` computed in at least float32, returned in ``x.dtype``."""
+    if keep is None:
+        return x
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    scale = jnp.asarray(scale).astype(compute)
+    y = jnp.where(keep, x.astype(compute) * scale, jnp.zeros((), compute))
+    return y.astype(x.dtype)
+
+
+def keep_mask(
+    key: jax.Array,
+    shape: Sequence[int],
+    rate: ArrayLike,
+    *,
+    broadcast_dims: Sequence[int] = (),
+) -> jax.Array:
+    r"""Draws a boolean keep-mask: ``True`` where an element survives dropout.
+
+    Each mask entry is kept independently with probability :math:`1 - \text{rate}`:
+
+    .. math::
+
+        m_i = [u_i \ge \lfloor \text{rate} \cdot 2^{32} \rfloor], \qquad
+        u_i \sim \mathcal{U}\{0, \dots, 2^{32}-1\}
+
+    so :math:`P(m_i = 1) = 1 - \text{rate}` up to :math:`2^{-32}`. The bits come from
+    ``jax.random.bits`` with the key's own PRNG implementation (threefry2x32 for
+    ``jax.random.key``), 32 bits per drawn element. The mask is a deterministic function of
+    ``(key, shape, rate, broadcast_dims)``; every dropjax op draws its noise through here.
+
+    Args:
+      key: one PRNG key, ``jax.random.key(seed)`` (a legacy ``PRNGKey`` is accepted).
+      shape: shape of the mask (the shape of the input it will be applied to).
+      rate: probability of *dropping* (not the keep rate!). A Python float or a scalar (or
+        broadcastable) array; it may be traced, so a rate schedule never recompiles.
+      broadcast_dims: axes along which one mask entry is shared (negative allowed), as in
+        ``flax.linen.Dropout``: the mask is drawn with size 1 there and broadcast.
+
+    Returns:
+      A ``bool`` array of shape ``shape``.
+
+    Raises:
+      ValueError: if a concrete ``rate`` is outside ``[0, 1]``, an axis is out of range, or
+        ``key`` is a batch of keys (use ``jax.vmap``).
+      TypeError: if ``key`` is a raw integer (use ``jax.random.key``).
+
+    Examples:
+      >>> import jax, dropjax
+      >>> m = dropjax.keep_mask(jax.random.key(0), (4, 3), 0.5, broadcast_dims=(0,))
+      >>> m.shape, m.dtype
+      ((4, 3), dtype('bool'))
+      >>> bool((m == m[0]).all())  # one mask row shared along axis 0
+      True
+    """
+    key = check_key(key, "keep_mask")
+    rate = check_rate(rate)
+    shape = tuple(int(d) for d in shape)
+    bdims = normalize_axes(broadcast_dims, len(shape))
+    keep = draw_keep(key, mask_shape(shape, bdims), rate)
+    return jnp.broadcast_to(keep, shape)
