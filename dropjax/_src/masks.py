@@ -186,7 +186,7 @@ def apply_mask(x: jax.Array, keep: jax.Array | None, scale) -> jax.Array:
     """``where(keep, x * scale, 0)`` computed in at least float32, returned in ``x.dtype``."""
     if keep is None:
         return x
-    compute = jnp.promote_types(x.dtype, jnp.float32)
+    compute = x.dtype if jnp.finfo(x.dtype).bits >= 32 else jnp.dtype(jnp.float32)
     scale = jnp.asarray(scale).astype(compute)
     y = jnp.where(keep, x.astype(compute) * scale, jnp.zeros((), compute))
     return y.astype(x.dtype)

@@ -1,0 +1,305 @@
+"""Flax NNX adapters: thin modules over dropjax's functional ops.
+
+``dropjax.nnx.Dropout`` mirrors ``flax.nnx.Dropout``: ``Dropout(rate, *, broadcast_dims,
+deterministic, rng_collection, rngs)`` and ``__call__(inputs, *, deterministic=None,
+rngs=None)``, where the call-time ``rngs`` (an ``nnx.Rngs``, an ``nnx.RngStream`` or a key)
+overrides the stream given to the constructor, and ``model.train()`` / ``model.eval()`` /
+``nnx.view`` switch it. The other modules add the variants with the same conventions.
+
+Monte Carlo mode: ``with dropjax.nnx.mc_dropout(model):`` turns every dropout layer of the
+model on (dropjax's and ``flax.nnx.Dropout``) and puts BatchNorm in eval (running
+averages); the previous settings come back on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import dropjax
+
+__all__ = [
+    "DecoupledDense",
+    "DecoupledDropout",
+    "Dropout",
+    "mc_dropout",
+]
+
+
+def _fork(rngs, rng_collection: str):
+    if isinstance(rngs, nnx.Rngs):
+        return rngs[rng_collection].fork()
+    if isinstance(rngs, nnx.RngStream):
+        return rngs.fork()
+    if rngs is None:
+        return nnx.data(None)
+    raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or None; got {type(rngs)}")
+
+
+class _Stochastic(nnx.Module):
+    """Shared plumbing: the deterministic switch and where the key comes from."""
+
+    deterministic: bool | None
+    rng_collection: str
+
+    def _init_stochastic(self, deterministic, rng_collection, rngs):
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        self.rngs = _fork(rngs, rng_collection)
+
+    def _deterministic(self, deterministic: bool | None) -> bool:
+        """The call-time flag if given, else the attribute; an error if neither is set."""
+        if deterministic is None:
+            deterministic = self.deterministic
+        if deterministic is None:
+            raise ValueError(
+                f"{type(self).__name__} needs `deterministic`: pass it to the constructor, "
+                "at call time, or use model.train() / model.eval()"
+            )
+        return bool(deterministic)
+
+    def _draw_key(self, rngs) -> jax.Array:
+        """A key from the call-time ``rngs`` if given, else from the constructor's stream."""
+        source = rngs if rngs is not None else self.rngs
+        if source is None:
+            raise ValueError(
+                f"{type(self).__name__} is not deterministic but has no rngs: pass "
+                "rngs=nnx.Rngs(dropout=0) to the constructor or rngs=key at call time"
+            )
+        if isinstance(source, nnx.Rngs):
+            return source[self.rng_collection]()
+        if isinstance(source, nnx.RngStream):
+            return source()
+        if isinstance(source, jax.Array):
+            return source
+        raise TypeError(
+            f"rngs must be an nnx.Rngs, an nnx.RngStream or a key; got {type(source)}"
+        )
+
+    def _key(self, deterministic: bool | None, rngs) -> jax.Array | None:
+        """The key for this call, or None when the layer is deterministic."""
+        return None if self._deterministic(deterministic) else self._draw_key(rngs)
+
+    def set_view(self, deterministic: bool | None = None):
+        """Used by ``nnx.view`` and ``model.train()`` / ``model.eval()``."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+
+class Dropout(_Stochastic):
+    """Inverted dropout; a drop-in for ``flax.nnx.Dropout`` built on :func:`dropjax.dropout`.
+
+    Args:
+      rate: the dropout probability (*not* the keep rate!).
+      broadcast_dims: dimensions that share one mask entry.
+      deterministic: if True, inputs pass unchanged.
+      rng_collection: the rng stream the key is drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` (forked), or None.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
+      >>> layer(jnp.ones(4)).shape
+      (4,)
+      >>> layer(jnp.ones(2), deterministic=True).tolist()
+      [1.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        broadcast_dims: Sequence[int] = (),
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.rate = rate
+        self.broadcast_dims = tuple(broadcast_dims)
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        """Drops inputs with probability ``rate`` and rescales the rest by 1/(1-rate)."""
+        if self._deterministic(deterministic) or self.rate == 0.0:
+            return inputs
+        if self.rate == 1.0:  # as flax: zeros, without drawing a key
+            return jnp.zeros_like(inputs)
+        key = self._draw_key(rngs)
+        return dropjax.dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims)
+
+
+class DecoupledDropout(_Stochastic):
+    """Elementwise forward/backward-decoupled dropout (:func:`dropjax.decoupled_dropout`).
+
+    Args:
+      forward_rate: drop probability of the forward pass.
+      backward_rate: drop probability of the backward mask (extra rate when nested).
+      backward: ``"nested"`` (Gao et al.'s augmented dropout) or ``"independent"``.
+      broadcast_dims: dimensions that share one mask entry.
+      deterministic: if True, inputs pass unchanged.
+      rng_collection: the rng stream the key is drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream``.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.DecoupledDropout(0.3, 1e-4, rngs=nnx.Rngs(dropout=0))
+      >>> layer(jnp.ones(3)).shape
+      (3,)
+    """
+
+    def __init__(
+        self,
+        forward_rate: float,
+        backward_rate: float,
+        *,
+        backward: str = "nested",
+        broadcast_dims: Sequence[int] = (),
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.forward_rate = forward_rate
+        self.backward_rate = backward_rate
+        self.backward = backward
+        self.broadcast_dims = tuple(broadcast_dims)
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        """Forward: dropout at ``forward_rate``; backward: the decoupled mask."""
+        key = self._key(deterministic, rngs)
+        if key is None:
+            return inputs
+        return dropjax.decoupled_dropout(
+            key,
+            inputs,
+            self.forward_rate,
+            self.backward_rate,
+            backward=self.backward,
+            broadcast_dims=self.broadcast_dims,
+        )
+
+
+def _dense(params, x):
+    kernel, bias = params
+    y = jnp.matmul(x, kernel)
+    return y if bias is None else y + bias
+
+
+class DecoupledDense(_Stochastic):
+    """``nnx.Linear`` with input dropout in the layer-exact form of Gao et al.'s Eq. 9.
+
+    Forward ``y = (x * eps_f) @ kernel + bias``; backward (:func:`dropjax.decoupled_call`)
+    ``dkernel = (x * eps_b)^T delta``, ``dx = (delta @ kernel^T) * eps_b``.
+
+    Args:
+      in_features: input size.
+      out_features: output size.
+      forward_rate: forward drop probability of the input.
+      backward_rate: backward drop probability (extra rate when nested).
+      backward: ``"nested"`` or ``"independent"``.
+      use_bias: whether to add a bias.
+      kernel_init: kernel initializer (lecun normal, as ``nnx.Linear``).
+      bias_init: bias initializer.
+      broadcast_dims: input dimensions that share one mask entry.
+      deterministic: if True, a plain linear layer.
+      rng_collection: the rng stream the dropout key is drawn from.
+      rngs: an ``nnx.Rngs`` with a ``params`` stream (and a dropout stream).
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.DecoupledDense(5, 3, 0.5, 1e-4, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 5))).shape
+      (2, 3)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        forward_rate: float,
+        backward_rate: float,
+        *,
+        backward: str = "nested",
+        use_bias: bool = True,
+        kernel_init: Callable[..., Any] = nnx.initializers.lecun_normal(),
+        bias_init: Callable[..., Any] = nnx.initializers.zeros_init(),
+        broadcast_dims: Sequence[int] = (),
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs,
+    ):
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
+        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,))) if use_bias else None
+        self.forward_rate = forward_rate
+        self.backward_rate = backward_rate
+        self.backward = backward
+        self.broadcast_dims = tuple(broadcast_dims)
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        """Applies the decoupled-dropout linear layer."""
+        params = (self.kernel[...], None if self.bias is None else self.bias[...])
+        key = self._key(deterministic, rngs)
+        if key is None:
+            return _dense(params, inputs)
+        return dropjax.decoupled_call(
+            key,
+            _dense,
+            params,
+            inputs,
+            self.forward_rate,
+            self.backward_rate,
+            backward=self.backward,
+            broadcast_dims=self.broadcast_dims,
+        )
+
+
+_DROPOUT_TYPES: tuple[type, ...] = (nnx.Dropout, _Stochastic)
+
+
+@contextlib.contextmanager
+def mc_dropout(model: nnx.Module) -> Iterator[nnx.Module]:
+    """Monte Carlo mode for an NNX model: dropout on, BatchNorm in eval, restored on exit.
+
+    Every ``flax.nnx.Dropout`` and dropjax NNX dropout layer gets ``deterministic=False``;
+    every ``nnx.BatchNorm`` gets ``use_running_average=True``. Call-time
+    ``deterministic=True`` arguments written in model code still win for flax's own
+    Dropout; dropjax layers read their attribute unless told otherwise at call time.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> class Net(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.bn = nnx.BatchNorm(4, rngs=rngs)
+      ...         self.drop = nnx.Dropout(0.5, rngs=rngs)
+      ...     def __call__(self, x):
+      ...         return self.drop(self.bn(x))
+      >>> net = Net(nnx.Rngs(0, dropout=1))
+      >>> net.eval()
+      >>> with dropjax.nnx.mc_dropout(net):
+      ...     y = net(jnp.ones((2, 4)))
+      >>> bool((y == 0).any()), net.drop.deterministic
+      (True, True)
+    """
+    saved = []
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, _DROPOUT_TYPES):
+            saved.append((module, "deterministic", module.deterministic))
+            module.deterministic = False
+        elif isinstance(module, nnx.BatchNorm):
+            saved.append((module, "use_running_average", module.use_running_average))
+            module.use_running_average = True
+    try:
+        yield model
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
