@@ -1,0 +1,1 @@
+"""Imports every experiment module so that each registers itself (one import per module)."""

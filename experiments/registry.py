@@ -1,0 +1,186 @@
+"""The experiment registry and the results files every experiment writes.
+
+An experiment is a function ``run(ctx: RunContext) -> dict`` registered under a name with
+:func:`register`. It returns a JSON-able dict of results; :func:`execute` adds the metadata
+(config, seeds, data source, device kind and count, jax/flax versions, git commit, wall
+time) and writes ``<out>/<name>/<preset>.json`` atomically (temp file + ``os.replace``), so
+an interrupted run never leaves a half-written results file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PRESETS",
+    "Experiment",
+    "RunContext",
+    "execute",
+    "experiments",
+    "register",
+    "results_path",
+    "write_json_atomic",
+]
+
+PRESETS = ("smoke", "quick", "paper")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What an experiment run is asked to do.
+
+    Attributes:
+      name: the experiment's registered name.
+      preset: ``"smoke"`` (seconds, CI), ``"quick"`` (minutes on a CPU) or ``"paper"`` (the
+        seeds' exact protocol).
+      out_dir: the experiment's own results folder, ``<out>/<name>``; checkpoints and
+        figures go here too.
+      dataset: a dataset override (None: the experiment's default for the preset).
+      replicas: a replica-count override (None: the preset's).
+      quiet: no progress bars (CI).
+      seed: base seed; replica r uses seed + r.
+    """
+
+    name: str
+    preset: str
+    out_dir: Path
+    dataset: str | None = None
+    replicas: int | None = None
+    quiet: bool = False
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    run: Callable[[RunContext], dict[str, Any]]
+    render: Callable[[dict[str, Any]], str] | None = None
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def register(name: str, description: str, render: Callable[[dict], str] | None = None):
+    """Decorator: registers ``run(ctx) -> dict`` as experiment ``name``.
+
+    ``render(results) -> str`` (optional) turns a results dict into the markdown table that
+    the command line prints and REPORT.md embeds.
+    """
+
+    def wrap(run: Callable[[RunContext], dict[str, Any]]):
+        if name in _REGISTRY:
+            raise ValueError(f"experiment {name!r} is registered twice")
+        _REGISTRY[name] = Experiment(name, description, run, render)
+        return run
+
+    return wrap
+
+
+def experiments() -> dict[str, Experiment]:
+    """All registered experiments, by name (imports the experiment modules first)."""
+    import experiments.catalog  # noqa: F401  (registers everything)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def results_path(out: Path, name: str, preset: str) -> Path:
+    return Path(out) / name / f"{preset}.json"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Writes JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, sort_keys=False, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__array__"):
+        return np.asarray(value).tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Device kind and count, library versions, git commit, host."""
+    import flax
+    import jax
+
+    devices = jax.devices()
+    return {
+        "device_kind": devices[0].device_kind,
+        "platform": devices[0].platform,
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "host": platform.node(),
+    }
+
+
+def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
+    """Runs experiment ``name`` and writes its results file; returns (payload, path)."""
+    table = experiments()
+    if name not in table:
+        raise KeyError(f"unknown experiment {name!r}; `python -m experiments list` lists them")
+    if ctx.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}; got {ctx.preset!r}")
+    start = time.time()
+    results = table[name].run(ctx)
+    payload = {
+        "experiment": name,
+        "preset": ctx.preset,
+        "dataset_override": ctx.dataset,
+        "replicas_override": ctx.replicas,
+        "seed": ctx.seed,
+        "environment": environment(),
+        "wall_time_s": round(time.time() - start, 3),
+        "results": results,
+    }
+    path = results_path(ctx.out_dir.parent, name, ctx.preset)
+    write_json_atomic(path, payload)
+    return payload, path
