@@ -1,7 +1,9 @@
-"""Independent references for the tests: masks rebuilt from raw bits with numpy.
+"""Independent references for the tests: masks rebuilt in numpy from the documented rule.
 
-These follow the documented sampling rule of ``dropjax.keep_mask`` (keep iff the 32 raw
-bits of ``jax.random.bits(key)`` are >= floor(rate * 2**32)) without calling dropjax.
+``dropjax.keep_mask`` keeps an element iff its 32 bits are >= floor(rate * 2**32), where the
+bits are ``mix(mix(i ^ s0) ^ s1)`` for the row-major index ``i`` of the drawn (unbroadcast)
+mask and ``s0, s1 = jax.random.bits(key, (2,), uint32)``. This module recomputes that in
+numpy uint32 arithmetic, without calling dropjax.
 """
 
 import jax
@@ -9,12 +11,28 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _mix32(h):
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x7FEB352D)
+    h = h ^ (h >> np.uint32(15))
+    h = h * np.uint32(0x846CA68B)
+    return h ^ (h >> np.uint32(16))
+
+
+def bits_ref(key, shape):
+    """The 32 mask bits of every element of ``shape``, in numpy."""
+    s0, s1 = np.asarray(jax.random.bits(key, (2,), dtype=jnp.uint32))
+    index = np.arange(int(np.prod(shape)), dtype=np.uint64).astype(np.uint32).reshape(shape)
+    with np.errstate(over="ignore"):
+        return _mix32(_mix32(index ^ s0) ^ s1)
+
+
 def keep_ref(key, shape, rate, broadcast_dims=()):
-    """The keep-mask as numpy bools, from the raw bits and a float64 threshold."""
+    """The keep-mask as numpy bools, from the bits and a float64 threshold."""
     ndim = len(shape)
     dims = {d % ndim for d in broadcast_dims}
     drawn = tuple(1 if i in dims else s for i, s in enumerate(shape))
-    bits = np.asarray(jax.random.bits(key, drawn, dtype=jnp.uint32)).astype(np.uint64)
+    bits = bits_ref(key, drawn).astype(np.uint64)
     threshold = np.floor(np.float64(np.float32(rate)) * 2.0**32)
     keep = bits >= threshold
     if rate >= 1.0:

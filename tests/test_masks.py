@@ -129,3 +129,50 @@ def test_batch_of_keys_names_vmap():
         dropjax.keep_mask(jax.random.split(jax.random.key(0), 4), (3,), 0.5)
     with pytest.raises(ValueError, match=r"jax\.vmap"):
         dropjax.keep_mask(jax.random.split(jax.random.PRNGKey(0), 4), (3,), 0.5)
+
+
+def test_bits_impl_uses_jax_random_bits():
+    key, shape, rate = jax.random.key(13), (40, 25), 0.3
+    with dropjax.mask_impl("bits"):
+        got = np.asarray(dropjax.keep_mask(key, shape, rate))
+        jitted = np.asarray(jax.jit(lambda k: dropjax.keep_mask(k, shape, rate))(key))
+    bits = np.asarray(jax.random.bits(key, shape, dtype=jnp.uint32)).astype(np.uint64)
+    expected = bits >= np.floor(np.float64(np.float32(rate)) * 2.0**32)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(jitted, expected)
+    assert dropjax.get_mask_impl() == "hash"
+    with pytest.raises(ValueError, match="mask_impl must be one of"):
+        with dropjax.mask_impl("philox"):
+            pass
+
+
+def test_rbg_keys_work_with_the_bits_impl():
+    key = jax.random.key(0, impl="rbg")
+    with dropjax.mask_impl("bits"):
+        m = np.asarray(dropjax.keep_mask(key, (100_000,), 0.25))
+    assert abs(m.mean() - 0.75) < sigma_bound(100_000, 0.75)
+
+
+def test_hash_bits_are_balanced_per_bit_position():
+    # Every one of the 32 output bits is 1 half of the time (4 sigma), over many indices.
+    from tests.reference import bits_ref
+
+    n = 200_000
+    bits = bits_ref(jax.random.key(17), (n,))
+    ones = ((bits[:, None] >> np.arange(32, dtype=np.uint32)) & 1).mean(0)
+    assert np.all(np.abs(ones - 0.5) < sigma_bound(n, 0.5))
+
+
+@pytest.mark.parametrize(
+    "k1,k2",
+    [
+        (jax.random.key(0), jax.random.key(1)),
+        (jax.random.key(5), jax.random.fold_in(jax.random.key(5), 1)),
+    ],
+)
+def test_masks_of_related_keys_are_independent(k1, k2):
+    n, rate = 200_000, 0.5
+    a = np.asarray(dropjax.keep_mask(k1, (n,), rate))
+    b = np.asarray(dropjax.keep_mask(k2, (n,), rate))
+    both = (a & b).mean()
+    assert abs(both - 0.25) < sigma_bound(n, 0.25)

@@ -2,8 +2,9 @@
 
 Every op in dropjax derives its Bernoulli noise from :func:`keep_mask`, so a mask is a
 deterministic function of ``(key, shape, rate, broadcast_dims)``: the same key gives the
-same mask in every op, under ``jit`` or not, on one device or sharded over many (JAX's
-``jax_threefry_partitionable`` default makes the bits independent of the sharding).
+same mask in every op, under ``jit`` or not, on one device or sharded over many. The
+default sampler is a counter-based hash of the element index keyed by the PRNG key (see
+:func:`keep_mask`); :func:`mask_impl` switches to ``jax.random.bits``.
 
 This module also holds the input checks that every op shares (keys, rates, axes, dtypes),
 so the error messages read the same everywhere.
@@ -11,14 +12,17 @@ so the error messages read the same everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["keep_mask"]
+__all__ = ["get_mask_impl", "keep_mask", "mask_impl"]
 
 # float32 just below 2**32: the largest threshold that still converts to uint32 exactly.
 _MAX_THRESHOLD = float(np.nextafter(np.float32(2.0**32), np.float32(0)))
@@ -154,12 +158,95 @@ def _as_f32(rate) -> jax.Array:
     return jnp.asarray(rate).astype(jnp.float32)
 
 
+MASK_IMPLS = ("hash", "bits")
+_DEFAULT_IMPL = os.environ.get("DROPJAX_MASK_IMPL", "hash")
+_IMPL = contextvars.ContextVar("dropjax_mask_impl", default=_DEFAULT_IMPL)
+
+
+def get_mask_impl() -> str:
+    """The mask sampler in effect: ``"hash"`` (default) or ``"bits"``. See :func:`keep_mask`."""
+    impl = _IMPL.get()
+    if impl not in MASK_IMPLS:
+        raise ValueError(f"DROPJAX_MASK_IMPL must be one of {MASK_IMPLS}; got {impl!r}")
+    return impl
+
+
+@contextlib.contextmanager
+def mask_impl(name: str) -> Iterator[None]:
+    """Selects the mask sampler inside a ``with`` block (read when a function is traced).
+
+    ``"hash"`` (the default) is a counter-based hash keyed by the PRNG key; ``"bits"`` uses
+    ``jax.random.bits`` with the key's own implementation (threefry2x32, or ``rbg`` for
+    ``jax.random.key(seed, impl="rbg")``). Both keep each element with probability
+    ``1 - rate`` exactly to 2**-32, and both are deterministic per key under ``jit`` and
+    sharding; they give *different* masks for the same key. The environment variable
+    ``DROPJAX_MASK_IMPL`` sets the default. Functions already traced keep the sampler they
+    were traced with.
+
+    Examples:
+      >>> import jax, dropjax
+      >>> with dropjax.mask_impl("bits"):
+      ...     m = dropjax.keep_mask(jax.random.key(0), (3,), 0.5)
+      >>> m.shape
+      (3,)
+    """
+    if name not in MASK_IMPLS:
+        raise ValueError(f"mask_impl must be one of {MASK_IMPLS}; got {name!r}")
+    token = _IMPL.set(name)
+    try:
+        yield
+    finally:
+        _IMPL.reset(token)
+
+
+# Two rounds of a 32-bit xorshift-multiply mixer (the "lowbias32" constants found by
+# C. Wellons' hash-prospector search). Each round is a bijection on uint32.
+_MUL1, _MUL2 = 0x7FEB352D, 0x846CA68B
+_GOLDEN = 0x9E3779B9
+
+
+def _mix32(h: jax.Array) -> jax.Array:
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(_MUL1)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(_MUL2)
+    return h ^ (h >> 16)
+
+
+def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """32 pseudo-random bits per element of ``shape``: ``mix(mix(i ^ s0) ^ s1)``.
+
+    ``i`` is the element's row-major index (uint32) and ``s0, s1`` are two words drawn from
+    ``key`` with ``jax.random.bits``. Computed from iotas, so it is elementwise, fuses with
+    the op that consumes it, and shards without communication. For more than 2**32
+    elements the leading axes' index is mixed into ``s1``.
+    """
+    seeds = jax.random.bits(key, (2,), dtype=jnp.uint32)
+    low = jnp.zeros(shape, jnp.uint32)
+    high = None
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        if shape[axis] == 1:
+            continue
+        if stride * shape[axis] > 2**32:
+            if shape[axis] > 2**32:
+                raise ValueError(f"an axis of size {shape[axis]} > 2**32 is not supported")
+            part = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+            high = part if high is None else high * jnp.uint32(shape[axis] % 2**32) + part
+            continue
+        low = low + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+        stride *= shape[axis]
+    s1 = seeds[1] if high is None else seeds[1] ^ _mix32(high * jnp.uint32(_GOLDEN) + 1)
+    return _mix32(_mix32(low ^ seeds[0]) ^ s1)
+
+
 def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
     """Draws a keep-mask of exactly ``shape`` (no broadcasting): the core sampler.
 
-    ``keep = bits >= threshold`` with 32 uniform bits per element (threefry by default, or
-    the implementation of ``key``) and ``threshold = rate * 2**32`` rounded down, so the
-    keep probability is exact to 2**-32 for a float32 rate. A rate of 1 keeps nothing.
+    ``keep = bits >= threshold`` with 32 bits per element and ``threshold = rate * 2**32``
+    rounded down, so the keep probability is exact to 2**-32 for a float32 rate. The bits
+    come from :func:`hash_bits` (default) or ``jax.random.bits`` (see :func:`mask_impl`).
+    A rate of 1 keeps nothing.
     """
     value = concrete_value(rate)
     if value == 0.0:
@@ -168,7 +255,10 @@ def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
         return jnp.zeros(shape, dtype=bool)
     rate32 = _as_f32(rate)
     threshold = jnp.clip(rate32 * 4294967296.0, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
-    bits = jax.random.bits(key, shape, dtype=jnp.uint32)
+    if get_mask_impl() == "hash":
+        bits = hash_bits(key, shape)
+    else:
+        bits = jax.random.bits(key, shape, dtype=jnp.uint32)
     keep = bits >= threshold
     if value is None:  # traced (or array) rate: rate 1 must keep nothing at all.
         keep = keep & (rate32 < 1.0)
@@ -206,12 +296,20 @@ def keep_mask(
     .. math::
 
         m_i = [u_i \ge \lfloor \text{rate} \cdot 2^{32} \rfloor], \qquad
-        u_i \sim \mathcal{U}\{0, \dots, 2^{32}-1\}
+        u_i = \operatorname{mix}(\operatorname{mix}(i \oplus s_0) \oplus s_1)
 
-    so :math:`P(m_i = 1) = 1 - \text{rate}` up to :math:`2^{-32}`. The bits come from
-    ``jax.random.bits`` with the key's own PRNG implementation (threefry2x32 for
-    ``jax.random.key``), 32 bits per drawn element. The mask is a deterministic function of
-    ``(key, shape, rate, broadcast_dims)``; every dropjax op draws its noise through here.
+    where :math:`i` is the element's row-major index, :math:`s_0, s_1` are two 32-bit words
+    drawn from ``key`` with ``jax.random.bits`` and :math:`\operatorname{mix}` is a 32-bit
+    xorshift-multiply bijection, so :math:`P(m_i = 1) = 1 - \text{rate}` up to
+    :math:`2^{-32}`: 32 bits per element, computed elementwise from the index. This counter
+    hash fuses into the op that uses the mask and costs a few integer operations per
+    element, where threefry's 20 rounds made the mask several times the cost of the
+    dropout itself (see ``benchmarks/``). It is not a cryptographic generator; with
+    ``dropjax.mask_impl("bits")`` the bits come from ``jax.random.bits`` with the key's own
+    implementation (threefry2x32, or ``rbg``) instead.
+
+    The mask is a deterministic function of ``(key, shape, rate, broadcast_dims)`` under
+    ``jit`` or not and on any sharding; every dropjax op draws its noise through here.
 
     Args:
       key: one PRNG key, ``jax.random.key(seed)`` (a legacy ``PRNGKey`` is accepted).

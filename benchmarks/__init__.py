@@ -1,0 +1,1 @@
+"""dropjax benchmarks: ``python -m benchmarks [--quick]``. Timings never appear in tests."""
