@@ -29,9 +29,17 @@ import jax.numpy as jnp
 import dropjax
 
 __all__ = [
+    "AlphaDropout",
+    "ConcreteDropout",
     "DecoupledDense",
     "DecoupledDropout",
+    "DropBlock",
+    "DropConnectDense",
+    "DropPath",
     "Dropout",
+    "GaussianDropout",
+    "RandomRateDropout",
+    "SpatialDropout",
     "mc_dropout",
 ]
 
@@ -231,3 +239,261 @@ class DecoupledDense(nn.Module):
             backward=self.backward,
             broadcast_dims=self.broadcast_dims,
         )
+
+
+class _Variant(nn.Module):
+    """Shared call for the variant layers: resolve the key, then ``self._op(key, inputs)``."""
+
+    def _apply(self, inputs, deterministic, rng):
+        key = _resolve(self, deterministic, rng)
+        return inputs if key is None else self._op(key, inputs)
+
+
+class RandomRateDropout(_Variant):
+    """Bouthillier et al.'s random dropout: rate ``rho ~ U(0, max_rate)`` per call or example.
+
+    See :func:`dropjax.random_rate_dropout`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.RandomRateDropout(0.5, deterministic=False)
+      >>> layer.apply({}, jnp.ones(4), rngs={"dropout": jax.random.key(0)}).shape
+      (4,)
+    """
+
+    max_rate: float
+    per_example: bool = False
+    batch_axis: int = 0
+    broadcast_dims: Sequence[int] = ()
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def _op(self, key, x):
+        return dropjax.random_rate_dropout(
+            key,
+            x,
+            self.max_rate,
+            per_example=self.per_example,
+            batch_axis=self.batch_axis,
+            broadcast_dims=self.broadcast_dims,
+        )
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Applies random-rate dropout unless deterministic."""
+        return self._apply(inputs, deterministic, rng)
+
+
+class GaussianDropout(_Variant):
+    """Multiplicative ``N(1, rate/(1-rate))`` noise; see :func:`dropjax.gaussian_dropout`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.GaussianDropout(0.2, deterministic=False)
+      >>> layer.apply({}, jnp.ones(4), rngs={"dropout": jax.random.key(0)}).shape
+      (4,)
+    """
+
+    rate: float
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def _op(self, key, x):
+        return dropjax.gaussian_dropout(key, x, self.rate)
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Applies Gaussian dropout unless deterministic."""
+        return self._apply(inputs, deterministic, rng)
+
+
+class AlphaDropout(_Variant):
+    """SELU-preserving dropout (Klambauer et al. 2017); see :func:`dropjax.alpha_dropout`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.AlphaDropout(0.1, deterministic=False)
+      >>> layer.apply({}, jnp.ones(4), rngs={"dropout": jax.random.key(0)}).shape
+      (4,)
+    """
+
+    rate: float
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def _op(self, key, x):
+        return dropjax.alpha_dropout(key, x, self.rate)
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Applies alpha dropout unless deterministic."""
+        return self._apply(inputs, deterministic, rng)
+
+
+class SpatialDropout(_Variant):
+    """Drops whole feature maps (named axes); see :func:`dropjax.spatial_dropout`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.SpatialDropout(0.5, deterministic=False)
+      >>> layer.apply({}, jnp.ones((2, 4, 4, 3)), rngs={"dropout": jax.random.key(0)}).shape
+      (2, 4, 4, 3)
+    """
+
+    rate: float
+    channel_axis: int = -1
+    batch_axis: int | None = 0
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def _op(self, key, x):
+        return dropjax.spatial_dropout(
+            key, x, self.rate, channel_axis=self.channel_axis, batch_axis=self.batch_axis
+        )
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Applies spatial dropout unless deterministic."""
+        return self._apply(inputs, deterministic, rng)
+
+
+class DropBlock(_Variant):
+    """DropBlock (Ghiasi et al. 2018) on NHWC; see :func:`dropjax.dropblock`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.DropBlock(0.1, block_size=3, deterministic=False)
+      >>> layer.apply({}, jnp.ones((2, 8, 8, 3)), rngs={"dropout": jax.random.key(0)}).shape
+      (2, 8, 8, 3)
+    """
+
+    rate: float
+    block_size: int | Sequence[int] = 7
+    batch_axis: int | None = 0
+    channel_axis: int | None = -1
+    share_channels: bool = False
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def _op(self, key, x):
+        return dropjax.dropblock(
+            key,
+            x,
+            self.rate,
+            block_size=self.block_size,
+            batch_axis=self.batch_axis,
+            channel_axis=self.channel_axis,
+            share_channels=self.share_channels,
+        )
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Applies DropBlock unless deterministic."""
+        return self._apply(inputs, deterministic, rng)
+
+
+class DropPath(_Variant):
+    """Stochastic depth for a residual branch, per example; see :func:`dropjax.drop_path`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.DropPath(0.2, deterministic=False)
+      >>> layer.apply({}, jnp.ones((4, 3)), rngs={"dropout": jax.random.key(0)}).shape
+      (4, 3)
+    """
+
+    rate: float
+    batch_axis: int | None = 0
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def _op(self, key, x):
+        return dropjax.drop_path(key, x, self.rate, batch_axis=self.batch_axis)
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Drops the whole branch per example unless deterministic."""
+        return self._apply(inputs, deterministic, rng)
+
+
+class DropConnectDense(nn.Module):
+    """A dense layer whose weights are dropped (Wan et al. 2013); see
+    :func:`dropjax.dropconnect_dense`. Deterministic: a plain dense layer.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.DropConnectDense(3, 0.5)
+      >>> v = layer.init(jax.random.key(0), jnp.ones((2, 4)), deterministic=True)
+      >>> layer.apply(v, jnp.ones((2, 4)), False, rngs={"dropout": jax.random.key(1)}).shape
+      (2, 3)
+    """
+
+    features: int
+    rate: float
+    per_example: bool = False
+    use_bias: bool = True
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+    bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Applies the layer with a dropped kernel unless deterministic."""
+        kernel = self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        key = _resolve(self, deterministic, rng)
+        if key is None:
+            return _dense({"kernel": kernel} | ({} if bias is None else {"bias": bias}), inputs)
+        return dropjax.dropconnect_dense(
+            key, inputs, kernel, bias, self.rate, per_example=self.per_example
+        )
+
+
+class ConcreteDropout(nn.Module):
+    """Concrete dropout with a learned rate (Gal, Hron & Kendall 2017).
+
+    The parameter ``rate_logit`` (initialised at ``logit(init_rate)``) is trained with the
+    rest of the model. Each call sows the regulariser
+    :func:`dropjax.concrete_dropout_regularizer` into the ``"losses"`` collection under
+    ``"concrete_dropout"``: pass the following layer's kernel as ``weight`` to include the
+    weight term :math:`\\lambda_w \\lVert W \\rVert^2 / (1-p)`; without it only the
+    dropout-entropy term is sown. Deterministic: inputs pass unchanged (inverted scaling).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.ConcreteDropout()
+      >>> v = layer.init(jax.random.key(0), jnp.ones((2, 4)), deterministic=True)
+      >>> y, state = layer.apply(v, jnp.ones((2, 4)), deterministic=False,
+      ...     rngs={"dropout": jax.random.key(1)}, mutable=["losses"])
+      >>> y.shape, "concrete_dropout" in state["losses"]
+      ((2, 4), True)
+    """
+
+    init_rate: float = 0.1
+    temperature: float = 0.1
+    weight_regularizer: float = 1e-6
+    dropout_regularizer: float = 1e-5
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.compact
+    def __call__(self, inputs, weight=None, deterministic: bool | None = None, rng=None):
+        """Applies concrete dropout and sows its regulariser."""
+        init_logit = float(jnp.log(self.init_rate) - jnp.log1p(-self.init_rate))
+        rate_logit = self.param("rate_logit", nn.initializers.constant(init_logit), ())
+        key = _resolve(self, deterministic, rng)
+        if key is None:
+            return inputs
+        self.sow(
+            "losses",
+            "concrete_dropout",
+            dropjax.concrete_dropout_regularizer(
+                rate_logit,
+                () if weight is None else weight,
+                weight_regularizer=self.weight_regularizer,
+                dropout_regularizer=self.dropout_regularizer,
+                input_dim=int(inputs.shape[-1]),
+            ),
+        )
+        return dropjax.concrete_dropout(key, inputs, rate_logit, temperature=self.temperature)

@@ -24,9 +24,17 @@ from flax import nnx
 import dropjax
 
 __all__ = [
+    "AlphaDropout",
+    "ConcreteDropout",
     "DecoupledDense",
     "DecoupledDropout",
+    "DropBlock",
+    "DropConnectDense",
+    "DropPath",
     "Dropout",
+    "GaussianDropout",
+    "RandomRateDropout",
+    "SpatialDropout",
     "mc_dropout",
 ]
 
@@ -303,3 +311,286 @@ def mc_dropout(model: nnx.Module) -> Iterator[nnx.Module]:
     finally:
         for module, name, value in reversed(saved):
             setattr(module, name, value)
+
+
+class _Variant(_Stochastic):
+    """Shared call for the variant layers: resolve the key, then ``self._op(key, inputs)``."""
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        """Applies the layer's noise unless deterministic."""
+        key = self._key(deterministic, rngs)
+        return inputs if key is None else self._op(key, inputs)
+
+
+class RandomRateDropout(_Variant):
+    """Random dropout, ``rho ~ U(0, max_rate)``; see :func:`dropjax.random_rate_dropout`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> dropjax.nnx.RandomRateDropout(0.5, rngs=nnx.Rngs(dropout=0))(jnp.ones(4)).shape
+      (4,)
+    """
+
+    def __init__(
+        self,
+        max_rate: float,
+        *,
+        per_example: bool = False,
+        batch_axis: int = 0,
+        broadcast_dims: Sequence[int] = (),
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.max_rate = max_rate
+        self.per_example = per_example
+        self.batch_axis = batch_axis
+        self.broadcast_dims = tuple(broadcast_dims)
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def _op(self, key, x):
+        return dropjax.random_rate_dropout(
+            key,
+            x,
+            self.max_rate,
+            per_example=self.per_example,
+            batch_axis=self.batch_axis,
+            broadcast_dims=self.broadcast_dims,
+        )
+
+
+class _RateOnly(_Variant):
+    def __init__(
+        self,
+        rate: float,
+        *,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.rate = rate
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+
+class GaussianDropout(_RateOnly):
+    """Multiplicative ``N(1, rate/(1-rate))`` noise; see :func:`dropjax.gaussian_dropout`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> dropjax.nnx.GaussianDropout(0.2, rngs=nnx.Rngs(dropout=0))(jnp.ones(4)).shape
+      (4,)
+    """
+
+    def _op(self, key, x):
+        return dropjax.gaussian_dropout(key, x, self.rate)
+
+
+class AlphaDropout(_RateOnly):
+    """SELU-preserving dropout; see :func:`dropjax.alpha_dropout`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> dropjax.nnx.AlphaDropout(0.1, rngs=nnx.Rngs(dropout=0))(jnp.ones(4)).shape
+      (4,)
+    """
+
+    def _op(self, key, x):
+        return dropjax.alpha_dropout(key, x, self.rate)
+
+
+class SpatialDropout(_Variant):
+    """Drops whole feature maps (named axes); see :func:`dropjax.spatial_dropout`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.SpatialDropout(0.5, rngs=nnx.Rngs(dropout=0))
+      >>> layer(jnp.ones((2, 4, 4, 3))).shape
+      (2, 4, 4, 3)
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        channel_axis: int = -1,
+        batch_axis: int | None = 0,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.rate = rate
+        self.channel_axis = channel_axis
+        self.batch_axis = batch_axis
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def _op(self, key, x):
+        return dropjax.spatial_dropout(
+            key, x, self.rate, channel_axis=self.channel_axis, batch_axis=self.batch_axis
+        )
+
+
+class DropBlock(_Variant):
+    """DropBlock on NHWC; see :func:`dropjax.dropblock`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.DropBlock(0.1, block_size=3, rngs=nnx.Rngs(dropout=0))
+      >>> layer(jnp.ones((2, 8, 8, 3))).shape
+      (2, 8, 8, 3)
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        block_size: int | Sequence[int] = 7,
+        batch_axis: int | None = 0,
+        channel_axis: int | None = -1,
+        share_channels: bool = False,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.rate = rate
+        self.block_size = block_size
+        self.batch_axis = batch_axis
+        self.channel_axis = channel_axis
+        self.share_channels = share_channels
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def _op(self, key, x):
+        return dropjax.dropblock(
+            key,
+            x,
+            self.rate,
+            block_size=self.block_size,
+            batch_axis=self.batch_axis,
+            channel_axis=self.channel_axis,
+            share_channels=self.share_channels,
+        )
+
+
+class DropPath(_Variant):
+    """Stochastic depth for a residual branch; see :func:`dropjax.drop_path`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> dropjax.nnx.DropPath(0.2, rngs=nnx.Rngs(dropout=0))(jnp.ones((4, 3))).shape
+      (4, 3)
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        batch_axis: int | None = 0,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.rate = rate
+        self.batch_axis = batch_axis
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def _op(self, key, x):
+        return dropjax.drop_path(key, x, self.rate, batch_axis=self.batch_axis)
+
+
+class DropConnectDense(_Stochastic):
+    """``nnx.Linear`` with dropped weights; see :func:`dropjax.dropconnect_dense`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> dropjax.nnx.DropConnectDense(4, 3, 0.5, rngs=nnx.Rngs(0))(jnp.ones((2, 4))).shape
+      (2, 3)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rate: float,
+        *,
+        per_example: bool = False,
+        use_bias: bool = True,
+        kernel_init: Callable[..., Any] = nnx.initializers.lecun_normal(),
+        bias_init: Callable[..., Any] = nnx.initializers.zeros_init(),
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs,
+    ):
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
+        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,))) if use_bias else None
+        self.rate = rate
+        self.per_example = per_example
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        """Applies the layer with a dropped kernel unless deterministic."""
+        params = (self.kernel[...], None if self.bias is None else self.bias[...])
+        key = self._key(deterministic, rngs)
+        if key is None:
+            return _dense(params, inputs)
+        return dropjax.dropconnect_dense(
+            key, inputs, params[0], params[1], self.rate, per_example=self.per_example
+        )
+
+
+class ConcreteDropout(_Stochastic):
+    """Concrete dropout with a learned rate (Gal, Hron & Kendall 2017).
+
+    ``rate_logit`` is an ``nnx.Param``. :meth:`regularizer` returns
+    :func:`dropjax.concrete_dropout_regularizer` for this layer (pass the following layer's
+    kernel as ``weight`` for the weight term); add it to the loss.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.ConcreteDropout(rngs=nnx.Rngs(dropout=0))
+      >>> layer(jnp.ones((2, 4))).shape, layer.regularizer(input_dim=4).shape
+      ((2, 4), ())
+    """
+
+    def __init__(
+        self,
+        *,
+        init_rate: float = 0.1,
+        temperature: float = 0.1,
+        weight_regularizer: float = 1e-6,
+        dropout_regularizer: float = 1e-5,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        logit = jnp.log(jnp.float32(init_rate)) - jnp.log1p(-jnp.float32(init_rate))
+        self.rate_logit = nnx.Param(logit)
+        self.temperature = temperature
+        self.weight_regularizer = weight_regularizer
+        self.dropout_regularizer = dropout_regularizer
+        self._init_stochastic(deterministic, rng_collection, rngs)
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        """Applies concrete dropout unless deterministic."""
+        key = self._key(deterministic, rngs)
+        if key is None:
+            return inputs
+        return dropjax.concrete_dropout(
+            key, inputs, self.rate_logit[...], temperature=self.temperature
+        )
+
+    def regularizer(self, *, input_dim: int, weight=None) -> jax.Array:
+        """The layer's regulariser (weight term only when ``weight`` is given)."""
+        return dropjax.concrete_dropout_regularizer(
+            self.rate_logit[...],
+            () if weight is None else weight,
+            weight_regularizer=self.weight_regularizer,
+            dropout_regularizer=self.dropout_regularizer,
+            input_dim=input_dim,
+        )
