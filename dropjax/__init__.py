@@ -6,6 +6,8 @@ probability of dropping). Everything is pure and safe under ``jit``, ``vmap`` an
 
 from dropjax import mc as mc
 from dropjax._src.attention import dot_product_attention as dot_product_attention
+from dropjax._src.backproject import BackprojectResult as BackprojectResult
+from dropjax._src.backproject import backproject as backproject
 from dropjax._src.decoupled import augmented_dropout as augmented_dropout
 from dropjax._src.decoupled import backward_dropout as backward_dropout
 from dropjax._src.decoupled import decoupled_call as decoupled_call
@@ -19,7 +21,9 @@ from dropjax._src.graph import gcn_normalize as gcn_normalize
 from dropjax._src.graph import node_dropout as node_dropout
 from dropjax._src.init import dropout_he_normal as dropout_he_normal
 from dropjax._src.init import dropout_variance_scaling as dropout_variance_scaling
+from dropjax._src.masks import get_mask_impl as get_mask_impl
 from dropjax._src.masks import keep_mask as keep_mask
+from dropjax._src.masks import mask_impl as mask_impl
 from dropjax._src.ops import dropout as dropout
 from dropjax._src.schedules import constant_rate as constant_rate
 from dropjax._src.schedules import curriculum_rate as curriculum_rate
@@ -39,11 +43,10 @@ from dropjax._src.variants import spatial_dropout as spatial_dropout
 __version__ = "0.1.0"
 
 __all__ = [
-    "EdgeDropoutResult",
-    "GCNEdges",
-    "NodeDropoutResult",
     "alpha_dropout",
     "augmented_dropout",
+    "backproject",
+    "BackprojectResult",
     "backward_dropout",
     "concrete_dropout",
     "concrete_dropout_regularizer",
@@ -61,13 +64,18 @@ __all__ = [
     "dropout_he_normal",
     "dropout_variance_scaling",
     "edge_dropout",
+    "EdgeDropoutResult",
     "forward_dropout",
     "gaussian_dropout",
     "gcn_normalize",
+    "GCNEdges",
+    "get_mask_impl",
     "keep_mask",
     "linear_rate",
+    "mask_impl",
     "mc",
     "node_dropout",
+    "NodeDropoutResult",
     "random_rate_dropout",
     "spatial_dropout",
 ]
