@@ -1,0 +1,131 @@
+"""Renders experiments/REPORT.md from the committed results JSON (nothing typed by hand).
+
+``python -m experiments report`` reads ``experiments/results/<name>/<preset>.json`` for every
+claim below, taking the largest preset present (paper, then quick, then smoke), and writes
+the report: a summary table, then for each claim the seed's statement, the experiment's own
+table (its ``render``), the verdict, the command that regenerates it and its figure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from experiments.registry import DEFAULT_OUT, experiments
+
+__all__ = ["CLAIMS", "build_report", "load_results"]
+
+# (claim number, seed, short title, experiment names in the registry)
+CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("1", "Gao et al. 2019, Table 3", "LeNet/MNIST: augmented vs standard dropout", ("lenet_mnist",)),
+    ("2", "Gao et al. 2019, Tables 1-2, Figs 1-2", "Forward/backward dropout ablation",
+     ("gao_ablation",)),
+    ("3", "Gao et al. 2019, Tables 4-5", "ConvNet-Quick and ResNet-20 on SVHN/CIFAR",
+     ("gao_tables45",)),
+    ("4", "Bouthillier et al. 2015, Fig. 6", "Random dropout vs dropout on an MLP",
+     ("random_dropout_mlp",)),
+    ("5", "Bouthillier et al. 2015, Sec. 3.1, Figs 2, 4, 5", "Noise back-projection",
+     ("backprojection",)),
+    ("6", "Explainer (seed 000)", "Input dropout on least squares = L2, lambda = p/(1-p)",
+     ("linear_l2",)),
+    ("7", "Explainer (seed 000)", "Weight scaling vs ensemble mean; Jensen gap",
+     ("ensemble_jensen",)),
+    ("8", "Explainer (seed 000)", "ReLU: expected gradient independent of p", ("relu_gradient",)),
+    ("9", "Explainer (seed 000)", "Dropout-aware initialisation", ("init_variance",)),
+    ("10", "Explainer (seed 000)", "MC dropout uncertainty (MNIST vs Fashion-MNIST OOD)",
+     ("mc_uncertainty",)),
+    ("11", "Explainer (seed 000)", "Graph dropout and homophily", ("graph_homophily",)),
+    ("12", "Explainer / glossary (seeds 000, 003)", "DropBlock vs dropout on a conv net",
+     ("dropblock_conv",)),
+]
+
+PRESET_ORDER = ("paper", "quick", "smoke")
+REPORT_PATH = Path(__file__).resolve().parent / "REPORT.md"
+
+
+def load_results(out: Path, name: str) -> dict[str, Any] | None:
+    """The results payload of the largest preset present, or None."""
+    for preset in PRESET_ORDER:
+        path = Path(out) / name / f"{preset}.json"
+        if path.exists():
+            payload = json.loads(path.read_text())
+            payload["_path"] = str(path)
+            return payload
+    return None
+
+
+def _verdict(results: dict[str, Any]) -> str:
+    if results.get("not_run"):
+        return "not run"
+    return str(results.get("verdict", "—"))
+
+
+def _figures(payload: dict[str, Any], name: str) -> list[str]:
+    res = payload["results"]
+    names = res.get("figures") or ([res["figure"]] if res.get("figure") else [])
+    return [f"results/{name}/{f}" for f in names]
+
+
+def build_report(out: Path = DEFAULT_OUT) -> str:
+    """The report's markdown, built from the results files under ``out``."""
+    table = experiments()
+    summary = [
+        "| # | source | claim | experiment | preset | device | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    sections: list[str] = []
+    for number, source, title, names in CLAIMS:
+        for name in names:
+            payload = load_results(out, name)
+            if payload is None:
+                registered = name in table
+                why = "no results committed yet" if registered else "experiment not implemented"
+                summary.append(f"| {number} | {source} | {title} | `{name}` | — | — | {why} |")
+                sections.append(f"## {number}. {title}\n\n{source}. **{why}.**\n")
+                continue
+            res = payload["results"]
+            env = payload.get("environment", {})
+            device = f"{env.get('device_kind', '?')} x{env.get('device_count', '?')}"
+            verdict = _verdict(res)
+            summary.append(
+                f"| {number} | {source} | {title} | `{name}` | {payload['preset']} | "
+                f"{device} | **{verdict}** |"
+            )
+            body = [f"## {number}. {title}", ""]
+            if res.get("claim"):
+                body += [f"> {res['claim']}", "", f"Source: {res.get('source', source)}.", ""]
+            if res.get("not_run"):
+                body += [f"**Not run:** {res.get('reason', '')}", ""]
+            render = table[name].render if name in table else None
+            if render is not None and not res.get("not_run"):
+                body += [render(res), ""]
+            body += [
+                f"**Verdict: {verdict}.** Preset `{payload['preset']}` on {device}, "
+                f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`.",
+                "",
+                f"Regenerate: `python -m experiments {name} --preset {payload['preset']}`",
+                "",
+            ]
+            if res.get("notes"):
+                body += [str(res["notes"]), ""]
+            for fig in _figures(payload, name):
+                body += [f"![{name}]({fig})", ""]
+            sections.append("\n".join(body))
+    header = [
+        "# dropjax experiments: the seeds' claims, reproduced or refuted",
+        "",
+        "Rendered by `python -m experiments report` from the results JSON under",
+        "`experiments/results/`; every number below comes from those files. Each experiment",
+        "records its data source, device, library versions and git commit in its JSON.",
+        "",
+        "## Summary",
+        "",
+    ]
+    return "\n".join(header + summary + [""] + sections)
+
+
+def write_report(out: Path = DEFAULT_OUT, path: Path = REPORT_PATH) -> Path:
+    """Writes REPORT.md and returns its path."""
+    path.write_text(build_report(out))
+    return path
