@@ -1,1 +1,8 @@
 """Imports every experiment module so that each registers itself (one import per module)."""
+
+import experiments.explainer_ensemble  # noqa: F401
+import experiments.explainer_gradient  # noqa: F401
+import experiments.explainer_init  # noqa: F401
+import experiments.explainer_linear  # noqa: F401
+import experiments.graph_homophily  # noqa: F401
+import experiments.lenet_mnist  # noqa: F401

@@ -1,0 +1,308 @@
+"""The explainer experiments (linear_l2, ensemble_jensen, relu_gradient, init_variance,
+graph_homophily): each smoke preset runs end to end, and the maths each one relies on is
+checked here against references built independently with explicit masks."""
+
+import itertools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special
+from sklearn.linear_model import Ridge
+
+import dropjax
+from experiments import explainer_ensemble as ens
+from experiments import explainer_gradient as grad
+from experiments import explainer_init as init
+from experiments import explainer_linear as lin
+from experiments import graph_homophily as gh
+from experiments.registry import RunContext, execute, experiments
+
+VERDICTS = {"reproduced", "not reproduced", "inconclusive"}
+NAMES = ("linear_l2", "ensemble_jensen", "relu_gradient", "init_variance", "graph_homophily")
+
+
+# ------------------------------------------------------------------------ smoke presets
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Runs every smoke preset once; returns {name: (payload, path, out_dir)}."""
+    root = tmp_path_factory.mktemp("explainer")
+    out = {}
+    for name in NAMES:
+        ctx = RunContext(name=name, preset="smoke", out_dir=root / name, quiet=True)
+        payload, path = execute(name, ctx)
+        out[name] = (payload, path, root / name)
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_writes_results_verdict_and_figure(smoke, name):
+    payload, path, out_dir = smoke[name]
+    assert path == out_dir / "smoke.json"
+    on_disk = json.loads(path.read_text())
+    results = on_disk["results"]
+    assert on_disk["experiment"] == name and on_disk["preset"] == "smoke"
+    assert results["verdict"] in VERDICTS
+    assert "seed 000" in results["source"] and results["claim"]
+    assert results["config"]["seed_list"] and results["per_seed"]
+    figure = out_dir / results["figure"]
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = experiments()[name].render(results)
+    assert table.startswith("|") and "---" in table
+
+
+def test_smoke_linear_l2_identities(smoke):
+    results = smoke["linear_l2"][0]["results"]
+    for row in results["summary"]:
+        assert row["sklearn_rel_err_max"] < 1e-8
+        assert row["mc_abs_z_max"] < 6.0
+        # Dropout-trained weights are ridge weights with lambda near p/(1-p), not near p.
+        ratio = row["lambda_hat"]["mean"] / row["lambda_claimed"]
+        assert 0.8 < ratio < 1.25
+
+
+def test_smoke_ensemble_linear_exact_nonlinear_not(smoke):
+    results = smoke["ensemble_jensen"][0]["results"]
+    assert results["checks"]["linear_max_rel_gap"] < 1e-10
+    assert results["checks"]["nwgm_equals_weight_scaling"]
+    for r in results["config"]["rates"]:
+        assert results["summary"]["mlp_relu"][str(r)]["prob_tv"]["mean"] > 1e-3
+
+
+def test_smoke_relu_gradient_unit_case_is_p_independent(smoke):
+    results = smoke["relu_gradient"][0]["results"]
+    assert results["verdicts"]["unit_linear_loss"] == "reproduced"
+    assert results["verdicts"]["dropout_before_relu"] == "not reproduced"
+
+
+def test_smoke_init_variance_follows_mean_field(smoke):
+    results = smoke["init_variance"][0]["results"]
+    for row in results["summary"]:
+        if row["arch"] == "plain" and row["rate"] == 0.5:
+            assert abs(row["excess_fwd_bits"]["mean"] - row["predicted_bits"]) < 3.0
+
+
+# ----------------------------------------------------------------------- linear_l2 maths
+def _enumerated_expectation(x, y, w, rate):
+    """E over every per-entry mask of the sum-form loss and of the normal equations."""
+    n, d = x.shape
+    q = 1 - rate
+    loss, gram, rhs = 0.0, np.zeros((d, d)), np.zeros(d)
+    for bits in itertools.product((0, 1), repeat=n * d):
+        m = np.array(bits, float).reshape(n, d)
+        prob = np.prod(np.where(m == 1, q, rate))
+        xt = x * m / q
+        loss += prob * np.sum((y - xt @ w) ** 2)
+        gram += prob * xt.T @ xt
+        rhs += prob * xt.T @ y
+    return loss, np.linalg.solve(gram, rhs)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.6])
+def test_marginalized_loss_and_solution_match_enumeration(rate):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 3))
+    y = rng.normal(size=3)
+    w = rng.normal(size=3)
+    loss, w_star = _enumerated_expectation(x, y, w, rate)
+    np.testing.assert_allclose(lin.marginalized_loss(x, y, w, rate), loss, rtol=1e-12)
+    np.testing.assert_allclose(lin.marginalized_solution(x, y, rate), w_star, rtol=1e-10)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.7])
+def test_standardized_marginal_solution_is_sklearn_ridge(rate):
+    rng = np.random.default_rng(1)
+    raw = rng.normal(size=(40, 4)) @ rng.normal(size=(4, 4))
+    x = (raw - raw.mean(0)) / raw.std(0)
+    y = x @ rng.normal(size=4) + rng.normal(size=40)
+    alpha = 40 * rate / (1 - rate)  # sum form: n p / (1 - p)
+    w_sk = Ridge(alpha=alpha, fit_intercept=False, solver="cholesky").fit(x, y).coef_
+    np.testing.assert_allclose(lin.marginalized_solution(x, y, rate), w_sk, rtol=1e-10)
+    # Mean form: lambda = p/(1-p) exactly.
+    np.testing.assert_allclose(lin.ridge_mean_form(x, y, rate / (1 - rate)), w_sk, rtol=1e-10)
+    # Unequal column scales break the scalar-ridge equivalence.
+    xs = x * np.array([0.2, 1.0, 3.0, 0.5])
+    w_scalar = lin.ridge_mean_form(xs, y, rate / (1 - rate))
+    assert np.max(np.abs(lin.marginalized_solution(xs, y, rate) - w_scalar)) > 1e-2
+
+
+def test_fit_lambda_recovers_the_ridge_strength():
+    rng = np.random.default_rng(2)
+    x = lin.standardize(rng.normal(size=(50, 5)))
+    y = x @ rng.normal(size=5) + rng.normal(size=50)
+    for lam in (0.05, 0.7, 3.0):
+        assert lin.fit_lambda(x, y, lin.ridge_mean_form(x, y, lam)) == pytest.approx(lam, 1e-4)
+
+
+# ----------------------------------------------------------------- ensemble_jensen maths
+def test_mask_enumeration_is_a_distribution():
+    masks = ens.all_masks(5)
+    assert masks.shape == (32, 5) and len({tuple(m) for m in masks}) == 32
+    np.testing.assert_allclose(ens.mask_probs(masks, 0.3).sum(), 1.0, rtol=1e-14)
+
+
+def test_exact_moments_match_brute_force_loops():
+    rng = np.random.default_rng(3)
+    params = ens.init_params(4, 3, 2, 3)
+    x = rng.normal(size=(2, 3))
+    rate, q = 0.4, 0.6
+    want = np.zeros((2, 3))
+    for a in itertools.product((0, 1), repeat=3):
+        for b in itertools.product((0, 1), repeat=2):
+            prob = np.prod([q if v else rate for v in a + b])
+            h = np.tanh((x * np.array(a) / q) @ params["w1"] + params["b1"])
+            z = (h * np.array(b) / q) @ params["w2"] + params["b2"]
+            want += prob * scipy.special.softmax(z, axis=-1)
+    got = ens.exact_moments("mlp_tanh", params, x, rate)["probs"]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_weight_scaling_exact_for_linear_only():
+    params = ens.init_params(5, 4, 3, 3)
+    x = ens.make_inputs(5, 6, 4)
+    lin_gap = ens.gaps("linear", params, x, 0.5)
+    relu_gap = ens.gaps("mlp_relu", params, x, 0.5)
+    soft = ens.gaps("softmax_regression", params, x, 0.5)
+    assert lin_gap["logit_gap_max_abs"] < 1e-12
+    assert relu_gap["logit_gap_max_abs"] > 1e-3
+    assert soft["logit_gap_max_abs"] < 1e-12  # logits affine in the mask ...
+    assert soft["prob_tv"] > 1e-3  # ... but the softmax of them is not
+    assert soft["nwgm_tv"] < 1e-12  # the normalised geometric mean is exact
+
+
+# ------------------------------------------------------------------ relu_gradient maths
+def _explicit_unit_grads(params, x, targets, rate, case):
+    """E over explicit hidden masks of dL/dx for one ReLU layer -> mask/q -> read-out."""
+    w1, b1, v = params["w"][0], params["b"][0], params["v"]
+    width = w1.shape[1]
+    q = 1.0 - rate
+
+    def loss(xx, m):
+        out = (jax.nn.relu(xx @ w1 + b1) * m / q) @ v
+        if case == "unit_linear_loss":
+            return jnp.mean(out)
+        return jnp.mean((out - targets) ** 2)
+
+    total = jnp.zeros_like(x)
+    for bits in itertools.product((0.0, 1.0), repeat=width):
+        m = jnp.asarray(bits, jnp.float32)
+        prob = float(np.prod([q if b else rate for b in bits]))
+        total = total + prob * jax.grad(loss)(x, m)
+    g0 = jax.grad(loss)(x, jnp.full((width,), q, jnp.float32))
+    return np.asarray(total), np.asarray(g0)
+
+
+def test_expected_gradient_p_independent_only_for_linear_loss():
+    params = grad.init_params(0, 3, 4, 1)
+    x, _, targets = grad.make_batch(0, 2, 3)
+    for rate in (0.2, 0.7):
+        e_lin, g0_lin = _explicit_unit_grads(params, x, targets, rate, "unit_linear_loss")
+        np.testing.assert_allclose(e_lin, g0_lin, rtol=1e-5, atol=1e-6)
+        e_mse, g0_mse = _explicit_unit_grads(params, x, targets, rate, "unit_mse")
+        assert np.max(np.abs(e_mse - g0_mse)) > 1e-3
+
+
+def test_mc_gradient_moments_agree_with_enumeration():
+    params = grad.init_params(1, 3, 4, 1)
+    x, labels, targets = grad.make_batch(1, 2, 3)
+    rate = 0.5
+    exact, g0_ref = _explicit_unit_grads(params, x, targets, rate, "unit_mse")
+    gw, gx, _, gx0 = grad.mc_gradient_moments(
+        "unit_mse", params, x, labels, targets, jax.random.key(0), 40, 256, jnp.float32(rate)
+    )
+    gx = np.asarray(gx)
+    np.testing.assert_allclose(np.asarray(gx0), g0_ref, rtol=1e-5, atol=1e-6)
+    se = gx.std(0, ddof=1) / np.sqrt(gx.shape[0])
+    assert np.all(np.abs(gx.mean(0) - exact) < 5 * se + 1e-6)
+    stats = grad.deviation_stats(gx, exact)  # against the true mean: no bias
+    assert abs(stats["dev2_z"]) < 4
+    stats = grad.deviation_stats(gx, gx0)  # against the no-dropout gradient: biased
+    assert stats["dev2_z"] > 4 and stats["dev2_unbiased"] > 0
+
+
+def test_deviation_stats_unbiased_on_synthetic_chunks():
+    rng = np.random.default_rng(4)
+    g0 = rng.normal(size=50)
+    bias = 0.3 * rng.normal(size=50)
+    chunks = g0 + bias + rng.normal(size=(400, 50))
+    out = grad.deviation_stats(chunks, g0)
+    assert out["dev2_unbiased"] == pytest.approx(bias @ bias / (g0 @ g0), rel=0.25)
+    out0 = grad.deviation_stats(g0 + rng.normal(size=(400, 50)), g0)
+    assert abs(out0["dev2_unbiased"]) < 0.02 and out0["rel_dev_naive"] > 0.05
+
+
+# ------------------------------------------------------------------ init_variance maths
+def test_one_layer_second_moment_gain():
+    width, rate = 512, 0.5
+    weights = init.make_weights(jax.random.key(0), jnp.asarray([rate], jnp.float32), width, 2)
+    first, w = init.arch_weights("plain", weights)
+    x = jax.random.normal(jax.random.key(1), (128, width), jnp.float32)
+    u = jax.random.normal(jax.random.key(2), (128, width), jnp.float32)
+    r, one = jnp.asarray([rate], jnp.float32), jnp.ones((1,), jnp.float32)
+    gains = {}
+    for kind in init.KINDS:
+        fwd, _ = init.second_moments("plain", first, w[kind], x, u, jax.random.key(3), r, one)
+        gains[kind] = float(2.0 ** (fwd[0, 1] - fwd[0, 0]))  # log2 second moments
+    # Inverted dropout: gain c / q with c = 1 (He), q (times_keep), 1/q (over_keep).
+    assert gains["he"] == pytest.approx(2.0, rel=0.1)
+    assert gains["times_keep"] == pytest.approx(1.0, rel=0.1)
+    assert gains["over_keep"] == pytest.approx(4.0, rel=0.1)
+
+
+def test_predicted_excess_bits():
+    assert init.predicted_excess_bits("plain", "inverted", "times_keep", 0.5, 50) == 0.0
+    assert init.predicted_excess_bits("plain", "inverted", "he", 0.5, 50) == pytest.approx(49.0)
+    assert init.predicted_excess_bits("plain", "non_inverted", "over_keep", 0.3, 50) == (
+        pytest.approx(0.0, abs=1e-12)
+    )
+    assert init.predicted_excess_bits("plain", "inverted", "times_keep", 0.5, 50, "eval") == (
+        pytest.approx(-49.0)
+    )
+
+
+# ---------------------------------------------------------------- graph_homophily maths
+@pytest.mark.parametrize("h", [0.1, 0.5, 0.85])
+def test_csbm_homophily_degree_and_symmetry(h):
+    g = gh.make_csbm(0, 400, 10, h, 8, 0.5, 0.1)
+    s, r, y = g["senders"], g["receivers"], g["y"]
+    half = s.size // 2
+    assert s.size == 400 * 10  # both directions of N * degree / 2 edges
+    np.testing.assert_array_equal(s[:half], r[half:])
+    np.testing.assert_array_equal(r[:half], s[half:])
+    assert np.all(s != r)
+    assert gh.edge_homophily(s, r, y) == pytest.approx(h, abs=1.0 / half)
+    assert abs(y.mean() - 0.5) < 1e-9 and g["train"].sum() == 40
+    assert not np.any(g["train"] & g["test"])
+
+
+def test_gcn_propagation_matches_dense_normalized_adjacency():
+    g = gh.make_csbm(1, 30, 4, 0.7, 3, 0.5, 0.2)
+    n = 30
+    a = np.zeros((n, n))
+    np.add.at(a, (g["receivers"], g["senders"]), 1.0)
+    a_hat = a + np.eye(n)
+    d = a_hat.sum(1)
+    norm = a_hat / np.sqrt(d[:, None] * d[None, :])
+    h = np.random.default_rng(0).normal(size=(n, 5)).astype(np.float32)
+    graph = dropjax.gcn_normalize(jnp.asarray(g["senders"]), jnp.asarray(g["receivers"]), n)
+    got = np.asarray(gh.propagate(jnp.asarray(h), graph))
+    np.testing.assert_allclose(got, norm @ h, rtol=1e-5, atol=1e-6)
+
+
+def test_drop_edge_is_symmetric():
+    g = gh.make_csbm(2, 50, 6, 0.5, 3, 0.5, 0.2)
+    s, r = jnp.asarray(g["senders"]), jnp.asarray(g["receivers"])
+    out = gh._graph(s, r, 50, jax.random.key(0), 0.5)
+    half = s.shape[0] // 2
+    w = np.asarray(out.weight[: 2 * half])
+    np.testing.assert_array_equal(w[:half] > 0, w[half:] > 0)
+    assert 0.3 < np.mean(w[:half] > 0) < 0.7
+
+
+def test_log2_mean_square_survives_float32_underflow():
+    z = jax.random.normal(jax.random.key(0), (64, 32), jnp.float32) * jnp.float32(2.0**-75)
+    got = float(init.log2_mean_square(z))
+    assert np.isfinite(got) and got == pytest.approx(-150.0, abs=0.5)
+    assert float(jnp.mean(z * z)) == 0.0  # the naive second moment underflows
