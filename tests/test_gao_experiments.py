@@ -1,0 +1,119 @@
+"""Smoke runs of the Gao et al. experiments (Tables 1-2 ablation, Tables 4-5) and their
+not-run path when the data are missing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from experiments import registry
+from experiments.registry import RunContext
+
+VERDICTS = {"reproduced", "not reproduced", "inconclusive", "not tested"}
+
+
+def _execute(name: str, tmp_path, preset: str = "smoke"):
+    ctx = RunContext(name=name, preset=preset, out_dir=tmp_path / "out" / name, quiet=True)
+    payload, path = registry.execute(name, ctx)
+    assert path == tmp_path / "out" / name / f"{preset}.json"
+    assert json.loads(path.read_text())["results"]["verdict"] == payload["results"]["verdict"]
+    return payload["results"], ctx.out_dir
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DROPJAX_DATA", str(tmp_path / "data"))
+    for var in ("DROPJAX_CIFAR10_DIR", "DROPJAX_CIFAR100_DIR", "DROPJAX_SVHN_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "data"
+
+
+def test_ablation_smoke(tmp_path, data_dir):
+    from experiments.gao_ablation import PAPER, render
+
+    results, out = _execute("gao_ablation", tmp_path)
+    assert results["seeds"] == [0, 1] and results["data"]["name"] == "digits"
+    part = results["parts"]["table1"]
+    assert part["rates"] == [0.3, 0.005]
+    assert len(part["runs"]["plain"]["final"]["test_acc"]) == 2
+    for arm in ("standard", "forward", "backward"):
+        assert set(part["summary"][arm]) == {"0.3", "0.005"}
+    assert set(results["claims"]) == {"a", "b", "c"}
+    assert set(results["claims"].values()) <= VERDICTS
+    assert results["verdict"] in VERDICTS
+    assert (out / results["figure"]).stat().st_size > 0
+    assert not (out / "checkpoints").exists()
+    text = render(results)
+    assert "| 0.3 | 0.7579 |" in text and "0.6908" in text  # the paper's Table 1, side by side
+    assert PAPER["table2"]["standard"]["0.1"] == 0.9193
+
+
+def test_ablation_paper_needs_cifar(tmp_path, data_dir):
+    from experiments.gao_ablation import render
+
+    results, _ = _execute("gao_ablation", tmp_path, preset="paper")
+    assert results["not_run"] is True and results["verdict"] == "not run"
+    assert "CIFAR" in results["reason"]
+    assert "not run" in render(results)
+
+
+def test_tables45_smoke(tmp_path, data_dir):
+    from experiments.gao_tables45 import render
+
+    results, out = _execute("gao_tables45", tmp_path)
+    assert not results.get("not_run")
+    assert results["verdict"] in VERDICTS
+    assert results["cells"] and all(c["status"] == "run" for c in results["cells"].values())
+    assert (out / results["figure"]).stat().st_size > 0
+    assert not (out / "checkpoints").exists()
+    assert "0.9240" in render(results)  # the paper's Table 4 next to ours
+
+
+def test_tables45_not_run_without_data(tmp_path, data_dir):
+    from experiments.gao_tables45 import render
+
+    results, out = _execute("gao_tables45", tmp_path, preset="quick")
+    assert results["not_run"] is True and results["verdict"] == "not run"
+    for dataset in ("svhn", "cifar10", "cifar100"):
+        assert dataset in results["reason"]
+    assert results["paper"]["table4"]["cifar10"]["augmented"]["0.3"] == 0.7606
+    text = render(results)
+    assert "not run" in text and "0.6786" in text
+    assert not list(out.glob("*.png"))
+
+
+def test_claims_combine_cells():
+    from experiments.gao_ablation import combine, evaluate_claims
+
+    plain = [0.70, 0.71, 0.72, 0.73]
+    up = lambda d: [v + d + 0.001 * i for i, v in enumerate(plain)]
+    finals = {
+        "plain": plain,
+        "standard": {"0.3": up(0.05), "0.005": up(0.0)},
+        "forward": {"0.3": up(-0.10), "0.005": up(0.0)},
+        "backward": {"0.3": up(0.01), "0.005": up(0.02)},
+    }
+    claims = evaluate_claims(finals, (0.3, 0.005))
+    assert [c["verdict"] for c in claims["a"]["cells"]] == ["reproduced", "reproduced"]
+    assert claims["a"]["verdict"] == "reproduced"
+    assert claims["b"]["verdict"] == "reproduced"  # forward - plain < 0 at 0.3
+    assert claims["c"]["verdict"] == "reproduced"  # backward - plain > 0 at 0.005
+    assert evaluate_claims(finals, (0.005,))["a"]["verdict"] == "not tested"
+    assert combine(["reproduced", "inconclusive"]) == "inconclusive"
+    assert combine(["reproduced", "not reproduced"]) == "not reproduced"
+
+
+def test_resnet_cells_need_an_accelerator_on_cpu():
+    import jax
+
+    from experiments.gao_tables45 import PRESETS, _missing
+
+    cell = next(c for c in PRESETS["paper"].cells if c.model == "resnet20")
+    synthetic = dataclasses.replace(cell, dataset="synthetic")
+    reason = _missing(synthetic, {})
+    if jax.default_backend() == "cpu":
+        assert reason is not None and "accelerator" in reason
+    else:
+        assert reason is None
