@@ -107,6 +107,9 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=1, sort_keys=False, default=_json_default)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -154,6 +157,7 @@ def environment() -> dict[str, Any]:
         "platform": devices[0].platform,
         "device_count": len(devices),
         "process_count": jax.process_count(),
+        "process_index": jax.process_index(),
         "jax": jax.__version__,
         "flax": flax.__version__,
         "python": platform.python_version(),
@@ -182,5 +186,6 @@ def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
         "results": results,
     }
     path = results_path(ctx.out_dir.parent, name, ctx.preset)
-    write_json_atomic(path, payload)
+    if payload["environment"]["process_index"] == 0:  # one writer on a multi-host run
+        write_json_atomic(path, payload)
     return payload, path

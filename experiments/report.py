@@ -18,26 +18,63 @@ __all__ = ["CLAIMS", "build_report", "load_results"]
 
 # (claim number, seed, short title, experiment names in the registry)
 CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
-    ("1", "Gao et al. 2019, Table 3", "LeNet/MNIST: augmented vs standard dropout", ("lenet_mnist",)),
-    ("2", "Gao et al. 2019, Tables 1-2, Figs 1-2", "Forward/backward dropout ablation",
-     ("gao_ablation",)),
-    ("3", "Gao et al. 2019, Tables 4-5", "ConvNet-Quick and ResNet-20 on SVHN/CIFAR",
-     ("gao_tables45",)),
-    ("4", "Bouthillier et al. 2015, Fig. 6", "Random dropout vs dropout on an MLP",
-     ("random_dropout_mlp",)),
-    ("5", "Bouthillier et al. 2015, Sec. 3.1, Figs 2, 4, 5", "Noise back-projection",
-     ("backprojection",)),
-    ("6", "Explainer (seed 000)", "Input dropout on least squares = L2, lambda = p/(1-p)",
-     ("linear_l2",)),
-    ("7", "Explainer (seed 000)", "Weight scaling vs ensemble mean; Jensen gap",
-     ("ensemble_jensen",)),
+    (
+        "1",
+        "Gao et al. 2019, Table 3",
+        "LeNet/MNIST: augmented vs standard dropout",
+        ("lenet_mnist",),
+    ),
+    (
+        "2",
+        "Gao et al. 2019, Tables 1-2, Figs 1-2",
+        "Forward/backward dropout ablation",
+        ("gao_ablation",),
+    ),
+    (
+        "3",
+        "Gao et al. 2019, Tables 4-5",
+        "ConvNet-Quick and ResNet-20 on SVHN/CIFAR",
+        ("gao_tables45",),
+    ),
+    (
+        "4",
+        "Bouthillier et al. 2015, Fig. 6",
+        "Random dropout vs dropout on an MLP",
+        ("random_dropout_mlp",),
+    ),
+    (
+        "5",
+        "Bouthillier et al. 2015, Sec. 3.1, Figs 2, 4, 5",
+        "Noise back-projection",
+        ("backprojection",),
+    ),
+    (
+        "6",
+        "Explainer (seed 000)",
+        "Input dropout on least squares = L2, lambda = p/(1-p)",
+        ("linear_l2",),
+    ),
+    (
+        "7",
+        "Explainer (seed 000)",
+        "Weight scaling vs ensemble mean; Jensen gap",
+        ("ensemble_jensen",),
+    ),
     ("8", "Explainer (seed 000)", "ReLU: expected gradient independent of p", ("relu_gradient",)),
     ("9", "Explainer (seed 000)", "Dropout-aware initialisation", ("init_variance",)),
-    ("10", "Explainer (seed 000)", "MC dropout uncertainty (MNIST vs Fashion-MNIST OOD)",
-     ("mc_uncertainty",)),
+    (
+        "10",
+        "Explainer (seed 000)",
+        "MC dropout uncertainty (MNIST vs Fashion-MNIST OOD)",
+        ("mc_uncertainty",),
+    ),
     ("11", "Explainer (seed 000)", "Graph dropout and homophily", ("graph_homophily",)),
-    ("12", "Explainer / glossary (seeds 000, 003)", "DropBlock vs dropout on a conv net",
-     ("dropblock_conv",)),
+    (
+        "12",
+        "Explainer / glossary (seeds 000, 003)",
+        "DropBlock vs dropout on a conv net",
+        ("dropblock_conv",),
+    ),
 ]
 
 PRESET_ORDER = ("paper", "quick", "smoke")

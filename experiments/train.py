@@ -1,0 +1,669 @@
+"""The training harness: replicas by ``vmap``, data parallelism by sharding, resumable runs.
+
+One call of :func:`train` trains ``R`` replicas of a model (one per seed) with SGD and
+returns their per-replica metrics and curves:
+
+* **Data on device.** The whole training and test sets are placed on the devices once
+  (replicated). Each epoch's order is a permutation drawn on device; a step gathers its
+  batch from the permutation. Training counts *iterations*, as the papers do; an epoch has
+  ``num_train // batch_size`` steps (the remainder of each permutation is dropped, so every
+  step sees a full batch).
+* **Segments.** Iterations run in jit-compiled segments of ``eval_every`` steps, each one
+  ``lax.scan`` over its steps; after a segment the test set is evaluated (loss and accuracy
+  per replica), a checkpoint is written and the progress bar moves. The last segment is
+  shorter when ``eval_every`` does not divide ``iterations``.
+* **Replicas.** Parameters, optimiser state and batch statistics carry a leading replica
+  axis; initialisation and the step are ``jax.vmap``-ed over it, so ``R`` seeds train in one
+  compiled program. Replica ``r`` computes exactly what a run with only its seed computes
+  (up to floating-point reassociation).
+* **Data parallelism.** Every batch is sharded over the ``"data"`` axis of a
+  :class:`jax.sharding.Mesh` (all devices by default), parameters are replicated; the
+  compiler inserts the gradient all-reduce, and batch-norm statistics are over the global
+  batch. The metrics equal a 1-device run up to reduction order. The batch size must be a
+  multiple of the device count.
+* **Checkpoints.** With ``checkpoint_dir``, the state and the curves so far are saved with
+  Orbax at every segment boundary; a later call with the same arguments resumes from the
+  latest one and ends with the same results as an uninterrupted run.
+
+Randomness is a function of the seed alone (this is the contract the tests check):
+``init_key, data_key, dropout_key = jax.random.split(jax.random.key(seed), 3)``; parameters
+are ``model.init({"params": init_key}, x[:1], train=False)``; epoch ``e`` visits the
+training set in the order ``jax.random.permutation(jax.random.fold_in(data_key, e), N)``,
+step ``t`` (counted from 0 over the whole run) takes the slice ``[i * B, (i + 1) * B)`` of
+its epoch's order with ``i = t mod (N // B)``, and uses the dropout key
+``jax.random.fold_in(dropout_key, t)``. Runs that share a seed share initial parameters,
+data order and dropout keys: that is what pairs the arms of an experiment.
+
+The optimiser is Caffe's SGD: weight decay added to the gradient
+(``optax.add_decayed_weights``) before ``optax.sgd`` with momentum or Nesterov, with a step
+schedule on iteration counts (``optax.piecewise_constant_schedule``). Caffe scales the
+momentum buffer's *input* by the learning rate; optax's ``sgd`` scales its output, which
+differs only in a transient after a learning-rate step.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = [
+    "ArrayData",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "make_mesh",
+    "replica_keys",
+    "train",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation protocol.
+
+    Attributes:
+      iterations: number of SGD steps.
+      batch_size: examples per step (a multiple of the device count).
+      learning_rate: initial learning rate.
+      lr_boundaries: iteration counts at which the learning rate is multiplied by
+        ``lr_decay`` (Caffe's ``multistep`` policy: step ``t >= boundary`` uses the new rate).
+      lr_decay: the factor applied at each boundary.
+      momentum: SGD momentum (0 for plain SGD).
+      nesterov: Nesterov momentum.
+      weight_decay: L2 coefficient added to the gradient as ``weight_decay * param``
+        (Caffe's ``weight_decay``; applies to every parameter).
+      eval_every: steps per segment; the test set is evaluated after each.
+      eval_batch_size: test examples per evaluation chunk (rounded up to a multiple of the
+        device count).
+
+    Examples:
+      >>> from experiments.train import TrainConfig
+      >>> cfg = TrainConfig(12000, 100, 0.01, lr_boundaries=(6000,), weight_decay=5e-4)
+      >>> [round(float(cfg.schedule()(t)), 6) for t in (5999, 6000)]
+      [0.01, 0.001]
+    """
+
+    iterations: int
+    batch_size: int = 100
+    learning_rate: float = 0.01
+    lr_boundaries: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    eval_every: int = 500
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_boundaries", tuple(int(b) for b in self.lr_boundaries))
+        for field in ("iterations", "batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(
+                    f"TrainConfig.{field} must be positive; got {getattr(self, field)}"
+                )
+
+    def schedule(self) -> optax.Schedule:
+        """The learning rate as a function of the step count.
+
+        ``optax.piecewise_constant_schedule`` on a float32 count (optax's integer count
+        mixes int32 and float there, which ``jax_numpy_dtype_promotion="strict"`` refuses).
+        """
+        steps = optax.piecewise_constant_schedule(
+            self.learning_rate, {b: self.lr_decay for b in self.lr_boundaries}
+        )
+        return lambda count: steps(jnp.asarray(count).astype(jnp.float32))
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (counted from 0), in Python arithmetic."""
+        lr = self.learning_rate * self.lr_decay ** sum(step >= b for b in self.lr_boundaries)
+        return float(f"{lr:.12g}")  # 0.001, not 0.0010000000000000002
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """``add_decayed_weights(weight_decay)`` then ``sgd(schedule, momentum, nesterov)``."""
+        sgd = optax.sgd(self.schedule(), momentum=self.momentum or None, nesterov=self.nesterov)
+        if self.weight_decay:
+            return optax.chain(optax.add_decayed_weights(self.weight_decay), sgd)
+        return sgd
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayData:
+    """Training and test arrays ready for a model (float inputs, int32 labels).
+
+    Attributes:
+      x_train: ``(N, ...)`` float32 inputs.
+      y_train: ``(N,)`` int32 labels.
+      x_test: ``(M, ...)`` float32 inputs.
+      y_test: ``(M,)`` int32 labels.
+      name: the dataset name.
+      source: where the data came from (the loader's ``source``/``origin``).
+      notes: preprocessing, in words.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str = ""
+    source: str = ""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            object.__setattr__(
+                self, f"x_{split}", np.asarray(getattr(self, f"x_{split}"), np.float32)
+            )
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise ValueError(f"ArrayData: {len(x)} {split} inputs but {len(y)} labels")
+            if y.dtype != np.int32 or y.ndim != 1:
+                raise ValueError(f"ArrayData: y_{split} must be a 1-D int32 array")
+
+    @property
+    def num_train(self) -> int:
+        """Number of training examples."""
+        return len(self.y_train)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: name, source, sizes, input shape, preprocessing."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "num_train": int(len(self.y_train)),
+            "num_test": int(len(self.y_test)),
+            "input_shape": list(self.x_train.shape[1:]),
+            "preprocessing": self.notes,
+        }
+
+    def fingerprint(self) -> str:
+        """A cheap checksum of the arrays (Adler-32 of their bytes)."""
+        value = 1
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            value = zlib.adler32(np.ascontiguousarray(a).view(np.uint8).reshape(-1), value)
+        return f"{value:08x}"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """What training updates (each leaf with a leading replica axis in the harness)."""
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def replica_keys(seed: jax.Array | int) -> jax.Array:
+    """``jax.random.split(jax.random.key(seed), 3)``: the init, data and dropout keys."""
+    return jax.random.split(jax.random.key(seed), 3)
+
+
+def _fetch(x: jax.Array) -> np.ndarray:
+    """Host copy of a (replicated) array, also when other processes hold some devices."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    return np.asarray(x.addressable_data(0))
+
+
+def _put(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def _fingerprint(model: nn.Module, data: ArrayData, cfg: TrainConfig, seeds) -> str:
+    text = re.sub(r" at 0x[0-9a-f]+", "", repr(model))
+    blob = json.dumps(
+        {
+            "model": text,
+            "config": dataclasses.asdict(cfg),
+            "seeds": [int(s) for s in seeds],
+            "data": [data.name, data.fingerprint(), list(data.x_train.shape)],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+      seeds: the replicas' seeds.
+      history: one entry per segment: ``step``, ``lr`` (of the segment's last step), and
+        per-replica lists ``train_loss``/``train_acc`` (means over the segment's steps, with
+        dropout) and ``test_loss``/``test_acc`` (after the segment, without dropout).
+      state: the final :class:`TrainState`, replica axis first.
+      timing: wall time, compile-inclusive first segment, and the steady per-step time.
+      resumed_from: the step a checkpoint was restored at (None for a fresh run).
+    """
+
+    seeds: list[int]
+    history: list[dict[str, Any]]
+    state: TrainState
+    timing: dict[str, Any]
+    resumed_from: int | None = None
+
+    @property
+    def final(self) -> dict[str, list[float]]:
+        """Per-replica metrics after the last segment."""
+        last = self.history[-1]
+        return {k: last[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-able part: seeds, final metrics, curves, timing."""
+        return {
+            "seeds": self.seeds,
+            "final": self.final,
+            "curves": self.history,
+            "timing": self.timing,
+            "resumed_from": self.resumed_from,
+        }
+
+
+class Trainer:
+    """Compiled training and evaluation of one model on one dataset (see the module doc).
+
+    Args:
+      model: a linen module called as ``model.apply(v, x, train=...)`` returning logits.
+      data: the arrays.
+      cfg: the protocol.
+      mesh: the device mesh with a ``"data"`` axis (default :func:`make_mesh`).
+
+    Raises:
+      ValueError: a batch size that is not a multiple of the device count, or larger than
+        the training set.
+    """
+
+    def __init__(
+        self, model: nn.Module, data: ArrayData, cfg: TrainConfig, *, mesh: Mesh | None = None
+    ):
+        self.model, self.data, self.cfg = model, data, cfg
+        self.mesh = make_mesh() if mesh is None else mesh
+        devices = self.mesh.devices.size
+        if cfg.batch_size % devices:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must be a multiple of the number of devices "
+                f"({devices}): every batch is split evenly over the 'data' mesh axis. Use a "
+                f"batch size divisible by {devices}, or a mesh over fewer devices "
+                "(make_mesh(jax.devices()[:k]))"
+            )
+        if cfg.batch_size > data.num_train:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} exceeds the {data.num_train} training examples"
+            )
+        self.steps_per_epoch = data.num_train // cfg.batch_size
+        self.tx = cfg.optimizer()
+        self._replicated = NamedSharding(self.mesh, P())
+        self.x_train = _put(data.x_train, self._replicated)
+        self.y_train = _put(data.y_train, self._replicated)
+        chunk = -(-cfg.eval_batch_size // devices) * devices
+        chunk = min(chunk, -(-len(data.y_test) // devices) * devices)
+        chunks = -(-len(data.y_test) // chunk)
+        pad = chunks * chunk - len(data.y_test)
+        x_test = np.concatenate([data.x_test, np.zeros((pad, *data.x_test.shape[1:]), np.float32)])
+        y_test = np.concatenate([data.y_test, np.zeros(pad, np.int32)])
+        weight = np.concatenate([np.ones(len(data.y_test), np.float32), np.zeros(pad, np.float32)])
+        shape = lambda a: a.reshape(chunks, chunk, *a.shape[1:])
+        self.test = tuple(_put(shape(a), self._replicated) for a in (x_test, y_test, weight))
+        self.num_test = len(data.y_test)
+        sample = jnp.zeros((1, *data.x_train.shape[1:]), jnp.float32)
+        self.has_bn = "batch_stats" in jax.eval_shape(
+            lambda: model.init(jax.random.key(0), sample, train=False)
+        )
+        self._init = jax.jit(self._init_impl, out_shardings=self._replicated)
+        self._evaluate = jax.jit(self._evaluate_impl, out_shardings=self._replicated)
+        self._executables: dict[tuple, Any] = {}
+
+    # ---------------------------------------------------------------- pure functions
+    def _variables(self, state: TrainState) -> dict[str, Any]:
+        if self.has_bn:
+            return {"params": state.params, "batch_stats": state.batch_stats}
+        return {"params": state.params}
+
+    def _init_one(self, seed: jax.Array) -> TrainState:
+        init_key = replica_keys(seed)[0]
+        sample = jnp.zeros((1, *self.data.x_train.shape[1:]), jnp.float32)
+        variables = self.model.init({"params": init_key}, sample, train=False)
+        params = variables["params"]
+        return TrainState(params, variables.get("batch_stats", {}), self.tx.init(params))
+
+    def _init_impl(self, seeds: jax.Array) -> TrainState:
+        return jax.vmap(self._init_one)(seeds)
+
+    def _loss(self, params, state: TrainState, x, y, key):
+        variables = dict(self._variables(state), params=params)
+        rngs = {"dropout": key}
+        if self.has_bn:
+            logits, updated = self.model.apply(
+                variables, x, train=True, rngs=rngs, mutable=["batch_stats"]
+            )
+            batch_stats = updated["batch_stats"]
+        else:
+            logits = self.model.apply(variables, x, train=True, rngs=rngs)
+            batch_stats = state.batch_stats
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        acc = (jnp.argmax(logits, -1) == y).astype(jnp.float32).mean()
+        return loss, (batch_stats, acc)
+
+    def _replica_step(self, state: TrainState, x, y, key):
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        (loss, (batch_stats, acc)), grads = grad_fn(state.params, state, x, y, key)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, batch_stats, opt_state), loss, acc
+
+    def _segment_impl(self, state, step0, seeds, x_train, y_train, *, length: int):
+        batch, spe, n = self.cfg.batch_size, self.steps_per_epoch, self.data.num_train
+        keys = jax.vmap(replica_keys)(seeds)
+        data_keys, dropout_keys = keys[:, 1], keys[:, 2]
+
+        def order(epoch):
+            perm = lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n)
+            return jax.vmap(perm)(data_keys).astype(jnp.int32)
+
+        sharded = lambda a: jax.lax.with_sharding_constraint(
+            a, NamedSharding(self.mesh, P(None, "data"))
+        )
+
+        def body(carry, step):
+            state, perm = carry
+            pos = step % spe
+            fresh = (pos == 0) & (step != step0)
+            perm = lax.cond(fresh, lambda: order(step // spe), lambda: perm)
+            idx = lax.dynamic_slice_in_dim(perm, pos * batch, batch, axis=1)
+            xb, yb = sharded(x_train[idx]), sharded(y_train[idx])
+            step_keys = jax.vmap(jax.random.fold_in, (0, None))(dropout_keys, step)
+            state, loss, acc = jax.vmap(self._replica_step)(state, xb, yb, step_keys)
+            return (state, perm), (loss, acc)
+
+        steps = step0 + jnp.arange(length, dtype=jnp.int32)
+        (state, _), (loss, acc) = lax.scan(body, (state, order(step0 // spe)), steps)
+        return state, loss.mean(0), acc.mean(0)
+
+    def _evaluate_impl(self, state: TrainState, x_chunks, y_chunks, w_chunks):
+        def body(carry, chunk):
+            x, y, w = chunk
+            x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P("data")))
+            logits = jax.vmap(lambda s: self.model.apply(self._variables(s), x, train=False))(state)
+            labels = jnp.broadcast_to(y, logits.shape[:-1])
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+            return (carry[0] + (ce * w).sum(-1), carry[1] + (correct * w).sum(-1)), None
+
+        replicas = jax.tree.leaves(state.params)[0].shape[0]
+        zero = jnp.zeros((replicas,), jnp.float32)
+        (loss, correct), _ = lax.scan(body, (zero, zero), (x_chunks, y_chunks, w_chunks))
+        return loss / self.num_test, correct / self.num_test
+
+    # ---------------------------------------------------------------- compiled entry points
+    def _executable(self, key: tuple, jitted: Callable, *args) -> Any:
+        """The compiled program for ``args``, from this trainer or :data:`_EXECUTABLES`."""
+        if key not in self._executables:
+            self._executables[key] = _compile(jitted, self.mesh, *args)
+        return self._executables[key]
+
+    def init(self, seeds: Sequence[int]) -> TrainState:
+        """The initial state of one replica per seed (replica axis first, replicated)."""
+        seeds = _put(np.asarray(seeds, np.uint32), self._replicated)
+        return self._executable(("init", len(seeds)), self._init, seeds)(seeds)
+
+    def segment(self, state: TrainState, step0: int, seeds: Sequence[int], length: int):
+        """Runs steps ``step0 .. step0 + length - 1``; returns (state, train loss, train acc)."""
+        step0 = _put(np.int32(step0), self._replicated)
+        seeds = _put(np.asarray(seeds, np.uint32), self._replicated)
+        args = (state, step0, seeds, self.x_train, self.y_train)
+        key = ("segment", length, len(seeds))
+        if key not in self._executables:
+            fn = lambda s, t, z, x, y: self._segment_impl(s, t, z, x, y, length=length)
+            self._executables[key] = _compile(
+                jax.jit(fn, out_shardings=self._replicated), self.mesh, *args
+            )
+        return self._executables[key](*args)
+
+    def evaluate(self, state: TrainState) -> tuple[jax.Array, jax.Array]:
+        """Per-replica test loss and accuracy (no dropout, running batch statistics)."""
+        replicas = jax.tree.leaves(state.params)[0].shape[0]
+        exe = self._executable(("evaluate", replicas), self._evaluate, state, *self.test)
+        return exe(state, *self.test)
+
+    # ---------------------------------------------------------------- the loop
+    def run(
+        self,
+        seeds: Sequence[int],
+        *,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        callback: Callable[[int, dict[str, Any]], None] | None = None,
+        quiet: bool | None = None,
+        desc: str | None = None,
+    ) -> TrainResult:
+        """Trains one replica per seed for ``cfg.iterations`` steps.
+
+        Args:
+          seeds: one seed per replica.
+          checkpoint_dir: where to save a checkpoint after every segment and resume from
+            (created if missing; must belong to this model, data, config and seeds).
+          callback: called as ``callback(step, entry)`` after every segment, once its
+            checkpoint is written; an exception raised there stops the run (the way tests
+            simulate an interruption).
+          quiet: no progress bar (default: quiet when the environment variable ``CI`` is set).
+          desc: the progress bar's label.
+
+        Returns:
+          A :class:`TrainResult`.
+
+        Raises:
+          ValueError: a checkpoint directory written by a different run.
+        """
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("train needs at least one seed (one per replica)")
+        if quiet is None:
+            quiet = bool(os.environ.get("CI"))
+        cfg = self.cfg
+        start_time = time.perf_counter()
+        state = self.init(seeds)
+        step, history, resumed_from = 0, [], None
+        ckpt = None
+        if checkpoint_dir is not None:
+            ckpt = _Checkpoints(checkpoint_dir, _fingerprint(self.model, self.data, cfg, seeds))
+            restored = ckpt.restore(state)
+            if restored is not None:
+                state, step, history = restored
+                resumed_from = step
+        bar = _progress(cfg.iterations, step, quiet, desc)
+        seg_times: list[tuple[int, float]] = []
+        eval_time = 0.0
+        try:
+            while step < cfg.iterations:
+                length = min(cfg.eval_every, cfg.iterations - step)
+                t0 = time.perf_counter()
+                state, loss, acc = self.segment(state, step, seeds, length)
+                loss, acc = _fetch(loss), _fetch(acc)
+                seg_times.append((length, time.perf_counter() - t0))
+                step += length
+                t1 = time.perf_counter()
+                test_loss, test_acc = (_fetch(a) for a in self.evaluate(state))
+                eval_time += time.perf_counter() - t1
+                entry = {
+                    "step": step,
+                    "lr": cfg.lr_at(step - 1),
+                    "train_loss": loss.tolist(),
+                    "train_acc": acc.tolist(),
+                    "test_loss": test_loss.tolist(),
+                    "test_acc": test_acc.tolist(),
+                }
+                history.append(entry)
+                if ckpt is not None:
+                    ckpt.save(step, state, history)
+                if bar is not None:
+                    bar.update(length)
+                    rate = len(seeds) * cfg.batch_size * length / seg_times[-1][1]
+                    bar.set_postfix(
+                        loss=f"{loss.mean():.4f}",
+                        acc=f"{acc.mean():.4f}",
+                        test_acc=f"{test_acc.mean():.4f}",
+                        ex_s=f"{rate:.0f}",
+                    )
+                if callback is not None:
+                    callback(step, entry)
+        finally:
+            if bar is not None:
+                bar.close()
+            if ckpt is not None:
+                ckpt.close()
+        return TrainResult(
+            seeds=seeds,
+            history=history,
+            state=state,
+            timing=_timing(seg_times, eval_time, time.perf_counter() - start_time),
+            resumed_from=resumed_from,
+        )
+
+
+_EXECUTABLES: collections.OrderedDict[tuple[str, tuple[int, ...]], Any] = collections.OrderedDict()
+"""Compiled programs keyed by their StableHLO text (without locations) and devices.
+
+Arms of an experiment that differ only in their dropout have the same initialisation (and
+often evaluation) program; this cache compiles it once per process (XLA:CPU takes seconds
+to compile a model's initialisation). Least recently used entries beyond 32 are dropped.
+"""
+
+
+def _compile(jitted: Callable, mesh: Mesh, *args) -> Any:
+    lowered = jitted.lower(*args)
+    text = lowered.as_text(debug_info=False)
+    key = (hashlib.sha256(text.encode()).hexdigest(), tuple(d.id for d in mesh.devices.flat))
+    executable = _EXECUTABLES.pop(key, None)
+    if executable is None:
+        executable = lowered.compile()
+    _EXECUTABLES[key] = executable
+    while len(_EXECUTABLES) > 32:
+        _EXECUTABLES.popitem(last=False)
+    return executable
+
+
+def _timing(seg_times: list[tuple[int, float]], eval_time: float, wall: float) -> dict:
+    """Wall time; the first segment (which compiles) apart; median ms per step after it."""
+    out: dict[str, Any] = {"wall_s": round(wall, 3), "eval_s": round(eval_time, 3)}
+    if seg_times:
+        out["first_segment_s"] = round(seg_times[0][1], 3)
+    steady = [t / n for n, t in seg_times[1:]]
+    if steady:
+        out["ms_per_step"] = round(1e3 * float(np.median(steady)), 3)
+    return out
+
+
+def _progress(total: int, initial: int, quiet: bool, desc: str | None):
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True)
+
+
+class _Checkpoints:
+    """Orbax checkpoints of (state, curves) at segment boundaries, tied to one run."""
+
+    def __init__(self, directory: str | os.PathLike[str], fingerprint: str):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.fingerprint = fingerprint
+        self.manager = ocp.CheckpointManager(
+            Path(directory).resolve(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=2, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def restore(self, like: TrainState) -> tuple[TrainState, int, list] | None:
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        ocp = self._ocp
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = meta["meta"]
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"the checkpoint in {self.manager.directory} belongs to another run (model, "
+                "data, config or seeds differ); delete it or pass another checkpoint_dir"
+            )
+        abstract = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like
+        )
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        )
+        return restored["state"], int(meta["step"]), list(meta["history"])
+
+    def save(self, step: int, state: TrainState, history: list) -> None:
+        ocp = self._ocp
+        meta = {"fingerprint": self.fingerprint, "step": step, "history": history}
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+        )
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def train(
+    model: nn.Module,
+    data: ArrayData,
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    mesh: Mesh | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    quiet: bool | None = None,
+    desc: str | None = None,
+) -> TrainResult:
+    """Trains ``len(seeds)`` replicas of ``model`` on ``data``; see :class:`Trainer.run`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from experiments.models import MLP
+      >>> from experiments.train import ArrayData, TrainConfig, make_mesh, train
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(64, 4)).astype(np.float32), np.arange(64, dtype=np.int32) % 2
+      >>> data = ArrayData(x, y, x, y)
+      >>> cfg = TrainConfig(iterations=4, batch_size=16, learning_rate=0.1, eval_every=2)
+      >>> result = train(MLP(hidden=(8,), num_classes=2), data, cfg, seeds=[0, 1], quiet=True)
+      >>> [entry["step"] for entry in result.history], len(result.final["test_acc"])
+      ([2, 4], 2)
+    """
+    trainer = Trainer(model, data, cfg, mesh=mesh)
+    return trainer.run(
+        seeds, checkpoint_dir=checkpoint_dir, callback=callback, quiet=quiet, desc=desc
+    )

@@ -1,0 +1,453 @@
+"""Tests for the experiment harness: models, the CPU convolution, training, CLI, results files.
+
+The training tests share one tiny ResNet (batch norm, convolutions, dropout) trainer per
+mesh, so each program compiles once. The root conftest gives 8 host devices.
+"""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import json
+import os
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import lax
+
+from experiments import cpu_conv, registry
+from experiments import models as models_lib
+from experiments import train as train_lib
+from experiments.__main__ import main
+from experiments.models import (
+    DROPOUT_KINDS,
+    GCN,
+    MLP,
+    ConvNetQuick,
+    DropoutConfig,
+    LeNet,
+    ResNet,
+    make_dropout,
+)
+from experiments.train import ArrayData, TrainConfig, Trainer, make_mesh
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _toy_data(n_train=64, n_test=24, shape=(8, 8, 1), classes=3, seed=0) -> ArrayData:
+    """A learnable synthetic set: labels from a random linear projection of the inputs."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_train + n_test, *shape)).astype(np.float32)
+    w = rng.normal(size=(int(np.prod(shape)), classes))
+    y = np.argmax(x.reshape(len(x), -1) @ w, -1).astype(np.int32)
+    return ArrayData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "toy", "synthetic")
+
+
+def _cfg(kind: str) -> DropoutConfig:
+    backward = 0.2 if kind.startswith("augmented") else 0.0
+    return DropoutConfig(kind, 0.3, backward, block_size=2)
+
+
+# --------------------------------------------------------------------------- models
+
+_MODELS = {
+    "lenet": (lambda cfg: LeNet(dropout=cfg), (2, 28, 28, 1)),
+    "convnet_quick": (lambda cfg: ConvNetQuick(dropout=cfg), (2, 32, 32, 3)),
+    "resnet": (lambda cfg: ResNet(dropout=cfg, stage_blocks=(1, 1), widths=(4, 8)), (2, 8, 8, 3)),
+    "mlp": (lambda cfg: MLP(hidden=(16, 8), input_dropout=cfg, dropout=cfg), (2, 8, 8, 1)),
+}
+
+
+@pytest.mark.parametrize("kind", DROPOUT_KINDS)
+@pytest.mark.parametrize("name", sorted(_MODELS))
+def test_model_output_shapes(name, kind):
+    build, shape = _MODELS[name]
+    model = build(_cfg(kind))
+    x = jax.random.normal(jax.random.key(0), shape)
+    variables = model.init(jax.random.key(1), x, train=False)
+    rngs = {"dropout": jax.random.key(2)}
+    if kind in ("dropblock", "spatial") and name != "resnet":  # dropout feeds a dense layer
+        with pytest.raises(ValueError, match="NHWC feature map"):
+            model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+        return
+    train_out, _ = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+    eval_out = model.apply(variables, x, train=False)
+    for out in (train_out, eval_out):
+        assert out.shape == (2, 10) and out.dtype == jnp.float32
+        assert bool(jnp.isfinite(out).all())
+    if kind not in ("none", "backward"):  # backward dropout leaves the forward pass alone
+        assert not np.allclose(train_out, eval_out)  # dropout (or BN in training) acted
+
+
+@pytest.mark.parametrize("kind", ["none", "standard", "augmented", "augmented_exact", "gaussian"])
+def test_gcn_output_shape(kind):
+    senders, receivers = jnp.array([0, 1, 2, 3, 4]), jnp.array([1, 2, 3, 4, 0])
+    x = jax.random.normal(jax.random.key(0), (5, 6))
+    model = GCN(hidden=8, num_classes=3, dropout=_cfg(kind), edge_rate=0.4)
+    variables = model.init(jax.random.key(1), x, senders, receivers)
+    out = model.apply(
+        variables, x, senders, receivers, train=True, rngs={"dropout": jax.random.key(2)}
+    )
+    assert out.shape == (5, 3) and bool(jnp.isfinite(out).all())
+    assert model.apply(variables, x, senders, receivers).shape == (5, 3)
+
+
+def test_dropout_config_validates_and_factory_refuses_exact():
+    with pytest.raises(ValueError, match="unknown dropout kind"):
+        DropoutConfig("bernoulli", 0.5)
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\]"):
+        DropoutConfig("standard", 1.5)
+    with pytest.raises(ValueError, match="DropDense or DropConv"):
+        make_dropout(DropoutConfig("augmented_exact", 0.5, 1e-4))
+    assert isinstance(make_dropout(DropoutConfig("standard", 0.0)), models_lib.Identity)
+
+
+def _lenet_grads(kind: str, backward_rate: float):
+    """Initial params, train-mode logits and parameter gradients of LeNet for one kind."""
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+    y = jnp.array([0, 1, 2, 3])
+    model = LeNet(dropout=DropoutConfig(kind, 0.5 if kind != "none" else 0.0, backward_rate))
+    params = model.init(jax.random.key(1), x, train=False)["params"]
+
+    def loss(p):
+        logits = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.key(3)})
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+    (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return params, logits, grads
+
+
+def test_kinds_are_paired_and_exact_changes_only_the_weight_gradient():
+    ref_params, ref_logits, ref_grads = _lenet_grads("standard", 0.0)
+    for kind in ("forward", "augmented", "augmented_exact"):
+        params, logits, _ = _lenet_grads(kind, 0.3)
+        jax.tree.map(np.testing.assert_array_equal, params, ref_params)  # same init
+        np.testing.assert_array_equal(logits, ref_logits)  # same forward mask
+    # Backward dropout: the forward pass is the model without dropout.
+    _, none_logits, _ = _lenet_grads("none", 0.0)
+    _, back_logits, _ = _lenet_grads("backward", 0.0)
+    np.testing.assert_allclose(back_logits, none_logits, rtol=1e-6)
+    # With no extra backward rate both augmented forms are standard dropout, gradients too.
+    for kind in ("augmented", "augmented_exact"):
+        _, _, grads = _lenet_grads(kind, 0.0)
+        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5), grads, ref_grads)
+    # Eq. 9: the exact form changes the last layer's kernel gradient (it uses h * eps_b),
+    # while the error sent back to the earlier layers is the same (W^T delta) * eps_b.
+    _, _, elem = _lenet_grads("augmented", 0.3)
+    _, _, exact = _lenet_grads("augmented_exact", 0.3)
+    assert not np.allclose(elem["ip2"]["dense"]["kernel"], exact["ip2"]["dense"]["kernel"])
+    np.testing.assert_allclose(
+        elem["ip2"]["dense"]["bias"], exact["ip2"]["dense"]["bias"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        elem["conv1"]["kernel"], exact["conv1"]["kernel"], rtol=2e-5, atol=1e-7
+    )
+    assert not np.allclose(elem["conv1"]["kernel"], ref_grads["conv1"]["kernel"])
+
+
+# --------------------------------------------------------------------------- the CPU conv
+
+# (input, kernel, strides, padding, vmap in_axes to check: (0, 0) is the harness's replicas,
+# (None, 0) its evaluation on a shared test batch).
+_CONVS = [
+    ((2, 12, 12, 3), (5, 5, 3, 4), (1, 1), "VALID", [(0, 0), (0, None)]),
+    ((2, 9, 9, 3), (5, 5, 3, 4), (1, 1), ((2, 2), (2, 2)), [(None, 0)]),
+    ((2, 8, 8, 3), (3, 3, 3, 4), (2, 2), ((1, 1), (1, 1)), [(0, 0), (0, None), (None, 0)]),
+    ((2, 9, 7, 3), (3, 2, 3, 4), (2, 3), ((0, 1), (1, 0)), [(0, 0)]),
+]
+
+
+@pytest.mark.parametrize("x_shape, k_shape, strides, padding, vmaps", _CONVS)
+def test_cpu_conv_matches_lax_values_gradients_and_vmap(x_shape, k_shape, strides, padding, vmaps):
+    x = jax.random.normal(jax.random.key(0), (3, *x_shape))
+    k = jax.random.normal(jax.random.key(1), (3, *k_shape))
+
+    def loss(conv, a, b):
+        out = conv(a, b, strides, padding, dimension_numbers=DN)
+        return jnp.sum(out * jnp.cos(out)), out
+
+    for in_axes in vmaps:
+        a = x if in_axes[0] == 0 else x[0]
+        b = k if in_axes[1] == 0 else k[0]
+        results = []
+        for conv in (lax.conv_general_dilated, cpu_conv.conv_general_dilated):
+            grad = jax.grad(functools.partial(loss, conv), argnums=(0, 1), has_aux=True)
+            results.append(jax.jit(jax.vmap(grad, in_axes))(a, b))
+        (ref_grads, ref_out), (grads, out) = results
+        np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+        for g, r in zip(grads, ref_grads, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_conv_stays_canonical_inside_scan():
+    """The kernel gradient inside a scan body must not be a non-canonical convolution."""
+    x, k = jnp.ones((4, 12, 12, 3)), jnp.ones((5, 5, 3, 6))
+
+    def labels(conv) -> set[str]:
+        def run(w, x):
+            def step(w, _):
+                out = lambda w: conv(x, w, (1, 1), "VALID", dimension_numbers=DN)
+                return w - 0.1 * jax.grad(lambda w: jnp.sum(out(w) ** 2))(w), None
+
+            return lax.scan(step, w, None, length=2)[0]
+
+        text = jax.jit(run).lower(k, x).compile().as_text()
+        found = [
+            line.split("dim_labels=")[1] for line in text.splitlines() if "dim_labels=" in line
+        ]
+        return {entry.split(",")[0] for entry in found}
+
+    assert labels(cpu_conv.conv_general_dilated) == {"b01f_01io->b01f"}
+    assert labels(lax.conv_general_dilated) != {"b01f_01io->b01f"}  # what the workaround avoids
+
+
+# --------------------------------------------------------------------------- training
+
+_TINY = ResNet(
+    num_classes=3, dropout=DropoutConfig("standard", 0.2), stage_blocks=(1,), widths=(4,)
+)
+_PROTOCOL = TrainConfig(
+    iterations=6,
+    batch_size=16,
+    learning_rate=0.05,
+    lr_boundaries=(3,),
+    momentum=0.9,
+    weight_decay=5e-4,
+    eval_every=2,
+    eval_batch_size=8,
+)
+
+
+@pytest.fixture(scope="module")
+def data() -> ArrayData:
+    return _toy_data()
+
+
+@pytest.fixture(scope="module")
+def trainer(data) -> Trainer:
+    """The tiny ResNet on all 8 devices."""
+    assert jax.device_count() == 8
+    return Trainer(_TINY, data, _PROTOCOL)
+
+
+@pytest.fixture(scope="module")
+def single(data) -> Trainer:
+    """The same on one device."""
+    return Trainer(_TINY, data, _PROTOCOL, mesh=make_mesh(jax.devices()[:1]))
+
+
+@pytest.fixture(scope="module")
+def pair(trainer):
+    """Seeds 5 and 7 as two replicas on 8 devices."""
+    return trainer.run([5, 7], quiet=True)
+
+
+@pytest.fixture(scope="module")
+def pair_single(single):
+    """The same on one device."""
+    return single.run([5, 7], quiet=True)
+
+
+def _plain_run(model: nn.Module, data: ArrayData, seed: int):
+    """A plain optax loop, one jitted step at a time, following the documented key contract."""
+    init_key, data_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
+    v = model.init({"params": init_key}, jnp.zeros((1, *data.x_train.shape[1:])), train=False)
+    params, batch_stats = v["params"], v["batch_stats"]
+    schedule = lambda count: jnp.where(count >= 3, 0.005, 0.05)  # lr 0.05, x0.1 at step 3
+    tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(schedule, momentum=0.9))
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, batch_stats, opt_state, x, y, key):
+        def loss(p):
+            logits, upd = model.apply(
+                {"params": p, "batch_stats": batch_stats},
+                x,
+                train=True,
+                rngs={"dropout": key},
+                mutable=["batch_stats"],
+            )
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), upd
+
+        (_, upd), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), upd["batch_stats"], opt_state
+
+    n, b = len(data.y_train), 16
+    for t in range(6):
+        perm = np.asarray(jax.random.permutation(jax.random.fold_in(data_key, t // (n // b)), n))
+        idx = perm[(t % (n // b)) * b : (t % (n // b) + 1) * b]
+        key = jax.random.fold_in(dropout_key, t)
+        params, batch_stats, opt_state = step(
+            params, batch_stats, opt_state, data.x_train[idx], data.y_train[idx], key
+        )
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, data.x_test)
+    acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
+    loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, data.y_test).mean())
+    return params, acc, loss
+
+
+def _replica(tree, r):
+    return jax.tree.map(lambda a: np.asarray(a)[r], tree)
+
+
+def test_one_replica_equals_plain_run(single, data):
+    result = single.run([5], quiet=True)
+    params, acc, loss = _plain_run(_TINY, data, 5)
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)
+    jax.tree.map(close, _replica(result.state.params, 0), params)
+    assert result.final["test_acc"][0] == pytest.approx(acc, abs=1e-6)
+    assert result.final["test_loss"][0] == pytest.approx(loss, rel=1e-4)
+    assert [e["step"] for e in result.history] == [2, 4, 6]
+    assert [e["lr"] for e in result.history] == pytest.approx([0.05, 0.005, 0.005])
+
+
+def test_vmapped_replicas_equal_separate_runs(single, pair_single):
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)
+    for r, seed in enumerate([5, 7]):
+        alone = single.run([seed], quiet=True)
+        jax.tree.map(close, _replica(pair_single.state.params, r), _replica(alone.state.params, 0))
+        jax.tree.map(
+            close, _replica(pair_single.state.batch_stats, r), _replica(alone.state.batch_stats, 0)
+        )
+        for got, want in zip(pair_single.history, alone.history, strict=True):
+            for metric in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                assert got[metric][r] == pytest.approx(want[metric][0], rel=1e-4, abs=1e-5)
+    # The replicas differ from each other (different seeds), so the comparison has teeth.
+    losses = pair_single.history[-1]["train_loss"]
+    assert not np.isclose(losses[0], losses[1])
+
+
+def test_eight_devices_match_one_device(trainer, pair, pair_single):
+    assert trainer.mesh.devices.size == 8 and pair_single is not None
+    close = functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5)
+    jax.tree.map(close, pair.state.params, pair_single.state.params)
+    jax.tree.map(close, pair.state.batch_stats, pair_single.state.batch_stats)
+    for got, want in zip(pair.history, pair_single.history, strict=True):
+        for metric in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            close(got[metric], want[metric])
+    # The 8-device program is data parallel: gradients are all-reduced across devices.
+    hlo = trainer._executables[("segment", 2, 2)].as_text()
+    assert "all-reduce" in hlo
+
+
+def test_batch_must_divide_device_count(data):
+    cfg = TrainConfig(iterations=2, batch_size=12)
+    with pytest.raises(ValueError, match="multiple of the number of devices"):
+        Trainer(_TINY, data, cfg)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_kill_and_resume_equals_uninterrupted(trainer, pair, tmp_path):
+    def stop_after_two_segments(step, entry):
+        if step == 4:
+            raise _Interrupt
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(_Interrupt):
+        trainer.run([5, 7], checkpoint_dir=ckpt, callback=stop_after_two_segments, quiet=True)
+    resumed = trainer.run([5, 7], checkpoint_dir=ckpt, quiet=True)
+    assert resumed.resumed_from == 4
+    assert resumed.history == pair.history  # curves: restored part and continued part
+    for tree in ("params", "batch_stats", "opt_state"):
+        jax.tree.map(
+            np.testing.assert_array_equal, getattr(resumed.state, tree), getattr(pair.state, tree)
+        )
+    # A checkpoint from another run is refused, not silently resumed.
+    with pytest.raises(ValueError, match="belongs to another run"):
+        trainer.run([5, 8], checkpoint_dir=ckpt, quiet=True)
+
+
+# --------------------------------------------------------------------------- CLI, results
+
+
+def test_cli_list_prints_names_first(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = set(registry.experiments())
+    assert "lenet_mnist" in names
+    assert len(lines) == len(names)
+    for line in lines:
+        name, description = line.split(maxsplit=1)
+        assert name in names and description.strip()
+
+
+def test_cli_smoke_run_writes_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DROPJAX_DATA", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    assert main(["lenet_mnist", "--preset", "smoke", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0.5 | 0.9922 | 0.9925 |" in printed  # the paper's Table 3 row, side by side
+    path = out / "lenet_mnist" / "smoke.json"
+    payload = json.loads(path.read_text())
+    env = payload["environment"]
+    for key in ("device_kind", "device_count", "jax", "flax", "git_commit", "python"):
+        assert key in env
+    assert env["device_count"] == 8 and payload["wall_time_s"] > 0
+    results = payload["results"]
+    assert results["seeds"] == [0, 1]
+    assert results["data"]["name"] == "digits" and results["data"]["source"]
+    assert results["data"]["input_shape"] == [28, 28, 1]
+    for arm in ("standard", "augmented", "augmented_exact"):
+        replicas = results["arms"][arm]["0.5"]
+        assert len(replicas["final"]["test_acc"]) == 2
+        assert [c["step"] for c in replicas["curves"]] == [10, 20]
+    assert results["comparisons"]["augmented"]["0.5"]["verdict"] in (
+        "reproduced",
+        "not reproduced",
+        "inconclusive",
+    )
+    assert (out / "lenet_mnist" / "smoke.png").stat().st_size > 0
+    assert not (out / "lenet_mnist" / "checkpoints").exists()
+
+
+def test_results_write_is_atomic(tmp_path):
+    path = tmp_path / "exp" / "smoke.json"
+    registry.write_json_atomic(path, {"ok": 1})
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        registry.write_json_atomic(path, {"big": list(range(10_000)), "bad": object()})
+    assert json.loads(path.read_text()) == {"ok": 1}  # the old file, untouched
+    assert sorted(os.listdir(path.parent)) == ["smoke.json"]  # no temp file left behind
+    fresh = tmp_path / "other" / "quick.json"
+    with pytest.raises(TypeError):
+        registry.write_json_atomic(fresh, {"bad": object()})
+    assert not fresh.exists() and os.listdir(fresh.parent) == []
+
+
+@pytest.mark.parametrize("module", [models_lib, train_lib, cpu_conv])
+def test_docstring_examples(module):
+    failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0
+
+
+def test_paper_numbers_are_table_3():
+    from experiments.lenet_mnist import PAPER_TABLE3
+
+    assert [PAPER_TABLE3["standard"][r] for r in (0.1, 0.2, 0.3, 0.4, 0.5)] == [
+        0.9916,
+        0.9922,
+        0.9918,
+        0.9917,
+        0.9922,
+    ]
+    assert [PAPER_TABLE3["augmented"][r] for r in (0.1, 0.2, 0.3, 0.4, 0.5)] == [
+        0.9918,
+        0.9923,
+        0.9925,
+        0.9920,
+        0.9925,
+    ]
+
+
+def test_results_path_layout():
+    assert registry.results_path(Path("o"), "lenet_mnist", "quick") == Path(
+        "o/lenet_mnist/quick.json"
+    )
