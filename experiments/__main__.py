@@ -1,7 +1,8 @@
 """Command line for the experiment registry.
 
 ``python -m experiments list`` prints one experiment a line, its name first, then a short
-description. ``python -m experiments NAME --preset {smoke,quick,paper}`` runs one through
+description; ``python -m experiments report`` renders ``experiments/REPORT.md`` from the
+results files. ``python -m experiments NAME --preset {smoke,quick,paper}`` runs one through
 :func:`experiments.registry.execute`, which writes ``<out>/<name>/<preset>.json``, and prints
 the experiment's markdown table.
 """
@@ -22,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m experiments",
         description="Run a registered dropout experiment, or `list` them.",
     )
-    parser.add_argument("name", help="an experiment name, or `list`")
+    parser.add_argument(
+        "name", help="an experiment name, `list`, or `report` (renders experiments/REPORT.md)"
+    )
     parser.add_argument(
         "--preset",
         choices=PRESETS,
@@ -60,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         width = max((len(name) for name in table), default=0)
         for name, exp in table.items():
             print(f"{name:<{width}}  {exp.description}")
+        return 0
+    if args.name == "report":
+        from experiments.report import write_report
+
+        print(f"wrote {write_report(Path(args.out))}")
         return 0
     if args.name not in table:
         parser.error(f"unknown experiment {args.name!r}; `python -m experiments list` lists them")
