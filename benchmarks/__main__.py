@@ -117,10 +117,45 @@ def _plot(payload, path: Path) -> None:
     plt.close(fig)
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
+
+
+def _update_readme(payload) -> None:
+    """Replaces README's benchmark table (between the markers) with this run's summary."""
+    if not README.exists():
+        return
+    text = README.read_text()
+    if START not in text or END not in text:
+        return
+    md = _markdown(payload)
+    lines = md.splitlines()
+    i = lines.index("## Summary against the goals") + 2
+    table = []
+    for line in lines[i:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    block = "\n".join(
+        [
+            f"Device `{payload['device']}`, command `{payload['command']}` "
+            f"([full table](benchmarks/results/{payload['device']}.md)):",
+            "",
+            *table,
+        ]
+    )
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (ends in minutes)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--update-readme", action="store_true", help="also put this device's table in README"
+    )
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 15
     start = time.time()
@@ -148,6 +183,8 @@ def main(argv=None) -> None:
             module = __import__(f"benchmarks.{name}", fromlist=["run"])
         except ImportError:
             continue
+        if not hasattr(module, "run"):
+            continue
         print(f"[benchmarks] {name} ...", flush=True)
         result = module.run(quick=args.quick)
         payload[name] = result["rows"]
@@ -160,6 +197,8 @@ def main(argv=None) -> None:
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     stem.with_suffix(".md").write_text(_markdown(payload))
     _plot(payload, stem.with_suffix(".png"))
+    if payload["device"] == "cpu" or args.update_readme:
+        _update_readme(payload)
     print(_markdown(payload))
     print(f"[benchmarks] wrote {stem}.json/.md/.png in {payload['wall_time_s']} s")
 

@@ -98,6 +98,64 @@ def _bare(model, tx, x, y, replicas: int, steps: int, repeats: int, *, scan: boo
     return _min_ms_per_step(loop, steps, repeats)
 
 
+def measure(steps: int, repeats: int, replica_counts, stock: bool) -> list[dict]:
+    """Per-step milliseconds for each replica count (rows as in the module docstring)."""
+    rng = np.random.default_rng(0)
+    n = 60_000
+    images = rng.random((n, 28, 28, 1), dtype=np.float32)
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    data = ArrayData(images, labels, images[:1000], labels[:1000], "synthetic-mnist-shaped")
+    cfg = TrainConfig(
+        iterations=steps, batch_size=BATCH, learning_rate=0.01, momentum=0.9,
+        weight_decay=5e-4, eval_every=steps,
+    )  # fmt: skip
+    tx = cfg.optimizer()
+    model = LeNet(dropout=DropoutConfig("standard", 0.5))
+    x, y = jnp.asarray(images[:BATCH]), jnp.asarray(labels[:BATCH])
+    rows = []
+    for replicas in replica_counts:
+        bare = _bare(model, tx, x, y, replicas, steps, repeats)
+        bare_scan = _bare(model, tx, x, y, replicas, steps, repeats, scan=True)
+        trainer = Trainer(model, data, cfg)
+        seeds = list(range(replicas))
+        state = trainer.init(seeds)
+        run_segment = lambda tr=trainer, s=state, z=seeds: tr.segment(s, 0, z, steps)
+        harness = _min_ms_per_step(run_segment, steps, repeats)
+        stock_ms = stock_scan = float("nan")
+        if stock:
+            stock_ms = _bare(StockLeNet(), tx, x, y, replicas, steps, repeats)
+            few = max(2, steps // 10)  # the slow case: fewer steps
+            stock_scan = _bare(StockLeNet(), tx, x, y, replicas, few, 1, scan=True)
+        rows.append(
+            dict(replicas=replicas, bare_ms=bare, bare_scan_ms=bare_scan, harness_ms=harness,
+                 stock_conv_ms=stock_ms, stock_conv_scan_ms=stock_scan)
+        )  # fmt: skip
+    return rows
+
+
+def _table(rows) -> list[str]:
+    lines = [
+        "| R | bare jit step | bare step in scan | harness | harness / bare "
+        "| harness / bare in scan | stock conv, jit step | stock conv, in scan |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['replicas']} | {r['bare_ms']:.1f} ms | {r['bare_scan_ms']:.1f} ms "
+            f"| {r['harness_ms']:.1f} ms | {r['harness_ms'] / r['bare_ms']:.2f} "
+            f"| {r['harness_ms'] / r['bare_scan_ms']:.2f} | {r['stock_conv_ms']:.1f} ms "
+            f"| {r['stock_conv_scan_ms']:.1f} ms |"
+        )
+    return lines
+
+
+def run(*, quick: bool = False) -> dict:
+    """The suite's entry point (``python -m benchmarks``): R = 1 and 4, ms per step."""
+    rows = measure(20 if quick else 50, 2 if quick else 3, (1, 4), stock=not quick)
+    title = f"## LeNet training step in the harness (batch {BATCH}), ms per step"
+    return {"rows": rows, "markdown": "\n".join([title, "", *_table(rows)])}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50, help="steps per timed run")
@@ -105,45 +163,10 @@ def main(argv=None) -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--no-stock", action="store_true", help="skip the stock-conv rows")
     args = parser.parse_args(argv)
-
-    rng = np.random.default_rng(0)
-    n = 60_000
-    images = rng.random((n, 28, 28, 1), dtype=np.float32)
-    labels = rng.integers(0, 10, n).astype(np.int32)
-    data = ArrayData(images, labels, images[:1000], labels[:1000], "synthetic-mnist-shaped")
-    cfg = TrainConfig(
-        iterations=args.steps, batch_size=BATCH, learning_rate=0.01, momentum=0.9,
-        weight_decay=5e-4, eval_every=args.steps,
-    )  # fmt: skip
-    tx = cfg.optimizer()
-    model = LeNet(dropout=DropoutConfig("standard", 0.5))
-    x, y = jnp.asarray(images[:BATCH]), jnp.asarray(labels[:BATCH])
-
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
     print(f"LeNet, batch {BATCH}, {args.steps} steps per run, min of {args.repeats} runs\n")
-    print(
-        "| R | bare jit step | bare step in scan | harness | harness / bare "
-        "| harness / bare in scan | stock conv, jit step | stock conv, in scan |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for replicas in args.replicas:
-        bare = _bare(model, tx, x, y, replicas, args.steps, args.repeats)
-        bare_scan = _bare(model, tx, x, y, replicas, args.steps, args.repeats, scan=True)
-        trainer = Trainer(model, data, cfg)
-        seeds = list(range(replicas))
-        state = trainer.init(seeds)
-        run = lambda tr=trainer, s=state, z=seeds: tr.segment(s, 0, z, args.steps)
-        harness = _min_ms_per_step(run, args.steps, args.repeats)
-        stock = stock_scan = float("nan")
-        if not args.no_stock:
-            stock = _bare(StockLeNet(), tx, x, y, replicas, args.steps, args.repeats)
-            few = max(2, args.steps // 10)  # the slow case: fewer steps
-            stock_scan = _bare(StockLeNet(), tx, x, y, replicas, few, 1, scan=True)
-        print(
-            f"| {replicas} | {bare:.1f} ms | {bare_scan:.1f} ms | {harness:.1f} ms "
-            f"| {harness / bare:.2f} | {harness / bare_scan:.2f} | {stock:.1f} ms "
-            f"| {stock_scan:.1f} ms |"
-        )
+    rows = measure(args.steps, args.repeats, args.replicas, stock=not args.no_stock)
+    print("\n".join(_table(rows)))
 
 
 if __name__ == "__main__":

@@ -223,7 +223,9 @@ class DecoupledDense(nn.Module):
     @nn.compact
     def __call__(self, inputs, deterministic: bool | None = None, rng=None):
         """Applies the decoupled-dropout dense layer."""
-        params = {"kernel": self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))}
+        params = {
+            "kernel": self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))
+        }
         if self.use_bias:
             params["bias"] = self.param("bias", self.bias_init, (self.features,))
         key = _resolve(self, deterministic, rng)

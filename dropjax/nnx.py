@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+_LECUN_NORMAL = nnx.initializers.lecun_normal()  # nnx.Linear's defaults
+_ZEROS = nnx.initializers.zeros_init()
+
+
 def _fork(rngs, rng_collection: str):
     if isinstance(rngs, nnx.Rngs):
         return rngs[rng_collection].fork()
@@ -85,9 +89,7 @@ class _Stochastic(nnx.Module):
             return source()
         if isinstance(source, jax.Array):
             return source
-        raise TypeError(
-            f"rngs must be an nnx.Rngs, an nnx.RngStream or a key; got {type(source)}"
-        )
+        raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or a key; got {type(source)}")
 
     def _key(self, deterministic: bool | None, rngs) -> jax.Array | None:
         """The key for this call, or None when the layer is deterministic."""
@@ -237,8 +239,8 @@ class DecoupledDense(_Stochastic):
         *,
         backward: str = "nested",
         use_bias: bool = True,
-        kernel_init: Callable[..., Any] = nnx.initializers.lecun_normal(),
-        bias_init: Callable[..., Any] = nnx.initializers.zeros_init(),
+        kernel_init: Callable[..., Any] = _LECUN_NORMAL,
+        bias_init: Callable[..., Any] = _ZEROS,
         broadcast_dims: Sequence[int] = (),
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
@@ -520,8 +522,8 @@ class DropConnectDense(_Stochastic):
         *,
         per_example: bool = False,
         use_bias: bool = True,
-        kernel_init: Callable[..., Any] = nnx.initializers.lecun_normal(),
-        bias_init: Callable[..., Any] = nnx.initializers.zeros_init(),
+        kernel_init: Callable[..., Any] = _LECUN_NORMAL,
+        bias_init: Callable[..., Any] = _ZEROS,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,

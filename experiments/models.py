@@ -32,10 +32,9 @@ same for every kind, and for the same ``dropout`` key ``standard``, ``forward``,
 ``augmented`` and ``augmented_exact`` use the very same forward mask: paired arms of an
 experiment differ only in what the kind changes.
 
-The variants without a linen module in :mod:`dropjax.linen` (``random_rate``, ``gaussian``,
-``alpha``, ``dropblock``, ``spatial``) are called from :class:`FunctionalDropout`, a thin
-module that draws ``self.make_rng("dropout")`` and calls the functional op; it ignores
-:func:`dropjax.linen.mc_dropout` (it is deterministic whenever ``train=False``).
+The other variants (``random_rate``, ``gaussian``, ``alpha``, ``dropblock``, ``spatial``)
+are their :mod:`dropjax.linen` modules too, so :func:`dropjax.linen.mc_dropout` turns every
+kind on at evaluation time.
 """
 
 from __future__ import annotations
@@ -61,7 +60,6 @@ __all__ = [
     "DropConv",
     "DropDense",
     "DropoutConfig",
-    "FunctionalDropout",
     "Identity",
     "LeNet",
     "NO_DROPOUT",
@@ -82,8 +80,6 @@ DROPOUT_KINDS = (
     "dropblock",
     "spatial",
 )
-_FUNCTIONAL_KINDS = ("random_rate", "gaussian", "alpha", "dropblock", "spatial")
-_MAP_KINDS = ("dropblock", "spatial")  # need an NHWC feature map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,46 +162,6 @@ class Identity(nn.Module):
         return x
 
 
-class FunctionalDropout(nn.Module):
-    """Calls one of dropjax's functional variants with a key from ``make_rng("dropout")``.
-
-    Attributes:
-      cfg: the configuration; ``cfg.kind`` is one of ``random_rate``, ``gaussian``,
-        ``alpha``, ``dropblock``, ``spatial``.
-      rng_collection: the rng collection the key is drawn from.
-    """
-
-    cfg: DropoutConfig
-    rng_collection: str = "dropout"
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool, rng=None) -> jax.Array:
-        """Applies the variant in training (``deterministic=False``), else returns ``x``."""
-        cfg = self.cfg
-        if deterministic or not cfg.active:
-            return x
-        if cfg.kind in _MAP_KINDS and x.ndim != 4:
-            raise ValueError(
-                f"{cfg.kind} dropout needs an NHWC feature map; got an input of shape "
-                f"{x.shape}. Use it where dropout feeds a convolution (ResNet), or use "
-                "kind='standard'"
-            )
-        key = rng if rng is not None else self.make_rng(self.rng_collection)
-        if cfg.kind == "random_rate":
-            return dropjax.random_rate_dropout(
-                key, x, cfg.rate, per_example=cfg.per_example, broadcast_dims=cfg.broadcast_dims
-            )
-        if cfg.kind == "gaussian":
-            return dropjax.gaussian_dropout(key, x, cfg.rate)
-        if cfg.kind == "alpha":
-            return dropjax.alpha_dropout(key, x, cfg.rate)
-        if cfg.kind == "dropblock":
-            return dropjax.dropblock(key, x, cfg.rate, block_size=cfg.block_size)
-        if cfg.kind == "spatial":
-            return dropjax.spatial_dropout(key, x, cfg.rate)
-        raise ValueError(f"FunctionalDropout does not handle kind {cfg.kind!r}")
-
-
 def make_dropout(cfg: DropoutConfig, *, name: str | None = None) -> nn.Module:
     """The dropout layer for ``cfg``: a module called as ``layer(x, deterministic, rng=None)``.
 
@@ -216,7 +172,7 @@ def make_dropout(cfg: DropoutConfig, *, name: str | None = None) -> nn.Module:
     Returns:
       A linen module. ``standard`` is :class:`dropjax.linen.Dropout`; ``forward``,
       ``backward`` and ``augmented`` are :class:`dropjax.linen.DecoupledDropout`; the other
-      variants :class:`FunctionalDropout`; ``none`` (or a zero rate) :class:`Identity`.
+      variants their :mod:`dropjax.linen` modules; ``none`` (or a zero rate) :class:`Identity`.
 
     Raises:
       ValueError: for ``augmented_exact``, which is not a standalone layer: it fuses the
@@ -255,8 +211,18 @@ def make_dropout(cfg: DropoutConfig, *, name: str | None = None) -> nn.Module:
         return dropjax.linen.DecoupledDropout(
             cfg.rate, cfg.backward_rate, backward="nested", broadcast_dims=bdims, **kw
         )
-    assert kind in _FUNCTIONAL_KINDS, kind
-    return FunctionalDropout(cfg, **kw)
+    if kind == "random_rate":
+        return dropjax.linen.RandomRateDropout(
+            cfg.rate, per_example=cfg.per_example, broadcast_dims=bdims, **kw
+        )
+    if kind == "gaussian":
+        return dropjax.linen.GaussianDropout(cfg.rate, **kw)
+    if kind == "alpha":
+        return dropjax.linen.AlphaDropout(cfg.rate, **kw)
+    if kind == "dropblock":
+        return dropjax.linen.DropBlock(cfg.rate, block_size=cfg.block_size, **kw)
+    assert kind == "spatial", kind
+    return dropjax.linen.SpatialDropout(cfg.rate, **kw)
 
 
 def _draw_key(module: nn.Module, cfg: DropoutConfig, train: bool) -> jax.Array | None:

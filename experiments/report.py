@@ -162,7 +162,30 @@ def build_report(out: Path = DEFAULT_OUT) -> str:
     return "\n".join(header + summary + [""] + sections)
 
 
+README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- report-summary:start -->", "<!-- report-summary:end -->"
+
+
+def _summary_table(report: str) -> str:
+    lines = report.splitlines()
+    i = lines.index("## Summary") + 2
+    table = []
+    for line in lines[i:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    return "\n".join(table)
+
+
 def write_report(out: Path = DEFAULT_OUT, path: Path = REPORT_PATH) -> Path:
-    """Writes REPORT.md and returns its path."""
-    path.write_text(build_report(out))
+    """Writes REPORT.md, refreshes README's copy of its summary table, returns the path."""
+    report = build_report(out)
+    path.write_text(report)
+    if path == REPORT_PATH and README_PATH.exists():
+        readme = README_PATH.read_text()
+        if START in readme and END in readme:
+            head, rest = readme.split(START, 1)
+            _, tail = rest.split(END, 1)
+            links = _summary_table(report).replace("](results/", "](experiments/results/")
+            README_PATH.write_text(f"{head}{START}\n{links}\n{END}{tail}")
     return path

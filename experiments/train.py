@@ -558,7 +558,13 @@ to compile a model's initialisation). Least recently used entries beyond 32 are 
 def _compile(jitted: Callable, mesh: Mesh, *args) -> Any:
     lowered = jitted.lower(*args)
     text = lowered.as_text(debug_info=False)
-    key = (hashlib.sha256(text.encode()).hexdigest(), tuple(d.id for d in mesh.devices.flat))
+    # The input tree structure is part of the key: two models can lower to the same text
+    # while naming their parameters differently, and an executable accepts only its own.
+    key = (
+        hashlib.sha256(text.encode()).hexdigest(),
+        str(jax.tree.structure(args)),
+        tuple(d.id for d in mesh.devices.flat),
+    )
     executable = _EXECUTABLES.pop(key, None)
     if executable is None:
         executable = lowered.compile()

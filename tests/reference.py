@@ -48,3 +48,22 @@ def extra_key(key):
 def sigma_bound(n, p, k=4.0):
     """k standard deviations of a Binomial(n, p) fraction."""
     return k * np.sqrt(p * (1.0 - p) / n)
+
+
+def nested_keep_ref(key, shape, rate, extra_rate, broadcast_dims=()):
+    """The nested backward mask: the forward bits against a second, higher threshold.
+
+    t = floor(rate * 2**32) (float32 product); keep iff bits >= t + floor(extra_rate *
+    float32(2**32 - 1 - t)), in numpy uint32 arithmetic.
+    """
+    ndim = len(shape)
+    dims = {d % ndim for d in broadcast_dims}
+    drawn = tuple(1 if i in dims else s for i, s in enumerate(shape))
+    bits = bits_ref(key, drawn).astype(np.uint64)
+    t = np.uint64(np.floor(np.float64(np.float32(rate) * np.float32(2.0**32))))
+    room = np.float32(np.uint32(0xFFFFFFFF - int(t)))
+    extra = np.uint64(np.floor(np.float64(np.float32(extra_rate) * room)))
+    keep = bits >= t + extra
+    if rate >= 1.0 or extra_rate >= 1.0:
+        keep[...] = False
+    return np.broadcast_to(keep, shape)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dropjax
-from tests.reference import extra_key, keep_ref, sigma_bound
+from tests.reference import extra_key, keep_ref, nested_keep_ref, sigma_bound
 
 
 def vjp_of(f, x, g):
@@ -40,12 +40,13 @@ def test_nested_semantics_against_explicit_masks(p_f, p_b):
     x = jax.random.normal(jax.random.key(0), shape)
     g = jax.random.normal(jax.random.key(1), shape)
     m_f = keep_ref(key, shape, p_f)
-    m_e = keep_ref(extra_key(key), shape, p_b)
+    m_b = nested_keep_ref(key, shape, p_f, p_b)
+    assert not np.any(m_b & ~m_f)
     y, gx = vjp_of(lambda x: dropjax.decoupled_dropout(key, x, p_f, p_b), x, g)
     s_f = 1 / np.float32(1 - p_f)
     s_b = s_f * (1 / np.float32(1 - p_b))
     np.testing.assert_allclose(y, np.where(m_f, np.asarray(x) * s_f, 0), rtol=1e-6)
-    np.testing.assert_allclose(gx, np.where(m_f & m_e, np.asarray(g) * s_b, 0), rtol=1e-6)
+    np.testing.assert_allclose(gx, np.where(m_b, np.asarray(g) * s_b, 0), rtol=1e-6)
 
 
 def test_nested_support_and_extra_rate_statistics():
@@ -62,6 +63,20 @@ def test_nested_support_and_extra_rate_statistics():
     np.testing.assert_allclose(np.unique(gx[bwd]), [1 / ((1 - p_f) * (1 - p_b))], rtol=1e-6)
     # Unbiased backward: E[g_out] = g.
     assert abs(gx.mean() - 1.0) < 4 * gx.std() / np.sqrt(n)
+
+
+def test_nested_extra_drops_are_independent_of_each_other():
+    # Among forward-kept entries, the extra drops of neighbours are independent (the
+    # one-draw construction must match an independent extra mask's joint law).
+    p_f, p_b, n = 0.2, 0.3, 400_000
+    key = jax.random.key(8)
+    y, gx = vjp_of(lambda x: dropjax.decoupled_dropout(key, x, p_f, p_b), jnp.ones(n), jnp.ones(n))
+    kept = np.flatnonzero(y != 0)
+    dropped = (gx[kept] == 0).astype(int)
+    a, b = dropped[:-1:2], dropped[1::2]
+    both = (a & b).mean()
+    assert abs(both - p_b**2) < sigma_bound(a.size, p_b**2)
+    assert abs(a.mean() - p_b) < sigma_bound(a.size, p_b)
 
 
 def test_independent_semantics_and_independence():
@@ -146,12 +161,12 @@ def test_decoupled_call_is_eq9_on_a_dense_layer(backward, dims):
     # Explicit masks and Eq. 9, in numpy.
     hn, wn, bn, dn = (np.asarray(a) for a in (h, params["w"], params["b"], delta))
     m_f = keep_ref(key, h.shape, p_f, dims)
-    m_e = keep_ref(extra_key(key), h.shape, p_b, dims)
     eps_f = np.where(m_f, 1 / np.float32(1 - p_f), 0)
     if backward == "nested":
-        eps_b = np.where(m_f & m_e, 1 / np.float32(1 - p_f) / np.float32(1 - p_b), 0)
+        m_b = nested_keep_ref(key, h.shape, p_f, p_b, dims)
+        eps_b = np.where(m_b, 1 / np.float32(1 - p_f) / np.float32(1 - p_b), 0)
     else:
-        eps_b = np.where(m_e, 1 / np.float32(1 - p_b), 0)
+        eps_b = np.where(keep_ref(extra_key(key), h.shape, p_b, dims), 1 / np.float32(1 - p_b), 0)
     np.testing.assert_allclose(y, (hn * eps_f) @ wn + bn, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(d_params["w"], (hn * eps_b).T @ dn, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(d_params["b"], dn.sum(0), rtol=1e-5, atol=1e-5)
@@ -163,9 +178,7 @@ def test_elementwise_form_differs_from_eq9_in_the_weight_gradient():
     key, (p_f, p_b) = jax.random.key(12), (0.4, 0.3)
     h, params, delta = _dense_case()
     dense = lambda p, x: x @ p["w"] + p["b"]
-    _, vjp = jax.vjp(
-        lambda p, x: dense(p, dropjax.decoupled_dropout(key, x, p_f, p_b)), params, h
-    )
+    _, vjp = jax.vjp(lambda p, x: dense(p, dropjax.decoupled_dropout(key, x, p_f, p_b)), params, h)
     d_params, d_h = vjp(delta)
     _, vjp_exact = jax.vjp(
         lambda p, x: dropjax.decoupled_call(key, dense, p, x, p_f, p_b), params, h

@@ -8,7 +8,7 @@ import pytest
 
 import dropjax
 import dropjax.linen as djnn
-from tests.reference import extra_key, keep_ref, sigma_bound
+from tests.reference import keep_ref, nested_keep_ref, sigma_bound
 
 # The same behavioural cases Flax's own Dropout tests cover, run on both classes.
 BOTH = [nn.Dropout, djnn.Dropout]
@@ -96,7 +96,7 @@ def test_decoupled_dropout_module_matches_function():
     layer = djnn.DecoupledDropout(0.4, 0.2)
     f_mod = lambda x: (layer.apply({}, x, False, rng=key) * jnp.arange(20.0)).sum()
     gx = jax.grad(f_mod)(x)
-    m_b = keep_ref(key, (20,), 0.4) & keep_ref(extra_key(key), (20,), 0.2)
+    m_b = nested_keep_ref(key, (20,), 0.4, 0.2)
     np.testing.assert_allclose(gx, np.where(m_b, np.arange(20.0) / 0.6 / 0.8, 0), rtol=1e-5)
 
 
@@ -107,9 +107,7 @@ def test_decoupled_dense_is_eq9():
     v = layer.init(jax.random.key(1), x, deterministic=True)
     delta = jax.random.normal(jax.random.key(2), (6, 3))
     grads = jax.grad(lambda v: (layer.apply(v, x, False, rng=key) * delta).sum())(v)
-    eps_b = np.where(
-        keep_ref(key, x.shape, 0.5) & keep_ref(extra_key(key), x.shape, 0.25), 1 / 0.5 / 0.75, 0
-    )
+    eps_b = np.where(nested_keep_ref(key, x.shape, 0.5, 0.25), 1 / 0.5 / 0.75, 0)
     np.testing.assert_allclose(
         grads["params"]["kernel"], (np.asarray(x) * eps_b).T @ np.asarray(delta), rtol=1e-5
     )

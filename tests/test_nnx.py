@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 import dropjax.nnx as djx
-from tests.reference import extra_key, keep_ref, sigma_bound
+from tests.reference import extra_key, keep_ref, nested_keep_ref, sigma_bound
 
 BOTH = [nnx.Dropout, djx.Dropout]
 
@@ -89,9 +89,7 @@ def test_decoupled_dense_is_eq9():
     x = jax.random.normal(jax.random.key(0), (6, 5))
     delta = jax.random.normal(jax.random.key(2), (6, 3))
     grads = nnx.grad(lambda m: (m(x, rngs=key) * delta).sum())(layer)
-    eps_b = np.where(
-        keep_ref(key, x.shape, 0.5) & keep_ref(extra_key(key), x.shape, 0.25), 1 / 0.5 / 0.75, 0
-    )
+    eps_b = np.where(nested_keep_ref(key, x.shape, 0.5, 0.25), 1 / 0.5 / 0.75, 0)
     np.testing.assert_allclose(
         grads.kernel[...], (np.asarray(x) * eps_b).T @ np.asarray(delta), rtol=1e-5
     )

@@ -32,7 +32,9 @@ def test_value_equals_explicit_mask_reference(rate, dims):
 
 
 def test_broadcast_slices_are_constant():
-    y = np.asarray(dropjax.dropout(jax.random.key(0), jnp.ones((4, 50, 3)), 0.5, broadcast_dims=(1,)))
+    y = np.asarray(
+        dropjax.dropout(jax.random.key(0), jnp.ones((4, 50, 3)), 0.5, broadcast_dims=(1,))
+    )
     assert (y == y[:, :1, :]).all()
     assert len(np.unique(y)) == 2
 

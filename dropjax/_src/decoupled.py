@@ -20,10 +20,13 @@ Two forms:
   the exact layer-level form of Eq. 9.
 
 Masks come from :mod:`dropjax._src.masks`: the forward mask is ``keep_mask(key, ., p_f)``
-(the very mask ``dropout(key, ., p_f)`` uses) and the extra/independent backward mask is
-``keep_mask(jax.random.fold_in(key, 1), ., p_b)``. Residuals hold the key, never a mask: the
-backward pass regenerates the masks from it (one more PRNG pass, no activation-sized
-memory kept alive between the passes).
+(the very mask ``dropout(key, ., p_f)`` uses). The nested backward mask thins that mask from
+the same bits (an element kept in the forward pass has its bits uniform above the forward
+threshold, so a second threshold drops a further fraction ``p_b`` of the kept elements,
+independently: the law of ``eps_f * eps`` at the cost of one draw). The independent
+backward mask is ``keep_mask(jax.random.fold_in(key, 1), ., p_b)``. Residuals hold the
+key, never a mask: the backward pass regenerates the masks from it (one more pass of the
+counter hash, no activation-sized memory kept alive between the passes).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from dropjax._src import masks as _m
@@ -77,10 +79,10 @@ def _backward_mask(plan: str, key, shape, p_f, p_b, bdims):
         return None, None
     if plan == "standard":
         return _m.draw_keep(key, mshape, p_f), _m.inverse_keep_prob(p_f)
-    extra = _m.draw_keep(_extra_key(key), mshape, p_b)
     if plan == "nested":
-        keep = _m.draw_keep(key, mshape, p_f) & extra
+        keep = _m.draw_nested_keep(key, mshape, p_f, p_b)
         return keep, _m.inverse_keep_prob(p_f) * _m.inverse_keep_prob(p_b)
+    extra = _m.draw_keep(_extra_key(key), mshape, p_b)
     return extra, _m.inverse_keep_prob(p_b)  # independent, backward_only
 
 
@@ -156,8 +158,12 @@ def decoupled_dropout(
 
     :math:`m_f` is ``keep_mask(key, x.shape, p_f)``, the mask ``dropout(key, x, p_f)`` uses,
     so ``decoupled_dropout(key, x, p, 0.0)`` has exactly the value and gradient of
-    ``dropout(key, x, p)``. :math:`m_e` is
-    ``keep_mask(jax.random.fold_in(key, 1), x.shape, p_b)``.
+    ``dropout(key, x, p)``. In nested mode :math:`m_f \wedge m_e` is drawn from the bits
+    :math:`u` of :math:`m_f` as :math:`u \ge t_f + \lfloor p_b (2^{32} - 1 - t_f) \rfloor`
+    (:math:`t_f` the forward threshold): among forward-kept elements :math:`u` is uniform,
+    so each survives with probability :math:`1 - p_b` independently, exactly the law of an
+    independent :math:`m_e`, and the backward pass costs one mask draw, as in dropout. In
+    independent mode :math:`m_e` is ``keep_mask(jax.random.fold_in(key, 1), x.shape, p_b)``.
 
     The VJP keeps only the key and the rates as residuals and regenerates the masks in the
     backward pass: one extra PRNG pass instead of an activation-sized mask held in memory

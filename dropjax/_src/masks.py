@@ -240,6 +240,18 @@ def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return _mix32(_mix32(low ^ seeds[0]) ^ s1)
 
 
+def _threshold(rate32: jax.Array) -> jax.Array:
+    """``floor(rate * 2**32)`` as uint32 (clipped below 2**32)."""
+    return jnp.clip(rate32 * 4294967296.0, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
+
+
+def draw_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """32 mask bits per element from the sampler in effect (see :func:`mask_impl`)."""
+    if get_mask_impl() == "hash":
+        return hash_bits(key, shape)
+    return jax.random.bits(key, shape, dtype=jnp.uint32)
+
+
 def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
     """Draws a keep-mask of exactly ``shape`` (no broadcasting): the core sampler.
 
@@ -254,15 +266,32 @@ def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
     if value == 1.0:
         return jnp.zeros(shape, dtype=bool)
     rate32 = _as_f32(rate)
-    threshold = jnp.clip(rate32 * 4294967296.0, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
-    if get_mask_impl() == "hash":
-        bits = hash_bits(key, shape)
-    else:
-        bits = jax.random.bits(key, shape, dtype=jnp.uint32)
-    keep = bits >= threshold
+    keep = draw_bits(key, shape) >= _threshold(rate32)
     if value is None:  # traced (or array) rate: rate 1 must keep nothing at all.
         keep = keep & (rate32 < 1.0)
     return keep
+
+
+def draw_nested_keep(key: jax.Array, shape: tuple[int, ...], rate, extra_rate) -> jax.Array:
+    """The keep-mask of ``rate`` further thinned by ``extra_rate``, from the same bits.
+
+    With ``u`` the bits of ``draw_keep(key, shape, rate)`` (kept iff ``u >= t``, where
+    ``t = floor(rate * 2**32)``), an element kept there is uniform on ``[t, 2**32)``, so
+
+        keep = u >= t + floor(extra_rate * (2**32 - 1 - t))
+
+    keeps a subset of that mask, each kept element surviving with probability
+    ``1 - extra_rate`` independently of the others: the same joint law as
+    ``draw_keep(key, ., rate) & draw_keep(other_key, ., extra_rate)``, for the cost of one
+    draw. The threshold is integer arithmetic after one float32 product (no rounding that
+    depends on the compiler).
+    """
+    rate32, extra32 = _as_f32(rate), _as_f32(extra_rate)
+    t = _threshold(rate32)
+    room = (jnp.uint32(0xFFFFFFFF) - t).astype(jnp.float32)
+    extra = jnp.clip(extra32 * room, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
+    keep = draw_bits(key, shape) >= t + extra
+    return keep & (rate32 < 1.0) & (extra32 < 1.0)
 
 
 def inverse_keep_prob(rate) -> jax.Array:
