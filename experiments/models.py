@@ -225,6 +225,15 @@ def make_dropout(cfg: DropoutConfig, *, name: str | None = None) -> nn.Module:
     return dropjax.linen.SpatialDropout(cfg.rate, **kw)
 
 
+def _check_feature_map(cfg: DropoutConfig, x: jax.Array) -> None:
+    if cfg.kind in ("dropblock", "spatial") and x.ndim != 4:
+        raise ValueError(
+            f"{cfg.kind} dropout needs an NHWC feature map; got an input of shape "
+            f"{x.shape}. Use it where dropout feeds a convolution (ResNet), or use "
+            "kind='standard'"
+        )
+
+
 def _draw_key(module: nn.Module, cfg: DropoutConfig, train: bool) -> jax.Array | None:
     return module.make_rng("dropout") if train and cfg.active else None
 
@@ -267,6 +276,8 @@ class DropDense(nn.Module):
                 name="dense",
             )
             return layer(x, deterministic=key is None, rng=key)
+        if key is not None:
+            _check_feature_map(cfg, x)
         x = make_dropout(cfg, name="drop")(x, key is None, rng=key)
         return nn.Dense(
             self.features,
@@ -359,6 +370,8 @@ class DropConv(nn.Module):
                 self.bias_init,
                 name="conv",
             )(x, key)
+        if key is not None:
+            _check_feature_map(cfg, x)
         x = make_dropout(cfg, name="drop")(x, key is None, rng=key)
         return _Conv(
             self.features,
