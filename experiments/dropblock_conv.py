@@ -56,7 +56,7 @@ from experiments.cpu_conv import conv_general_dilated
 from experiments.lenet_mnist import load_data
 from experiments.models import NO_DROPOUT, DropConv, DropoutConfig, make_dropout
 from experiments.registry import RunContext, register
-from experiments.train import TrainConfig, train
+from experiments.train import TrainConfig, step_sgd, train
 
 NAME = "dropblock_conv"
 ARMS = ("none", "standard", "dropblock")
@@ -118,16 +118,7 @@ class Preset:
     train: TrainConfig
 
 
-def _protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
-    return TrainConfig(
-        iterations=iterations,
-        learning_rate=0.05,
-        lr_boundaries=(boundary,),
-        lr_decay=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        **kw,
-    )
+_protocol = functools.partial(step_sgd, learning_rate=0.05)
 
 
 PRESETS = {

@@ -235,16 +235,6 @@ def _config(ctx: RunContext) -> dict[str, Any]:
     return cfg
 
 
-def _t_ci(values, level: float = 0.95) -> dict[str, Any]:
-    out = stats.mean_std(values)
-    if out["n"] < 2:
-        out.update(ci_low=None, ci_high=None)
-        return out
-    half = scipy.stats.t.ppf(0.5 + level / 2, out["n"] - 1) * out["std"] / np.sqrt(out["n"])
-    out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
-    return out
-
-
 def _figure(summary: dict, rates: list[float], path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -353,7 +343,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         for r in rates:
             vals = {m: [e[arch][str(r)][m] for e in per_seed] for m in metrics}
             summary[arch][str(r)] = {
-                m: dict(_t_ci(v), max=float(np.max(v))) for m, v in vals.items()
+                m: dict(stats.mean_ci(v), max=float(np.max(v))) for m, v in vals.items()
             }
     summary["mc_check"] = {str(r): dict(abs_z_max=float(np.max(mc_z[str(r)]))) for r in rates}
 

@@ -54,7 +54,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 import dropjax
 from experiments import stats
@@ -224,16 +223,6 @@ def _config(ctx: RunContext) -> dict[str, Any]:
     return cfg
 
 
-def _t_ci(values, level: float = 0.95) -> dict[str, Any]:
-    out = stats.mean_std(values)
-    if out["n"] < 2:
-        out.update(ci_low=None, ci_high=None)
-        return out
-    half = scipy.stats.t.ppf(0.5 + level / 2, out["n"] - 1) * out["std"] / np.sqrt(out["n"])
-    out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
-    return out
-
-
 def _sqrt_clip(v):
     return None if v is None else float(np.sqrt(max(v, 0.0)))
 
@@ -345,7 +334,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             row: dict[str, Any] = {}
             for wrt in ("x", "W1"):
                 vals = [e[case][str(r)][wrt] for e in per_seed]
-                dev2 = _t_ci([v["dev2_unbiased"] for v in vals])
+                dev2 = stats.mean_ci([v["dev2_unbiased"] for v in vals])
                 row[wrt] = dict(
                     dev2=dev2,
                     rel_dev=_sqrt_clip(dev2["mean"]),
@@ -354,7 +343,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
                     else [0.0, 0.0],
                     rel_dev_naive=stats.mean_std([v["rel_dev_naive"] for v in vals]),
                     noise_floor=stats.mean_std([v["noise_floor"] for v in vals]),
-                    along_g0=_t_ci([v["along_g0"] for v in vals]),
+                    along_g0=stats.mean_ci([v["along_g0"] for v in vals]),
                     # Per-seed jackknife z of the squared deviation, combined (Stouffer):
                     # under "E[g] = g0 for every network" it is ~N(0, 1).
                     stouffer_z=float(np.sum([v["dev2_z"] for v in vals]) / np.sqrt(len(vals))),

@@ -55,7 +55,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 import dropjax
 from experiments import stats
@@ -212,16 +211,6 @@ def _config(ctx: RunContext) -> dict[str, Any]:
     cfg["rates"] = list(cfg["rates"])
     cfg["residual_branch_scale"] = "1/sqrt(2 * depth)"
     return cfg
-
-
-def _t_ci(values, level: float = 0.95) -> dict[str, Any]:
-    out = stats.mean_std(values)
-    if out["n"] < 2:
-        out.update(ci_low=None, ci_high=None)
-        return out
-    half = scipy.stats.t.ppf(0.5 + level / 2, out["n"] - 1) * out["std"] / np.sqrt(out["n"])
-    out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
-    return out
 
 
 def equivalence_margin(arch: str, convention: str, rates, depth: int) -> float:
@@ -399,8 +388,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
                             "bwd": lb[:, j].mean(0).tolist(),
                         }
                 for j, r in enumerate(rates[1:], start=1):
-                    ef = _t_ci(tot["train"][0][:, j])
-                    eb = _t_ci(tot["train"][1][:, j])
+                    ef = stats.mean_ci(tot["train"][0][:, j])
+                    eb = stats.mean_ci(tot["train"][1][:, j])
                     vf, vb = _preserves(ef, margin), _preserves(eb, margin)
                     verdict = (
                         "preserved"
@@ -418,7 +407,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
                             excess_fwd_bits=ef,
                             excess_bwd_bits=eb,
                             predicted_bits=predicted_excess_bits(arch, conv, kind, r, depth),
-                            eval_excess_fwd_bits=_t_ci(tot["eval"][0][:, j]),
+                            eval_excess_fwd_bits=stats.mean_ci(tot["eval"][0][:, j]),
                             eval_predicted_bits=predicted_excess_bits(
                                 arch, conv, kind, r, depth, "eval"
                             ),

@@ -251,16 +251,6 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def _t_ci(values, level: float = 0.95) -> dict[str, float]:
-    out = stats.mean_std(values)
-    if out["n"] < 2:
-        out.update(ci_low=None, ci_high=None)
-        return out
-    half = scipy.stats.t.ppf(0.5 + level / 2, out["n"] - 1) * out["std"] / np.sqrt(out["n"])
-    out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
-    return out
-
-
 def _figure(summary: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -417,7 +407,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     any_fail = False
     for j, p in enumerate(rates):
         col = [ps["rows"][j] for ps in per_seed]
-        ratio = _t_ci([r["lambda_ratio"] for r in col])
+        ratio = stats.mean_ci([r["lambda_ratio"] for r in col])
         lo, hi = ratio["ci_low"], ratio["ci_high"]
         if lo is None:
             gd_verdict = "inconclusive"

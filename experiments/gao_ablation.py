@@ -71,7 +71,7 @@ from experiments import data as data_lib
 from experiments import stats
 from experiments.models import MLP, ConvNetQuick, DropoutConfig, ResNet
 from experiments.registry import RunContext, register
-from experiments.train import ArrayData, TrainConfig, train
+from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "gao_ablation"
 SOURCE = "Gao, Pei & Huang, Demystifying Dropout, ICML 2019, Section 4, Tables 1-2, Figures 1-2"
@@ -149,14 +149,7 @@ class Preset:
 def quick_protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
     """Table 1's ConvNet-Quick protocol with ``iterations`` steps and one lr step."""
     base = {"batch_size": 100, "eval_every": 1000, "weight_decay": 0.004, "learning_rate": 0.001}
-    base.update(kw)
-    return TrainConfig(
-        iterations=iterations,
-        lr_boundaries=(boundary,),
-        lr_decay=0.1,
-        momentum=0.9,
-        **base,
-    )
+    return step_sgd(iterations, boundary, **{**base, **kw})
 
 
 RESNET_PAPER = TrainConfig(

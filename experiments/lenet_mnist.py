@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -42,7 +43,7 @@ from experiments import data as data_lib
 from experiments import stats
 from experiments.models import DropoutConfig, LeNet
 from experiments.registry import RunContext, register
-from experiments.train import ArrayData, TrainConfig, train
+from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "lenet_mnist"
 BACKWARD_RATE = 1e-4
@@ -65,16 +66,7 @@ class Preset:
     train: TrainConfig
 
 
-def _protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
-    return TrainConfig(
-        iterations=iterations,
-        learning_rate=0.01,
-        lr_boundaries=(boundary,),
-        lr_decay=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        **kw,
-    )
+_protocol = functools.partial(step_sgd, learning_rate=0.01)
 
 
 PRESETS = {

@@ -55,7 +55,7 @@ from experiments import stats
 from experiments.lenet_mnist import load_data
 from experiments.models import DropDense, DropoutConfig, LeNet
 from experiments.registry import RunContext, register
-from experiments.train import ArrayData, TrainConfig, train
+from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "mc_uncertainty"
 SOURCE = (
@@ -92,16 +92,7 @@ class Preset:
     chunk: int = 5000
 
 
-def _protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
-    return TrainConfig(
-        iterations=iterations,
-        learning_rate=0.01,
-        lr_boundaries=(boundary,),
-        lr_decay=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        **kw,
-    )
+_protocol = functools.partial(step_sgd, learning_rate=0.01)
 
 
 PRESETS = {

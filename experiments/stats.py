@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.stats
 
-__all__ = ["mean_std", "paired_difference", "verdict"]
+__all__ = ["mean_ci", "mean_std", "paired_difference", "verdict"]
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -18,6 +18,22 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
         "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
         "n": int(v.size),
     }
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
+    """Mean, std and count with the Student-t confidence interval of the mean.
+
+    Returns:
+      ``{"mean", "std", "n", "ci_low", "ci_high"}``; the bounds are None with fewer than two
+      values.
+    """
+    out = mean_std(values)
+    if out["n"] < 2:
+        out.update(ci_low=None, ci_high=None)
+        return out
+    half = scipy.stats.t.ppf(0.5 + level / 2, out["n"] - 1) * out["std"] / np.sqrt(out["n"])
+    out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
+    return out
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
@@ -33,13 +49,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     if d.shape != np.shape(a) or d.ndim != 1:
         raise ValueError("paired_difference needs two 1-D sequences of the same length")
-    out = mean_std(d)
-    if d.size < 2:
-        lo = hi = float("nan")
-    else:
-        half = scipy.stats.t.ppf(0.5 + level / 2, d.size - 1) * out["std"] / np.sqrt(d.size)
-        lo, hi = out["mean"] - half, out["mean"] + half
-    out.update(ci_low=float(lo), ci_high=float(hi), level=level)
+    out = mean_ci(d, level)
+    nan = float("nan")
+    lo = nan if out["ci_low"] is None else float(out["ci_low"])
+    hi = nan if out["ci_high"] is None else float(out["ci_high"])
+    out.update(ci_low=lo, ci_high=hi, level=level)
     return out
 
 

@@ -73,6 +73,7 @@ __all__ = [
     "Trainer",
     "make_mesh",
     "replica_keys",
+    "step_sgd",
     "train",
 ]
 
@@ -210,6 +211,29 @@ class TrainState:
     params: Any
     batch_stats: Any
     opt_state: Any
+
+
+def step_sgd(
+    iterations: int,
+    boundary: int,
+    *,
+    learning_rate: float = 0.01,
+    weight_decay: float = 5e-4,
+    **kw: Any,
+) -> TrainConfig:
+    """The seeds' Caffe solver: SGD, momentum 0.9, learning rate divided by 10 at ``boundary``.
+
+    Other :class:`TrainConfig` fields (batch size, evaluation interval, ...) pass through.
+    """
+    return TrainConfig(
+        iterations=iterations,
+        learning_rate=learning_rate,
+        lr_boundaries=(boundary,),
+        lr_decay=0.1,
+        momentum=0.9,
+        weight_decay=weight_decay,
+        **kw,
+    )
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
