@@ -23,3 +23,12 @@ def test_main_job_is_on_the_first_screen():
     first_screen = "\n".join(readme.splitlines()[:25])
     assert "python -m experiments" in _commands(first_screen)[0]
     assert "pytest" in _commands(first_screen)[1]
+
+
+def test_readme_python_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)\n```", readme, flags=re.S)[:1]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["dw"].shape == (8, 3)
+    assert namespace["samples"].shape == (16, 4, 8)
