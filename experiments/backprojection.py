@@ -51,7 +51,6 @@ back-projection steps per batch.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,7 @@ import dropjax
 from experiments import stats
 from experiments.models import DropDense
 from experiments.random_dropout_mlp import load_data
-from experiments.registry import RunContext, register
+from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import TrainConfig, train
 
 NAME = "backprojection"
@@ -313,7 +312,7 @@ def _plot_samples(x: np.ndarray, viz: dict[str, Any], path: Path, title: str) ->
         axes[0, s + 1].set_title(f"x* #{s + 1}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def _plot_errors(results: dict[str, Any], path: Path) -> None:
@@ -348,21 +347,7 @@ def _plot_errors(results: dict[str, Any], path: Path) -> None:
         fontsize="medium",
     )
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def _fmt_diff(d: dict[str, float]) -> str:

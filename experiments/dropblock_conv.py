@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from experiments import stats
 from experiments.cpu_conv import conv_general_dilated
 from experiments.lenet_mnist import load_data
 from experiments.models import NO_DROPOUT, DropConv, DropoutConfig, make_dropout
-from experiments.registry import RunContext, register
+from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import TrainConfig, step_sgd, train
 
 NAME = "dropblock_conv"
@@ -176,20 +175,6 @@ def _clean_accuracy(model: nn.Module, params: Any, x: np.ndarray, y: np.ndarray)
     return out
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _plot(results: dict[str, Any], path: Path) -> None:
     """Per rate: final test accuracy per replica (paired lines) and the generalisation gap."""
     import matplotlib
@@ -232,7 +217,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         fontsize="medium",
     )
     fig.tight_layout()
-    _save(fig, path)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def _fmt(s: dict[str, float]) -> str:

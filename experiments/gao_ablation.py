@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,7 @@ import numpy as np
 from experiments import data as data_lib
 from experiments import stats
 from experiments.models import MLP, ConvNetQuick, DropoutConfig, ResNet
-from experiments.registry import RunContext, register
+from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "gao_ablation"
@@ -345,18 +344,8 @@ def _ran(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Writes a matplotlib figure atomically (temp file + ``os.replace``) and closes it."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    """Writes a matplotlib figure atomically and closes it (used by gao_tables45 too)."""
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:

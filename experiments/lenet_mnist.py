@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ import numpy as np
 from experiments import data as data_lib
 from experiments import stats
 from experiments.models import DropoutConfig, LeNet
-from experiments.registry import RunContext, register
+from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "lenet_mnist"
@@ -149,15 +148,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         fontsize="medium",
     )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def _fmt(summary: dict[str, float]) -> str:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ from dropjax import uncertainty as unc
 from experiments import stats
 from experiments.lenet_mnist import load_data
 from experiments.models import DropDense, DropoutConfig, LeNet
-from experiments.registry import RunContext, register
+from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "mc_uncertainty"
@@ -372,20 +371,6 @@ def overall_verdict(verdicts: dict[str, str]) -> str:
     return f"mixed (OOD detection: {ood}; calibration: {calib})"
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _plot(results: dict[str, Any], example: dict[str, np.ndarray], path: Path) -> None:
     """Metrics vs T, reliability diagrams, uncertainty histograms, accuracy-coverage curves."""
     import matplotlib
@@ -458,7 +443,7 @@ def _plot(results: dict[str, Any], example: dict[str, np.ndarray], path: Path) -
         fontsize="medium",
     )
     fig.tight_layout()
-    _save(fig, path)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def _fmt(s: dict[str, float], digits: int = 4) -> str:

@@ -36,7 +36,6 @@ over the last 75 epochs of the 501).
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ import numpy as np
 from experiments import data as data_lib
 from experiments import stats
 from experiments.models import MLP, DropoutConfig
-from experiments.registry import RunContext, register
+from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, train
 
 NAME = "random_dropout_mlp"
@@ -235,21 +234,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         fontsize="medium",
     )
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def _fmt(s: dict[str, float]) -> str:

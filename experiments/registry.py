@@ -28,6 +28,7 @@ __all__ = [
     "experiments",
     "register",
     "results_path",
+    "save_figure_atomic",
     "write_json_atomic",
 ]
 
@@ -115,6 +116,22 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_figure_atomic(fig, path: Path, *, dpi: int = 110) -> None:
+    """Saves a matplotlib figure via a temp file and ``os.replace``, then closes it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _json_default(value):
