@@ -39,6 +39,14 @@ from dropjax._src.variants import dropconnect_dense as dropconnect_dense
 from dropjax._src.variants import gaussian_dropout as gaussian_dropout
 from dropjax._src.variants import random_rate_dropout as random_rate_dropout
 from dropjax._src.variants import spatial_dropout as spatial_dropout
+from dropjax._src.variational import kl_kingma as kl_kingma
+from dropjax._src.variational import kl_molchanov as kl_molchanov
+from dropjax._src.variational import sparsify as sparsify
+from dropjax._src.variational import sparsity as sparsity
+from dropjax._src.variational import variational_conv as variational_conv
+from dropjax._src.variational import variational_dense as variational_dense
+from dropjax._src.variational import variational_dropout as variational_dropout
+from dropjax._src.variational import variational_log_alpha as variational_log_alpha
 
 __version__ = "0.1.0"
 
@@ -78,4 +86,12 @@ __all__ = [
     "NodeDropoutResult",
     "random_rate_dropout",
     "spatial_dropout",
+    "kl_kingma",
+    "kl_molchanov",
+    "sparsify",
+    "sparsity",
+    "variational_conv",
+    "variational_dense",
+    "variational_dropout",
+    "variational_log_alpha",
 ]
