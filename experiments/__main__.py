@@ -10,12 +10,17 @@ the experiment's markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.registry import DEFAULT_OUT, PRESETS, RunContext, execute, experiments
+from experiments.cells import BudgetExhausted
+from experiments.registry import DEFAULT_OUT, PRESETS, PUBLISHED, RunContext, execute, experiments
+
+EXIT_INCOMPLETE = 75
+"""Exit status of a run stopped by ``--time-budget`` (resumable; BSD's EX_TEMPFAIL)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--replicas", type=int, help="override the preset's replica count")
     parser.add_argument("--seed", type=int, default=0, help="base seed; replica r uses seed + r")
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})"
+        "--out",
+        type=Path,
+        default=None,
+        help=f"results folder (default {DEFAULT_OUT}/, git-ignored; `report` reads "
+        f"{PUBLISHED} by default; publish a run with --out experiments/results)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="stop cleanly at a checkpoint before this many minutes have passed; rerunning "
+        "the same command resumes (grid experiments write every finished cell at once)",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars (default when CI is set)"
@@ -47,7 +63,38 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="call jax.distributed.initialize() first (multi-host TPU/GPU)",
     )
+    parser.add_argument(
+        "--data-source",
+        choices=("auto", "tfds"),
+        default="auto",
+        help="auto: cache, then the offline sources (experiments/data.py); tfds: read a "
+        "tensorflow-datasets folder prepared in ArrayRecord format, without TensorFlow",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the data source's folder: the tfds data_dir for --data-source tfds, else the "
+        "dataset cache (default $DROPJAX_DATA or ~/.cache/dropjax)",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="also write the training curves to TensorBoard under DIR/<name>/<preset>/ "
+        "(needs tensorboardX)",
+    )
     return parser
+
+
+def _data_and_curves(args: argparse.Namespace, name: str) -> contextlib.ExitStack:
+    """The ``--data-source``/``--data-dir`` and ``--tensorboard`` settings for one run."""
+    from experiments import data, tensorboard
+
+    logdir = None if args.tensorboard is None else args.tensorboard / name / args.preset
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(data.data_source(args.data_source, args.data_dir))
+        stack.enter_context(tensorboard.writing(logdir))
+        return stack.pop_all()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.name == "report":
         from experiments.report import write_report
 
-        print(f"wrote {write_report(Path(args.out))}")
+        print(f"wrote {write_report(Path(args.out or PUBLISHED))}")
         return 0
     if args.name not in table:
         parser.error(f"unknown experiment {args.name!r}; `python -m experiments list` lists them")
@@ -76,13 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = RunContext(
         name=args.name,
         preset=args.preset,
-        out_dir=Path(args.out) / args.name,
+        out_dir=Path(args.out or DEFAULT_OUT) / args.name,
         dataset=args.dataset,
         replicas=args.replicas,
         quiet=args.quiet or bool(os.environ.get("CI")),
         seed=args.seed,
+        time_budget=args.time_budget,
     )
-    payload, path = execute(args.name, ctx)
+    try:
+        with _data_and_curves(args, args.name):
+            payload, path = execute(args.name, ctx)
+    except BudgetExhausted as stop:
+        print(
+            f"{stop}. Finished cells are in {ctx.results_file}; rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     render = table[args.name].render
     if render is not None:
         print(render(payload["results"]))

@@ -9,29 +9,39 @@ Arms, each trained with the same seeds (so replica ``r`` of every arm shares ini
 parameters, data order and forward dropout masks, and the arms are *paired*):
 
 * ``standard``: :class:`dropjax.linen.Dropout` at the rate;
-* ``augmented``: the elementwise augmented dropout (nested backward mask, extra rate 1e-4)
-  before the last layer;
-* ``augmented_exact``: the layer-exact Eq. 9 form (:class:`dropjax.linen.DecoupledDense`),
-  whose weight gradient also uses the backward mask.
+* ``augmented``: Gao et al.'s augmented dropout as Algorithm 1 defines it, layer-exact
+  (:class:`dropjax.linen.DecoupledDense`, Eq. 9): the backward mask (nested in the forward
+  one, extra rate 1e-4) masks both the error and the last layer's weight-gradient input;
+* ``augmented_elementwise`` (secondary, labelled): the elementwise form, whose weight
+  gradient still sees the forward-masked input.
+
+**Cells.** The run is a grid of cells, one per (seed group of 4, rate, arm), each trained
+and written into the results file as soon as it finishes (:mod:`experiments.cells`):
+rerunning the command skips finished cells and resumes the unfinished one from its
+checkpoint, and ``--time-budget`` stops cleanly. ``--replicas 8`` adds a second seed group
+to a finished 4-replica run without retraining the first. The elementwise arm's cells come
+last, after every primary cell, so a tight budget spends its time on the headline.
 
 For each rate: per-arm mean ± std of the final test accuracy, and the paired difference
-(arm − standard) with its 95% Student-t interval and verdict (``reproduced`` when the
-interval lies above 0).
+(arm − standard) with its 95% Student-t interval. The headline pools every (rate, seed) pair
+and is decided by :func:`experiments.stats.decide` against the paper's effect size
+``DELTA`` (the mean of Table 3's augmented − standard differences, +0.0003), with the power
+of the design for it and the protocol coverage (fraction of the paper's 12,000 iterations).
+
 
 Presets: ``smoke`` uses scikit-learn's 8x8 digits (no download), each image upsampled 3x by
 pixel repetition to 24x24 and zero-padded by 2 pixels to MNIST's 28x28 layout, 20
 iterations, batch 64, one rate, 2 replicas. ``quick`` uses real MNIST with a shortened
-schedule (600 iterations, learning-rate step at 300) at rate 0.5 only, 4 replicas (about
-five minutes on a 2-core CPU).
+schedule (600 iterations, learning-rate step at 300) at rate 0.5 only, 4 replicas (a few
+minutes on a 2-core CPU): 5 % of the protocol, so its verdict is only indicative.
 ``paper`` is the protocol above. Inputs are scaled by 1/256 as in Caffe's LeNet.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import dataclasses
 import functools
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +50,18 @@ import numpy as np
 
 from experiments import data as data_lib
 from experiments import stats
+from experiments.cells import Cell
 from experiments.models import DropoutConfig, LeNet
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "lenet_mnist"
 BACKWARD_RATE = 1e-4
-ARMS = ("standard", "augmented", "augmented_exact")
+ARMS = ("standard", "augmented", "augmented_elementwise")
+PRIMARY = ("standard", "augmented")
+GROUP = 4  # seeds per cell
+PAPER_ITERATIONS = 12000
+DELTA = 0.0003  # mean of Table 3's augmented - standard over the five rates
 PAPER_TABLE3 = {
     "standard": {0.1: 0.9916, 0.2: 0.9922, 0.3: 0.9918, 0.4: 0.9917, 0.5: 0.9922},
     "augmented": {0.1: 0.9918, 0.2: 0.9923, 0.3: 0.9925, 0.4: 0.9920, 0.5: 0.9925},
@@ -63,6 +78,7 @@ class Preset:
     rates: tuple[float, ...]
     replicas: int
     train: TrainConfig
+    arms: tuple[str, ...] = ARMS
 
 
 _protocol = functools.partial(step_sgd, learning_rate=0.01)
@@ -75,9 +91,9 @@ PRESETS = {
     "quick": Preset("mnist", (0.5,), 4, _protocol(600, 300, batch_size=100, eval_every=300)),
     "paper": Preset(
         "mnist",
-        (0.1, 0.2, 0.3, 0.4, 0.5),
+        (0.5, 0.1, 0.2, 0.3, 0.4),  # 0.5 first: the pilot that measures the paired SD
         4,
-        _protocol(12000, 6000, batch_size=100, eval_every=1000),
+        _protocol(12000, 6000, batch_size=100, eval_every=500),
     ),
 }
 
@@ -119,6 +135,119 @@ def _dropout(arm: str, rate: float) -> DropoutConfig:
     return DropoutConfig(arm, rate, backward)
 
 
+def cells(preset: Preset, seeds: list[int]) -> list[Cell]:
+    """The grid: (seed group, rate, arm), primary arms first, the elementwise arm last."""
+    groups = [seeds[i : i + GROUP] for i in range(0, len(seeds), GROUP)]
+    out = []
+    for arms in (
+        tuple(a for a in preset.arms if a in PRIMARY),
+        tuple(a for a in preset.arms if a not in PRIMARY),
+    ):
+        for group in groups:
+            for rate in preset.rates:
+                for arm in arms:
+                    cell_id = f"rate={rate:g}/arm={arm}/seeds={group[0]}-{group[-1]}"
+                    out.append(Cell(cell_id, {"rate": rate, "arm": arm, "seeds": group}))
+    return out
+
+
+def measure(preset: Preset, data: ArrayData, quiet: bool):
+    """``measure(cell, checkpoint_dir, budget)``: trains one cell's replicas."""
+
+    def run_cell(cell: Cell, checkpoint_dir: Path, budget) -> dict[str, Any]:
+        p = cell.params
+        model = LeNet(num_classes=10, dropout=_dropout(p["arm"], p["rate"]))
+        result = train(
+            model,
+            data,
+            preset.train,
+            p["seeds"],
+            checkpoint_dir=checkpoint_dir,
+            callback=budget.callback,
+            quiet=quiet or None,
+            desc=f"{p['arm']} {p['rate']:g} seeds {p['seeds'][0]}-{p['seeds'][-1]}",
+        )
+        return result.to_json()
+
+    return run_cell
+
+
+def _merge(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm × rate from its seed groups: seeds, final metrics and curves concatenated."""
+    records = sorted(records, key=lambda r: r["seeds"][0])
+    final = {k: sum((r["final"][k] for r in records), []) for k in records[0]["final"]}
+    curves = []
+    for entries in zip(*(r["curves"] for r in records), strict=True):
+        merged = dict(entries[0])
+        for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            merged[k] = sum((e[k] for e in entries), [])
+        curves.append(merged)
+    seeds = sum((r["seeds"] for r in records), [])
+    timing = [r["timing"] for r in records]
+    return {"seeds": seeds, "final": final, "curves": curves, "timing": timing}
+
+
+def summarise(done: dict[str, dict[str, Any]], preset: Preset) -> dict[str, Any]:
+    """Per arm and rate: the seeds present, mean ± std; only seeds every arm has are paired."""
+    by = collections.defaultdict(list)
+    for record in done.values():
+        p = record["params"]
+        by[(p["arm"], f"{p['rate']:g}")].append({**record["result"], "seeds": p["seeds"]})
+    arms = {arm: {} for arm in preset.arms}
+    summary = {arm: {} for arm in preset.arms}
+    for (arm, rate), records in by.items():
+        if arm in arms:
+            arms[arm][rate] = _merge(records)
+            summary[arm][rate] = stats.mean_std(arms[arm][rate]["final"]["test_acc"])
+    return {"arms": arms, "summary": summary}
+
+
+def _paired(arms, arm: str, rate: str) -> tuple[list[float], list[float]]:
+    """Final test accuracies of standard and ``arm`` at ``rate`` on their common seeds."""
+    base, other = arms["standard"].get(rate), arms[arm].get(rate)
+    if base is None or other is None:
+        return [], []
+    b = dict(zip(base["seeds"], base["final"]["test_acc"], strict=True))
+    o = dict(zip(other["seeds"], other["final"]["test_acc"], strict=True))
+    common = sorted(set(b) & set(o))
+    return [b[s] for s in common], [o[s] for s in common]
+
+
+def decide(summary: dict[str, Any], preset: Preset, data: ArrayData) -> dict[str, Any]:
+    """Per-rate and pooled paired differences, decided against ``DELTA``."""
+    coverage = min(1.0, preset.train.iterations / PAPER_ITERATIONS)
+    substitute = data.name != "mnist"
+    comparisons, pooled = {}, {}
+    for arm in preset.arms[1:]:
+        comparisons[arm] = {}
+        base_all, arm_all = [], []
+        for rate in preset.rates:
+            key = f"{rate:g}"
+            base, other = _paired(summary["arms"], arm, key)
+            if len(base) < 2:
+                continue
+            diff = stats.paired_difference(base, other)
+            comparisons[arm][key] = {
+                "difference": diff,
+                **stats.decide(diff, +1, DELTA, coverage=coverage, substitute=substitute),
+            }
+            base_all += base
+            arm_all += other
+        if len(base_all) >= 2:
+            diff = stats.paired_difference(base_all, arm_all)
+            pooled[arm] = {
+                "difference": diff,
+                **stats.decide(diff, +1, DELTA, coverage=coverage, substitute=substitute),
+            }
+    head = pooled.get("augmented")
+    return {
+        "comparisons": comparisons,
+        "pooled": pooled,
+        "coverage": coverage,
+        "verdict": head["headline"] if head else "not run",
+    }
+
+
 def _plot(results: dict[str, Any], path: Path) -> None:
     """Test-accuracy curves (mean over replicas), one panel per rate; written atomically."""
     import matplotlib
@@ -126,12 +255,17 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rates = results["config"]["rates"]
+    rates = [r for r in results["config"]["rates"] if f"{r:g}" in results["arms"]["standard"]]
+    if not rates:
+        return
     width = max(5.0, 4.0 * len(rates))
     fig, axes = plt.subplots(1, len(rates), figsize=(width, 3.4), squeeze=False)
     for ax, rate in zip(axes[0], rates, strict=True):
-        for arm in ARMS:
-            curves = results["arms"][arm][f"{rate:g}"]["curves"]
+        for arm in results["config"]["arms"]:
+            entry = results["arms"][arm].get(f"{rate:g}")
+            if entry is None:
+                continue
+            curves = entry["curves"]
             steps = [c["step"] for c in curves]
             acc = np.array([c["test_acc"] for c in curves])
             mean, std = acc.mean(1), acc.std(1)
@@ -142,20 +276,24 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
-    replicas = len(results["seeds"])
     fig.suptitle(
-        f"LeNet on {results['data']['name']}: test accuracy, mean ± std over {replicas} replicas",
+        f"LeNet on {results['data']['name']}: test accuracy, mean ± std over replicas",
         fontsize="medium",
     )
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)
 
 
-def _fmt(summary: dict[str, float]) -> str:
-    return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+def _fmt(summary: dict[str, float] | None) -> str:
+    if summary is None:
+        return "–"
+    return f"{summary['mean']:.4f} ± {summary['std']:.4f} (n={summary['n']})"
 
 
-def _fmt_diff(diff: dict[str, float]) -> str:
+def _fmt_diff(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "–"
+    diff = entry["difference"]
     if not np.isfinite(diff["ci_low"]):
         return f"{diff['mean']:+.4f} [n/a]"
     return f"{diff['mean']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
@@ -164,85 +302,70 @@ def _fmt_diff(diff: dict[str, float]) -> str:
 def render(results: dict[str, Any]) -> str:
     """The markdown table: the paper's Table 3 next to our means and paired differences."""
     cfg = results["config"]
-    rows = [
+    arms = cfg["arms"]
+    extra = [a for a in arms if a not in ("standard", "augmented")]
+    header = (
         "| rate | paper std | paper aug | ours std | ours aug | Δ aug − std [95% CI] | verdict "
-        "| ours aug-exact | Δ exact − std [95% CI] | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    )
+    header += "".join(f"| ours {a} | Δ {a} − std | verdict " for a in extra) + "|"
+    rows = [header, "|---" * (7 + 3 * len(extra)) + "|"]
+    s, comp = results["summary"], results["comparisons"]
     for rate in cfg["rates"]:
         key = f"{rate:g}"
-        s = results["summary"]
         paper = [PAPER_TABLE3[arm].get(rate) for arm in ("standard", "augmented")]
         paper_txt = [f"{p:.4f}" if p is not None else "–" for p in paper]
-        aug = results["comparisons"]["augmented"][key]
-        exact = results["comparisons"]["augmented_exact"][key]
-        rows.append(
-            f"| {key} | {paper_txt[0]} | {paper_txt[1]} | {_fmt(s['standard'][key])} "
-            f"| {_fmt(s['augmented'][key])} | {_fmt_diff(aug['difference'])} | {aug['verdict']} "
-            f"| {_fmt(s['augmented_exact'][key])} | {_fmt_diff(exact['difference'])} "
-            f"| {exact['verdict']} |"
+        aug = comp.get("augmented", {}).get(key)
+        row = (
+            f"| {key} | {paper_txt[0]} | {paper_txt[1]} | {_fmt(s['standard'].get(key))} "
+            f"| {_fmt(s['augmented'].get(key))} | {_fmt_diff(aug)} "
+            f"| {aug['verdict'] if aug else '–'} "
         )
+        for a in extra:
+            e = comp.get(a, {}).get(key)
+            row += f"| {_fmt(s[a].get(key))} | {_fmt_diff(e)} | {e['verdict'] if e else '–'} "
+        rows.append(row + "|")
     t = cfg["train"]
-    pooled = results["pooled"]
     lines = [
         f"**LeNet on {results['data']['name']}** ({results['data']['source']}): "
         f"{t['iterations']} iterations, batch {t['batch_size']}, lr {t['learning_rate']:g} "
         f"÷10 at {', '.join(map(str, t['lr_boundaries']))}, momentum {t['momentum']:g}, "
         f"weight decay {t['weight_decay']:g}; backward rate {cfg['backward_rate']:g}; "
-        f"{len(results['seeds'])} paired replicas (seeds {results['seeds']}). "
-        "Test accuracy mean ± std over replicas; Δ = paired difference with its 95% t-interval.",
+        f"protocol coverage {results['coverage']:.0%} of the paper's {PAPER_ITERATIONS} "
+        f"iterations; {results['cells_done']}/{results['cells_total']} cells. Test accuracy "
+        "mean ± std over replicas; Δ = paired difference with its 95% t-interval.",
         "",
         *rows,
         "",
-        "Pooled over rates (all rate × seed pairs): augmented − standard "
-        f"{_fmt_diff(pooled['augmented']['difference'])} → **{pooled['augmented']['verdict']}**; "
-        f"augmented_exact − standard {_fmt_diff(pooled['augmented_exact']['difference'])} → "
-        f"**{pooled['augmented_exact']['verdict']}**. Overall: **{results['verdict']}** "
-        f"({results['source']}).",
     ]
+    for arm, entry in results["pooled"].items():
+        lines.append(
+            f"Pooled over rates, {arm} − standard: {_fmt_diff(entry)} (n={entry['difference']['n']}"
+            f" pairs, paired SD {entry['difference']['std']:.5f}) → verdict **{entry['verdict']}**"
+            f", headline **{entry['headline']}**; power for the paper's δ = {DELTA:+.4f}: "
+            f"{entry['power']:.2f}; pairs for 80 % power: {entry['pairs_for_80pct']}."
+        )
+    lines.append(f"\nOverall: **{results['verdict']}** ({results['source']}).")
     return "\n".join(lines)
 
 
 @register(NAME, "LeNet on MNIST: standard vs augmented dropout (Gao et al. Table 3)", render=render)
 def run(ctx: RunContext) -> dict[str, Any]:
-    """Trains every (arm, rate) with the same seeds; returns the paired comparison."""
+    """Trains every cell (seed group × rate × arm) with paired seeds; decides the claim."""
     preset = PRESETS[ctx.preset]
     data = load_data(ctx.dataset or preset.dataset)
     replicas = ctx.replicas or preset.replicas
     seeds = [ctx.seed + r for r in range(replicas)]
-    ckpt_root = ctx.out_dir / "checkpoints" / ctx.preset
-    arms: dict[str, dict[str, Any]] = {arm: {} for arm in ARMS}
-    summary: dict[str, dict[str, Any]] = {arm: {} for arm in ARMS}
-    for rate in preset.rates:
-        key = f"{rate:g}"
-        for arm in ARMS:
-            model = LeNet(num_classes=10, dropout=_dropout(arm, rate))
-            result = train(
-                model,
-                data,
-                preset.train,
-                seeds,
-                checkpoint_dir=ckpt_root / f"{arm}_{key}",
-                quiet=ctx.quiet or None,
-                desc=f"{arm} {key}",
-            )
-            arms[arm][key] = result.to_json()
-            summary[arm][key] = stats.mean_std(result.final["test_acc"])
-    comparisons: dict[str, dict[str, Any]] = {}
-    pooled: dict[str, Any] = {}
-    for arm in ARMS[1:]:
-        comparisons[arm] = {}
-        base_all, arm_all = [], []
-        for rate in preset.rates:
-            key = f"{rate:g}"
-            base = arms["standard"][key]["final"]["test_acc"]
-            other = arms[arm][key]["final"]["test_acc"]
-            diff = stats.paired_difference(base, other)
-            comparisons[arm][key] = {"difference": diff, "verdict": stats.verdict(diff, +1)}
-            base_all += base
-            arm_all += other
-        diff = stats.paired_difference(base_all, arm_all)
-        pooled[arm] = {"difference": diff, "verdict": stats.verdict(diff, +1)}
+    config = {
+        "train": dataclasses.asdict(preset.train),
+        "data": [data.name, data.fingerprint()],
+        "backward_rate": BACKWARD_RATE,
+        "model": "LeNet",
+    }
+    grid = ctx.grid(config)
+    grid_cells = cells(preset, seeds)
+    done = grid.run(grid_cells, measure(preset, data, ctx.quiet))
+    records = {c.id: {"params": c.params, "result": done[c.id]} for c in grid_cells}
+    summary = summarise(records, preset)
     results = {
         "source": SOURCE,
         "claim": "augmented dropout (forward rate p, backward rate 1e-4) has higher test "
@@ -251,24 +374,20 @@ def run(ctx: RunContext) -> dict[str, Any]:
             "model": "LeNet (Caffe MNIST), dropout on the input of the last dense layer",
             "rates": list(preset.rates),
             "backward_rate": BACKWARD_RATE,
-            "arms": list(ARMS),
+            "arms": list(preset.arms),
             "replicas": replicas,
             "train": dataclasses.asdict(preset.train),
         },
         "data": data.describe(),
         "seeds": seeds,
+        "cells_done": len(grid_cells),
+        "cells_total": len(grid_cells),
         "paper": {arm: {f"{r:g}": v for r, v in t.items()} for arm, t in PAPER_TABLE3.items()},
-        "summary": summary,
-        "comparisons": comparisons,
-        "pooled": pooled,
-        "verdict": pooled["augmented"]["verdict"],
-        "arms": arms,
+        **summary,
+        **decide(summary, preset, data),
     }
     figure = ctx.out_dir / f"{ctx.preset}.png"
     if jax.process_index() == 0:
         _plot(results, figure)
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            ckpt_root.parent.rmdir()  # only when no other preset's checkpoints remain
     results["figure"] = figure.name
     return results

@@ -4,33 +4,48 @@ Every model takes a :class:`DropoutConfig` and is called as ``model.apply(v, x, 
 (the GCN also takes the edge lists). Switching an experiment from standard to augmented
 dropout is a change of ``DropoutConfig.kind``, nothing else:
 
-=================== =========================================================================
-kind                what the layer does (``rate`` is always a probability of *dropping*)
-=================== =========================================================================
-``none``            identity
-``standard``        inverted dropout, :class:`dropjax.linen.Dropout`
-``forward``         Gao et al.'s forward dropout: drop in the forward pass only
-``backward``        Gao et al.'s backward dropout: drop (at ``rate``) in the backward pass only
-``augmented``       Gao et al.'s augmented dropout, elementwise (nested backward mask, extra
-                    rate ``backward_rate``), :class:`dropjax.linen.DecoupledDropout`
-``augmented_exact`` the layer-exact Eq. 9 form (:func:`dropjax.decoupled_call`): the weight
-                    gradient of the layer the dropout feeds also uses the backward mask. Only
-                    where dropout feeds a dense layer (:class:`DropDense`, via
-                    :class:`dropjax.linen.DecoupledDense`) or a convolution
-                    (:class:`DropConv`)
-``random_rate``     dropout at a rate drawn from U(0, ``rate``) (``random_rate_dropout``)
-``gaussian``        multiplicative Gaussian noise matched to ``rate`` (``gaussian_dropout``)
-``alpha``           alpha dropout, for SELU networks (``alpha_dropout``)
-``dropblock``       DropBlock on NHWC maps, blocks of ``block_size`` (``dropblock``)
-``spatial``         one keep decision per (example, channel) (``spatial_dropout``)
-=================== =========================================================================
+======================= =====================================================================
+kind                    what the layer does (``rate`` is always a probability of *dropping*)
+======================= =====================================================================
+``none``                identity
+``standard``            inverted dropout, :class:`dropjax.linen.Dropout`
+``forward``             Gao et al.'s forward dropout (Definition 1), layer-exact: features
+                        dropped in the forward pass; in the backward pass neither features
+                        nor errors are dropped, so the weight gradient of the layer the
+                        dropout feeds uses the *unmasked* input
+``backward``            Gao et al.'s backward dropout (Definition 2), layer-exact: nothing
+                        dropped in the forward pass; in the backward pass features and
+                        errors are dropped at ``rate`` "as the standard dropout", so the
+                        weight gradient uses the *backward-masked* input
+``augmented``           Gao et al.'s augmented dropout (Eq. 9, Algorithm 1), layer-exact:
+                        forward mask at ``rate``, backward mask nested in it with the extra
+                        rate ``backward_rate``; the weight gradient uses the backward-masked
+                        input
+``forward_elementwise`` secondary arm: forward dropout as an elementwise ``custom_vjp``
+                        (:class:`dropjax.linen.DecoupledDropout`); the next layer's weight
+                        gradient then sees the forward-*masked* input, unlike Definition 1
+``backward_elementwise`` secondary arm: elementwise backward dropout; the weight gradient
+                        sees the *unmasked* input, unlike Definition 2
+``augmented_elementwise`` secondary arm: elementwise augmented dropout (only the error is
+                        masked by the backward mask, not the weight gradient's input)
+``random_rate``         dropout at a rate drawn from U(0, ``rate``) (``random_rate_dropout``)
+``gaussian``            multiplicative Gaussian noise matched to ``rate`` (``gaussian_dropout``)
+``alpha``               alpha dropout, for SELU networks (``alpha_dropout``)
+``dropblock``           DropBlock on NHWC maps, blocks of ``block_size`` (``dropblock``)
+``spatial``             one keep decision per (example, channel) (``spatial_dropout``)
+======================= =====================================================================
+
+The three layer-exact kinds fuse the dropout with the layer it feeds
+(:func:`dropjax.decoupled_call`), so they exist only where dropout feeds a dense layer
+(:class:`DropDense`) or a convolution (:class:`DropConv`); :func:`make_dropout` refuses them.
 
 **Pairing.** A layer that drops the input of a dense or convolutional layer draws its key
 once, in :class:`DropDense`/:class:`DropConv`, and the wrapped layer keeps the name ``dense``
 or ``conv`` for every kind. So for the same ``params`` seed the initial parameters are the
 same for every kind, and for the same ``dropout`` key ``standard``, ``forward``,
-``augmented`` and ``augmented_exact`` use the very same forward mask: paired arms of an
-experiment differ only in what the kind changes.
+``augmented`` and their elementwise forms use the very same forward mask (``backward`` draws
+its backward mask from the same bits): paired arms of an experiment differ only in what the
+kind changes.
 
 The other variants (``random_rate``, ``gaussian``, ``alpha``, ``dropblock``, ``spatial``)
 are their :mod:`dropjax.linen` modules too, so :func:`dropjax.linen.mc_dropout` turns every
@@ -54,6 +69,7 @@ from experiments.cpu_conv import conv_general_dilated
 
 __all__ = [
     "DROPOUT_KINDS",
+    "LAYER_EXACT_KINDS",
     "GCN",
     "MLP",
     "ConvNetQuick",
@@ -64,8 +80,12 @@ __all__ = [
     "LeNet",
     "NO_DROPOUT",
     "ResNet",
+    "decoupled_rates",
     "make_dropout",
 ]
+
+LAYER_EXACT_KINDS = ("forward", "backward", "augmented")
+"""Kinds that exist only fused with the dense/conv layer they feed (Gao et al.'s definitions)."""
 
 DROPOUT_KINDS = (
     "none",
@@ -73,7 +93,9 @@ DROPOUT_KINDS = (
     "forward",
     "backward",
     "augmented",
-    "augmented_exact",
+    "forward_elementwise",
+    "backward_elementwise",
+    "augmented_elementwise",
     "random_rate",
     "gaussian",
     "alpha",
@@ -88,13 +110,13 @@ class DropoutConfig:
 
     Attributes:
       kind: one of :data:`DROPOUT_KINDS` (see the module docstring).
-      rate: the drop probability (*not* the keep rate!). For ``forward``, ``augmented`` and
-        ``augmented_exact`` the forward rate; for ``backward`` the rate of the backward
-        mask; for ``random_rate`` the upper end of the rate's range; for ``gaussian`` the
+      rate: the drop probability (*not* the keep rate!). For ``forward`` and ``augmented``
+        (and their elementwise forms) the forward rate; for ``backward`` the rate of the
+        backward mask; for ``random_rate`` the upper end of the rate's range; for ``gaussian`` the
         rate whose variance the noise matches; for ``dropblock`` the expected dropped
         fraction.
       backward_rate: the extra backward drop probability of ``augmented`` and
-        ``augmented_exact`` (nested: the backward mask is the forward mask times a mask of
+        ``augmented_elementwise`` (nested: the backward mask is the forward mask times a mask of
         this rate; Gao et al. use 1e-4 or 2e-4). Ignored by the other kinds.
       block_size: the block side of ``dropblock``.
       per_example: ``random_rate`` draws one rate per example instead of one per call.
@@ -132,7 +154,7 @@ class DropoutConfig:
         """Whether the layer changes anything in training (needs a key)."""
         if self.kind == "none":
             return False
-        if self.kind in ("augmented", "augmented_exact"):
+        if self.kind in ("augmented", "augmented_elementwise"):
             return self.rate > 0.0 or self.backward_rate > 0.0
         return self.rate > 0.0
 
@@ -141,7 +163,7 @@ class DropoutConfig:
         """A short human-readable name, e.g. ``standard 0.5`` or ``augmented 0.5/0.0001``."""
         if self.kind == "none":
             return "none"
-        if self.kind in ("augmented", "augmented_exact"):
+        if self.kind in ("augmented", "augmented_elementwise"):
             return f"{self.kind} {self.rate:g}/{self.backward_rate:g}"
         return f"{self.kind} {self.rate:g}"
 
@@ -162,6 +184,27 @@ class Identity(nn.Module):
         return x
 
 
+def decoupled_rates(cfg: DropoutConfig) -> tuple[float, float, str]:
+    """``(forward_rate, backward_rate, mode)`` of a decoupled kind (exact or elementwise).
+
+    Forward-only is ``(p, 0, "independent")``, backward-only ``(0, p, "independent")``
+    and augmented ``(p, q, "nested")``, in :func:`dropjax.decoupled_call`'s terms.
+
+    Examples:
+      >>> from experiments.models import DropoutConfig, decoupled_rates
+      >>> decoupled_rates(DropoutConfig("backward", 0.3))
+      (0.0, 0.3, 'independent')
+    """
+    base = cfg.kind.removesuffix("_elementwise")
+    if base == "forward":
+        return cfg.rate, 0.0, "independent"
+    if base == "backward":
+        return 0.0, cfg.rate, "independent"
+    if base == "augmented":
+        return cfg.rate, cfg.backward_rate, "nested"
+    raise ValueError(f"{cfg.kind!r} is not a decoupled (forward/backward/augmented) kind")
+
+
 def make_dropout(cfg: DropoutConfig, *, name: str | None = None) -> nn.Module:
     """The dropout layer for ``cfg``: a module called as ``layer(x, deterministic, rng=None)``.
 
@@ -170,46 +213,40 @@ def make_dropout(cfg: DropoutConfig, *, name: str | None = None) -> nn.Module:
       name: the submodule name (use the same name for every kind to pair keys).
 
     Returns:
-      A linen module. ``standard`` is :class:`dropjax.linen.Dropout`; ``forward``,
-      ``backward`` and ``augmented`` are :class:`dropjax.linen.DecoupledDropout`; the other
-      variants their :mod:`dropjax.linen` modules; ``none`` (or a zero rate) :class:`Identity`.
+      A linen module. ``standard`` is :class:`dropjax.linen.Dropout`; the ``*_elementwise``
+      kinds are :class:`dropjax.linen.DecoupledDropout`; the other variants their
+      :mod:`dropjax.linen` modules; ``none`` (or a zero rate) :class:`Identity`.
 
     Raises:
-      ValueError: for ``augmented_exact``, which is not a standalone layer: it fuses the
-        dropout with the layer it feeds (use :class:`DropDense` or :class:`DropConv`).
+      ValueError: for the layer-exact ``forward``, ``backward`` and ``augmented``, which are
+        not standalone layers: they fuse the dropout with the layer it feeds (use
+        :class:`DropDense` or :class:`DropConv`).
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from experiments.models import DropoutConfig, make_dropout
-      >>> layer = make_dropout(DropoutConfig("augmented", 0.5, 1e-4))
+      >>> layer = make_dropout(DropoutConfig("augmented_elementwise", 0.5, 1e-4))
       >>> y = layer.apply({}, jnp.ones((2, 8)), False, rngs={"dropout": jax.random.key(0)})
       >>> y.shape
       (2, 8)
     """
     kw: dict[str, Any] = {} if name is None else {"name": name}
     kind = cfg.kind
-    if kind == "augmented_exact":
+    if kind in LAYER_EXACT_KINDS:
         raise ValueError(
-            "augmented_exact fuses dropout with the layer it feeds (Eq. 9's weight gradient "
-            "uses the backward mask), so it is not a standalone layer: use DropDense or "
-            "DropConv, or kind='augmented' for the elementwise form"
+            f"{kind!r} dropout is layer-exact (Gao et al.'s definitions fix which input the "
+            "next layer's weight gradient sees), so it is not a standalone layer: use "
+            f"DropDense or DropConv, or kind={kind + '_elementwise'!r} for the elementwise form"
         )
     if not cfg.active:
         return Identity(**kw)
     bdims = cfg.broadcast_dims
     if kind == "standard":
         return dropjax.linen.Dropout(cfg.rate, broadcast_dims=bdims, **kw)
-    if kind == "forward":
+    if kind.endswith("_elementwise"):
+        forward, backward, mode = decoupled_rates(cfg)
         return dropjax.linen.DecoupledDropout(
-            cfg.rate, 0.0, backward="independent", broadcast_dims=bdims, **kw
-        )
-    if kind == "backward":
-        return dropjax.linen.DecoupledDropout(
-            0.0, cfg.rate, backward="independent", broadcast_dims=bdims, **kw
-        )
-    if kind == "augmented":
-        return dropjax.linen.DecoupledDropout(
-            cfg.rate, cfg.backward_rate, backward="nested", broadcast_dims=bdims, **kw
+            forward, backward, backward=mode, broadcast_dims=bdims, **kw
         )
     if kind == "random_rate":
         return dropjax.linen.RandomRateDropout(
@@ -242,8 +279,10 @@ class DropDense(nn.Module):
     """Dropout on the input of a dense layer: ``Dense(drop(x))``, any kind.
 
     The key is drawn here (one per call) and the dense layer is always named ``dense``, so
-    every kind has the same parameters and the decoupled kinds the same forward mask. With
-    ``augmented_exact`` the pair is :class:`dropjax.linen.DecoupledDense` (Eq. 9 exactly).
+    every kind has the same parameters and the decoupled kinds the same forward mask. The
+    layer-exact ``forward``, ``backward`` and ``augmented`` are
+    :class:`dropjax.linen.DecoupledDense` (Eq. 9: the kernel gradient uses the
+    backward-masked input, and the unmasked one when the backward rate is 0).
 
     Attributes:
       features: output size.
@@ -264,11 +303,13 @@ class DropDense(nn.Module):
         """Drops ``x`` (in training) and applies the dense layer."""
         cfg = self.cfg
         key = _draw_key(self, cfg, train)
-        if cfg.kind == "augmented_exact":
+        if cfg.kind in LAYER_EXACT_KINDS:
+            forward, backward, mode = decoupled_rates(cfg)
             layer = dropjax.linen.DecoupledDense(
                 self.features,
-                cfg.rate,
-                cfg.backward_rate,
+                forward,
+                backward,
+                backward=mode,
                 use_bias=self.use_bias,
                 kernel_init=self.kernel_init,
                 bias_init=self.bias_init,
@@ -309,6 +350,7 @@ class _DecoupledConv(nn.Module):
     padding: Any
     forward_rate: float
     backward_rate: float
+    mode: str
     use_bias: bool
     kernel_init: Callable[..., Any]
     bias_init: Callable[..., Any]
@@ -322,14 +364,16 @@ class _DecoupledConv(nn.Module):
         fn = lambda p, h: _conv(p, h, self.strides, self.padding)
         if rng is None:
             return fn(params, x)
-        return dropjax.decoupled_call(rng, fn, params, x, self.forward_rate, self.backward_rate)
+        return dropjax.decoupled_call(
+            rng, fn, params, x, self.forward_rate, self.backward_rate, backward=self.mode
+        )
 
 
 class DropConv(nn.Module):
     """Dropout on the input of a 2-D convolution: ``Conv(drop(x))``, any kind.
 
     As :class:`DropDense`: one key drawn here, the convolution always named ``conv``. With
-    ``augmented_exact`` the convolution's kernel gradient uses the backward-masked input
+    the layer-exact kinds the convolution's kernel gradient uses the backward-masked input
     (:func:`dropjax.decoupled_call` on the convolution, Eq. 9 for an affine layer).
 
     Attributes:
@@ -357,14 +401,16 @@ class DropConv(nn.Module):
         """Drops ``x`` (in training) and applies the convolution."""
         cfg = self.cfg
         key = _draw_key(self, cfg, train)
-        if cfg.kind == "augmented_exact":
+        if cfg.kind in LAYER_EXACT_KINDS:
+            forward, backward, mode = decoupled_rates(cfg)
             return _DecoupledConv(
                 self.features,
                 tuple(self.kernel_size),
                 tuple(self.strides),
                 self.padding,
-                cfg.rate,
-                cfg.backward_rate,
+                forward,
+                backward,
+                mode,
                 self.use_bias,
                 self.kernel_init,
                 self.bias_init,

@@ -33,7 +33,11 @@ __all__ = [
 ]
 
 PRESETS = ("smoke", "quick", "paper")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PUBLISHED = Path(__file__).resolve().parent / "results"
+"""The committed results that REPORT.md renders; runs write here only when asked to
+(``--out experiments/results``)."""
+DEFAULT_OUT = Path("runs")
+"""Where runs write by default: a git-ignored folder of the current directory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,8 @@ class RunContext:
       replicas: a replica-count override (None: the preset's).
       quiet: no progress bars (CI).
       seed: base seed; replica r uses seed + r.
+      time_budget: minutes this run may take; a grid experiment stops cleanly at a
+        checkpoint before they run out (rerun the command to resume).
     """
 
     name: str
@@ -59,6 +65,34 @@ class RunContext:
     replicas: int | None = None
     quiet: bool = False
     seed: int = 0
+    time_budget: float | None = None
+    grids: list = dataclasses.field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def results_file(self) -> Path:
+        """``<out>/<name>/<preset>.json``."""
+        return self.out_dir / f"{self.preset}.json"
+
+    def grid(self, config: Any):
+        """A :class:`experiments.cells.Grid` writing its cells into :attr:`results_file`.
+
+        Its finished cells are also stored in the final results file (``"grid"``).
+        """
+        import jax
+
+        from experiments.cells import Budget, Grid
+
+        grid = Grid(
+            self.name,
+            self.preset,
+            self.results_file,
+            config,
+            budget=Budget(self.time_budget),
+            quiet=self.quiet,
+            write=jax.process_index() == 0,
+        )
+        self.grids.append(grid)
+        return grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +234,11 @@ def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
         "seed": ctx.seed,
         "environment": environment(),
         "wall_time_s": round(time.time() - start, 3),
+        "status": "complete",
         "results": results,
     }
+    if ctx.grids:  # the cells, each with the environment and commit it ran at
+        payload["grid"] = ctx.grids[-1].as_json()
     path = results_path(ctx.out_dir.parent, name, ctx.preset)
     if payload["environment"]["process_index"] == 0:  # one writer on a multi-host run
         write_json_atomic(path, payload)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from experiments.registry import DEFAULT_OUT, experiments
+from experiments.registry import PUBLISHED, experiments
 
 __all__ = ["CLAIMS", "build_report", "load_results"]
 
@@ -104,7 +104,7 @@ def _figures(payload: dict[str, Any], name: str) -> list[str]:
     return [f"results/{name}/{f}" for f in names]
 
 
-def build_report(out: Path = DEFAULT_OUT) -> str:
+def build_report(out: Path = PUBLISHED) -> str:
     """The report's markdown, built from the results files under ``out``."""
     table = experiments()
     summary = [
@@ -177,7 +177,7 @@ def _summary_table(report: str) -> str:
     return "\n".join(table)
 
 
-def write_report(out: Path = DEFAULT_OUT, path: Path = REPORT_PATH) -> Path:
+def write_report(out: Path = PUBLISHED, path: Path = REPORT_PATH) -> Path:
     """Writes REPORT.md, refreshes README's copy of its summary table, returns the path."""
     report = build_report(out)
     path.write_text(report)

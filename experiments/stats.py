@@ -7,7 +7,16 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.stats
 
-__all__ = ["mean_ci", "mean_std", "paired_difference", "verdict"]
+__all__ = [
+    "VERDICTS",
+    "decide",
+    "mean_ci",
+    "mean_std",
+    "paired_difference",
+    "pairs_needed",
+    "power",
+    "verdict",
+]
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -66,3 +75,121 @@ def verdict(diff: dict, claimed_sign: int) -> str:
     if claimed_sign > 0:
         return "reproduced" if lo > 0 else ("not reproduced" if hi < 0 else "inconclusive")
     return "reproduced" if hi < 0 else ("not reproduced" if lo > 0 else "inconclusive")
+
+
+VERDICTS = ("reproduced", "refuted", "contradicted", "inconclusive")
+"""The four outcomes of a comparative claim (see :func:`decide`)."""
+
+
+def power(delta: float, sd: float, n: int, level: float = 0.95) -> float:
+    """Power of the paired design to declare an effect of size ``delta`` *reproduced*.
+
+    "Reproduced" means the two-sided ``level`` Student-t interval of the mean paired
+    difference lies above 0, i.e. a one-sided test at ``(1 - level) / 2``. With ``n`` pairs
+    of standard deviation ``sd`` the statistic has a noncentral t law with ``n - 1`` degrees
+    of freedom and noncentrality ``delta * sqrt(n) / sd``.
+
+    Examples:
+      >>> from experiments.stats import power
+      >>> round(power(1.0, 1.0, 10), 2)
+      0.8
+    """
+    if n < 2 or not np.isfinite(sd) or sd <= 0:
+        return float("nan")
+    df = n - 1
+    crit = scipy.stats.t.ppf(0.5 + level / 2, df)
+    return float(scipy.stats.nct.sf(crit, df, abs(delta) * np.sqrt(n) / sd))
+
+
+def pairs_needed(
+    delta: float, sd: float, target: float = 0.8, level: float = 0.95, cap: int = 100_000
+) -> int | None:
+    """The smallest number of pairs whose :func:`power` reaches ``target`` (None past cap).
+
+    Examples:
+      >>> from experiments.stats import pairs_needed
+      >>> pairs_needed(1.0, 1.0)
+      10
+    """
+    if not np.isfinite(sd) or sd <= 0:
+        return None
+    lo, hi = 2, 2
+    while power(delta, sd, hi, level) < target:
+        if hi >= cap:
+            return None
+        lo, hi = hi, min(2 * hi, cap)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if power(delta, sd, mid, level) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def decide(
+    diff: dict,
+    claimed_sign: int,
+    delta: float,
+    *,
+    coverage: float,
+    substitute: bool = False,
+) -> dict:
+    """The verdict of a comparative claim, with the evidence it rests on.
+
+    With the paired interval ``[lo, hi]`` of ``arm - baseline``, the claim "the difference
+    has sign ``claimed_sign`` and size about ``delta``" (``delta > 0``, the paper's effect) is:
+
+    * **reproduced**: the interval lies on the claimed side of 0;
+    * **refuted**: the interval lies inside ``(-delta, +delta)``: no effect as large as
+      claimed;
+    * **contradicted**: the interval lies on the other side of 0 and reaches past
+      ``-delta`` (in the claimed direction's terms);
+    * **inconclusive**: anything else (too wide to tell).
+
+    ``coverage`` is the fraction of the paper's protocol (iterations or epochs) the run
+    covered. Below 1, or on a substitute dataset, the headline is ``indicative``: the
+    verdict is reported, but the run cannot reproduce or refute the paper's number.
+
+    Returns:
+      ``{"verdict", "headline", "delta", "power", "pairs_for_80pct", "coverage",
+      "substitute"}``, where ``power`` is that of this design (its ``n`` and observed
+      ``std``) for an effect of ``delta``.
+
+    Examples:
+      >>> from experiments.stats import decide
+      >>> diff = {"mean": 0.01, "std": 0.002, "n": 4, "ci_low": 0.007, "ci_high": 0.013}
+      >>> d = decide(diff, +1, 0.01, coverage=1.0)
+      >>> d["verdict"], d["headline"]
+      ('reproduced', 'reproduced')
+      >>> decide(diff, +1, 0.01, coverage=0.05)["headline"]
+      'indicative'
+    """
+    if delta <= 0:
+        raise ValueError(f"delta (the paper's effect size) must be positive; got {delta}")
+    if claimed_sign not in (-1, 1):
+        raise ValueError("claimed_sign must be +1 or -1")
+    lo, hi = diff["ci_low"], diff["ci_high"]
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        verdict_ = "inconclusive"
+    else:
+        lo, hi = (lo, hi) if claimed_sign > 0 else (-hi, -lo)  # claimed direction = up
+        if lo > 0:
+            verdict_ = "reproduced"
+        elif lo > -delta and hi < delta:
+            verdict_ = "refuted"
+        elif hi < 0:
+            verdict_ = "contradicted"
+        else:
+            verdict_ = "inconclusive"
+    full = coverage >= 1.0 - 1e-9 and not substitute
+    n, sd = int(diff.get("n", 0)), float(diff.get("std", float("nan")))
+    return {
+        "verdict": verdict_,
+        "headline": verdict_ if full or verdict_ == "inconclusive" else "indicative",
+        "delta": delta,
+        "power": power(delta, sd, n),
+        "pairs_for_80pct": pairs_needed(delta, sd),
+        "coverage": coverage,
+        "substitute": substitute,
+    }

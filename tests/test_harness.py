@@ -84,7 +84,9 @@ def test_model_output_shapes(name, kind):
         assert not np.allclose(train_out, eval_out)  # dropout (or BN in training) acted
 
 
-@pytest.mark.parametrize("kind", ["none", "standard", "augmented", "augmented_exact", "gaussian"])
+@pytest.mark.parametrize(
+    "kind", ["none", "standard", "augmented", "augmented_elementwise", "gaussian"]
+)
 def test_gcn_output_shape(kind):
     senders, receivers = jnp.array([0, 1, 2, 3, 4]), jnp.array([1, 2, 3, 4, 0])
     x = jax.random.normal(jax.random.key(0), (5, 6))
@@ -103,7 +105,7 @@ def test_dropout_config_validates_and_factory_refuses_exact():
     with pytest.raises(ValueError, match=r"rate must be in \[0, 1\]"):
         DropoutConfig("standard", 1.5)
     with pytest.raises(ValueError, match="DropDense or DropConv"):
-        make_dropout(DropoutConfig("augmented_exact", 0.5, 1e-4))
+        make_dropout(DropoutConfig("augmented", 0.5, 1e-4))
     assert isinstance(make_dropout(DropoutConfig("standard", 0.0)), models_lib.Identity)
 
 
@@ -124,7 +126,7 @@ def _lenet_grads(kind: str, backward_rate: float):
 
 def test_kinds_are_paired_and_exact_changes_only_the_weight_gradient():
     ref_params, ref_logits, ref_grads = _lenet_grads("standard", 0.0)
-    for kind in ("forward", "augmented", "augmented_exact"):
+    for kind in ("forward", "augmented", "forward_elementwise", "augmented_elementwise"):
         params, logits, _ = _lenet_grads(kind, 0.3)
         jax.tree.map(np.testing.assert_array_equal, params, ref_params)  # same init
         np.testing.assert_array_equal(logits, ref_logits)  # same forward mask
@@ -133,13 +135,13 @@ def test_kinds_are_paired_and_exact_changes_only_the_weight_gradient():
     _, back_logits, _ = _lenet_grads("backward", 0.0)
     np.testing.assert_allclose(back_logits, none_logits, rtol=1e-6)
     # With no extra backward rate both augmented forms are standard dropout, gradients too.
-    for kind in ("augmented", "augmented_exact"):
+    for kind in ("augmented", "augmented_elementwise"):
         _, _, grads = _lenet_grads(kind, 0.0)
         jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5), grads, ref_grads)
     # Eq. 9: the exact form changes the last layer's kernel gradient (it uses h * eps_b),
     # while the error sent back to the earlier layers is the same (W^T delta) * eps_b.
-    _, _, elem = _lenet_grads("augmented", 0.3)
-    _, _, exact = _lenet_grads("augmented_exact", 0.3)
+    _, _, elem = _lenet_grads("augmented_elementwise", 0.3)
+    _, _, exact = _lenet_grads("augmented", 0.3)
     assert not np.allclose(elem["ip2"]["dense"]["kernel"], exact["ip2"]["dense"]["kernel"])
     np.testing.assert_allclose(
         elem["ip2"]["dense"]["bias"], exact["ip2"]["dense"]["bias"], rtol=1e-6
@@ -382,6 +384,7 @@ def test_cli_list_prints_names_first(capsys):
 
 def test_cli_smoke_run_writes_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DROPJAX_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DROPJAX_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "out"
     assert main(["lenet_mnist", "--preset", "smoke", "--quiet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -396,17 +399,19 @@ def test_cli_smoke_run_writes_results(tmp_path, monkeypatch, capsys):
     assert results["seeds"] == [0, 1]
     assert results["data"]["name"] == "digits" and results["data"]["source"]
     assert results["data"]["input_shape"] == [28, 28, 1]
-    for arm in ("standard", "augmented", "augmented_exact"):
+    for arm in ("standard", "augmented", "augmented_elementwise"):
         replicas = results["arms"][arm]["0.5"]
         assert len(replicas["final"]["test_acc"]) == 2
         assert [c["step"] for c in replicas["curves"]] == [10, 20]
-    assert results["comparisons"]["augmented"]["0.5"]["verdict"] in (
-        "reproduced",
-        "not reproduced",
-        "inconclusive",
-    )
+    comparison = results["comparisons"]["augmented"]["0.5"]
+    assert comparison["verdict"] in ("reproduced", "refuted", "contradicted", "inconclusive")
+    assert comparison["coverage"] == pytest.approx(20 / 12000)
+    assert comparison["headline"] in ("indicative", "inconclusive")  # 0.2 % of the protocol
+    assert payload["status"] == "complete" and len(payload["grid"]["cells"]) == 3
+    for cell in payload["grid"]["cells"].values():
+        assert cell["environment"]["git_commit"] == env["git_commit"]
     assert (out / "lenet_mnist" / "smoke.png").stat().st_size > 0
-    assert not (out / "lenet_mnist" / "checkpoints").exists()
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]  # no checkpoint left
 
 
 def test_results_write_is_atomic(tmp_path):

@@ -1,0 +1,269 @@
+"""Long runs as grids of cells that survive the end of a session.
+
+A paper-protocol run takes hours on a CPU, and a session (or a preemptible TPU VM) can end at
+any moment. So an experiment that trains many (arm, rate, seed-group) combinations runs them
+as *cells*:
+
+* each finished cell is written at once, atomically, into the experiment's results file
+  (``<out>/<name>/<preset>.json``, ``"status": "partial"`` until the last cell lands), with
+  the environment it ran in (device, commit, versions) and its wall time;
+* rerunning the same command skips finished cells and resumes the unfinished one from its
+  latest Orbax checkpoint;
+* checkpoints live outside the work tree, under :func:`runs_dir` (``$DROPJAX_RUNS``, default
+  ``~/.cache/dropjax/runs``), so a fresh clone on the same machine resumes, and a finished
+  cell's checkpoint is deleted;
+* a time budget (``--time-budget MINUTES``) stops cleanly at a checkpoint before it runs out
+  (the estimate is the slowest segment seen so far), and a progress line after every cell
+  says how many cells are done and the estimated time left.
+
+A results file written with another configuration is never mixed with the new one: the file
+records a fingerprint of the grid's configuration and a mismatch is an error that names the
+fix (another ``--out``, or delete the file).
+
+To keep a long run on one core of a shared machine, see README ("Long runs"): ``taskset -c
+1`` plus ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.registry import environment, write_json_atomic
+
+__all__ = ["BudgetExhausted", "Budget", "Cell", "Grid", "runs_dir"]
+
+
+def runs_dir() -> Path:
+    """Where checkpoints of unfinished cells live: ``$DROPJAX_RUNS`` or the user cache.
+
+    Examples:
+      >>> import os
+      >>> from experiments.cells import runs_dir
+      >>> os.environ["DROPJAX_RUNS"] = "/tmp/dropjax-runs-doc"
+      >>> str(runs_dir())
+      '/tmp/dropjax-runs-doc'
+      >>> del os.environ["DROPJAX_RUNS"]
+    """
+    env = os.environ.get("DROPJAX_RUNS")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "dropjax" / "runs"
+
+
+class BudgetExhausted(Exception):
+    """Raised at a checkpoint when the next segment would not finish inside the budget."""
+
+
+class Budget:
+    """A wall-clock budget, counted from construction.
+
+    Args:
+      minutes: the budget, or None for no limit.
+      margin_s: seconds kept in hand for writing results and exiting.
+    """
+
+    def __init__(self, minutes: float | None, margin_s: float = 20.0):
+        if minutes is not None and minutes <= 0:
+            raise ValueError(f"--time-budget must be positive minutes; got {minutes}")
+        self.deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
+        self.margin_s = margin_s
+        self._worst_segment = 0.0
+        self._last = time.monotonic()
+
+    def left(self) -> float:
+        """Seconds left (infinity without a budget)."""
+        if self.deadline is None:
+            return float("inf")
+        return self.deadline - time.monotonic()
+
+    def start_segment_clock(self) -> None:
+        self._last = time.monotonic()
+
+    def check(self, *, expected_s: float | None = None) -> None:
+        """Raises :class:`BudgetExhausted` when ``expected_s`` more seconds do not fit."""
+        now = time.monotonic()
+        self._worst_segment = max(self._worst_segment, now - self._last)
+        self._last = now
+        need = (self._worst_segment if expected_s is None else expected_s) + self.margin_s
+        if self.left() < need:
+            raise BudgetExhausted(
+                f"time budget reached: {max(self.left(), 0):.0f} s left, the next step needs "
+                f"about {need:.0f} s"
+            )
+
+    def callback(self, step: int, entry: dict[str, Any]) -> None:
+        """A :meth:`experiments.train.Trainer.run` callback: stop at this checkpoint if the
+        next segment would overrun (it is called after the checkpoint is written)."""
+        del step, entry
+        self.check()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of a grid: an id (stable across runs) and its JSON-able parameters."""
+
+    id: str
+    params: dict[str, Any]
+
+    @property
+    def slug(self) -> str:
+        """The id as a folder name."""
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.id)
+
+
+def _fingerprint(config: Any) -> str:
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Grid:
+    """Runs cells one after another, writing each finished one into the results file.
+
+    Args:
+      name: the experiment's name.
+      preset: the preset.
+      results_file: ``<out>/<name>/<preset>.json``.
+      config: the grid's configuration (what makes two runs comparable: protocol, data,
+        arms); its fingerprint is stored and checked on resume.
+      budget: the time budget.
+      quiet: no progress lines.
+      checkpoint_root: where unfinished cells keep checkpoints (default
+        ``runs_dir() / name / preset``).
+      write: whether this process writes files (process 0 of a multi-host run).
+
+    Raises:
+      ValueError: the results file holds cells of another configuration.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        preset: str,
+        results_file: Path,
+        config: Any,
+        *,
+        budget: Budget | None = None,
+        quiet: bool = False,
+        checkpoint_root: Path | None = None,
+        write: bool = True,
+    ):
+        self.name, self.preset = name, preset
+        self.results_file = Path(results_file)
+        self.fingerprint = _fingerprint(config)
+        self.budget = budget or Budget(None)
+        self.quiet = quiet
+        self.write = write
+        self.checkpoint_root = Path(checkpoint_root or runs_dir() / name / preset)
+        self.done: dict[str, dict[str, Any]] = {}
+        self._env: dict[str, Any] | None = None
+        if self.results_file.exists():
+            payload = json.loads(self.results_file.read_text())
+            grid = payload.get("grid")
+            if grid is not None:
+                if grid.get("fingerprint") != self.fingerprint:
+                    raise ValueError(
+                        f"{self.results_file} holds cells of another configuration of "
+                        f"{name}/{preset} (fingerprint {grid.get('fingerprint')} vs "
+                        f"{self.fingerprint}); pass another --out, or delete that file to "
+                        "start over"
+                    )
+                self.done = dict(grid.get("cells", {}))
+
+    def checkpoint_dir(self, cell: Cell) -> Path:
+        return self.checkpoint_root / cell.slug
+
+    def _save_partial(self, total: int) -> None:
+        if not self.write:
+            return
+        write_json_atomic(
+            self.results_file,
+            {
+                "experiment": self.name,
+                "preset": self.preset,
+                "status": "partial",
+                "cells_done": len(self.done),
+                "cells_total": total,
+                "grid": self.as_json(),
+            },
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The finished cells and the fingerprint, as stored in the results file."""
+        return {"fingerprint": self.fingerprint, "cells": self.done}
+
+    def run(
+        self,
+        cells: Sequence[Cell],
+        measure: Callable[[Cell, Path, Budget], dict[str, Any]],
+    ) -> dict[str, dict[str, Any]]:
+        """Runs every unfinished cell; returns ``{cell id: measured result}`` for all cells.
+
+        ``measure(cell, checkpoint_dir, budget)`` trains (resuming from ``checkpoint_dir``)
+        and returns the cell's JSON-able result; it should pass ``budget.callback`` to the
+        trainer so that the budget is checked at every checkpoint.
+
+        Raises:
+          BudgetExhausted: the budget ran out; finished cells are saved, the unfinished
+            one has its checkpoint, and rerunning the same command resumes.
+        """
+        ids = [c.id for c in cells]
+        if len(set(ids)) != len(ids):
+            raise ValueError("cell ids must be unique")
+        todo = [c for c in cells if c.id not in self.done]
+        spent: list[float] = []
+        if not self.quiet and len(todo) < len(cells):
+            print(
+                f"[{self.name}/{self.preset}] {len(cells) - len(todo)}/{len(cells)} cells "
+                f"already in {self.results_file}; resuming",
+                file=sys.stderr,
+            )
+        for cell in todo:
+            self.budget.check(expected_s=0.0)
+            self.budget.start_segment_clock()
+            start = time.time()
+            result = measure(cell, self.checkpoint_dir(cell), self.budget)
+            wall = time.time() - start
+            spent.append(wall)
+            if self._env is None:
+                self._env = environment()
+            self.done[cell.id] = {
+                "params": cell.params,
+                "result": result,
+                "wall_s": round(wall, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "environment": self._env,
+            }
+            self._save_partial(len(cells))
+            if self.write:
+                shutil.rmtree(self.checkpoint_dir(cell), ignore_errors=True)
+            if not self.quiet:
+                left = len([c for c in cells if c.id not in self.done])
+                eta = left * sum(spent) / len(spent)
+                print(
+                    f"[{self.name}/{self.preset}] cell {cell.id} done in {wall / 60:.1f} min; "
+                    f"{len(cells) - left}/{len(cells)} cells done, about {_hms(eta)} left",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if self.write:  # the last cell's folder is gone; drop the empty preset folder
+            with contextlib.suppress(OSError):
+                self.checkpoint_root.rmdir()
+        return {c.id: self.done[c.id]["result"] for c in cells}
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
