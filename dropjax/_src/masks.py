@@ -370,3 +370,104 @@ def keep_mask(
     bdims = normalize_axes(broadcast_dims, len(shape))
     keep = draw_keep(key, mask_shape(shape, bdims), rate)
     return jnp.broadcast_to(keep, shape)
+
+
+# ---------------------------------------------------------------- blocks of a mask
+# Blockwise attention regenerates the mask one tile at a time; these helpers compute any
+# tile of ``keep_mask(key, shape, rate, broadcast_dims=...)`` from global indices, without
+# building the whole mask. Only the default "hash" sampler can be sliced like this.
+
+
+def key_words(key: jax.Array) -> jax.Array:
+    """The two uint32 words ``s0, s1`` that seed :func:`hash_bits` for ``key``."""
+    return jax.random.bits(key, (2,), dtype=jnp.uint32)
+
+
+def hash_bits_at(words: jax.Array, shape: tuple[int, ...], index: Sequence) -> jax.Array:
+    """``hash_bits(key, shape)[index]`` from the key's words and global per-axis indices.
+
+    ``words`` is :func:`key_words` of the key; ``index`` holds one integer array per axis
+    of ``shape`` (broadcastable against each other; a tile's ``start + iota``), and the
+    result has their broadcast shape. Indices past the end of an axis give well-defined
+    but meaningless bits (callers mask padding themselves). The index arithmetic follows
+    :func:`hash_bits` step for step, including the > 2**32-element case.
+    """
+    low = jnp.uint32(0)
+    high = None
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        if shape[axis] == 1:
+            continue
+        part = jnp.asarray(index[axis]).astype(jnp.uint32)
+        if stride * shape[axis] > 2**32:
+            if shape[axis] > 2**32:
+                raise ValueError(f"an axis of size {shape[axis]} > 2**32 is not supported")
+            high = part if high is None else high * jnp.uint32(shape[axis] % 2**32) + part
+            continue
+        low = low + part * jnp.uint32(stride)
+        stride *= shape[axis]
+    s1 = words[1] if high is None else words[1] ^ _mix32(high * jnp.uint32(_GOLDEN) + 1)
+    return _mix32(_mix32(low ^ words[0]) ^ s1)
+
+
+def keep_from_bits(bits: jax.Array, rate) -> jax.Array:
+    """``draw_keep``'s rule applied to given bits: ``bits >= floor(rate * 2**32)``.
+
+    A concrete rate of 0 keeps everything and 1 keeps nothing; a traced rate of 1 keeps
+    nothing as well (the threshold alone would keep the all-ones word).
+    """
+    value = concrete_value(rate)
+    if value == 0.0:
+        return jnp.ones(bits.shape, dtype=bool)
+    if value == 1.0:
+        return jnp.zeros(bits.shape, dtype=bool)
+    rate32 = _as_f32(rate)
+    keep = bits >= _threshold(rate32)
+    if value is None:
+        keep = keep & (rate32 < 1.0)
+    return keep
+
+
+def block_index(
+    shape: tuple[int, ...],
+    starts: Sequence,
+    block_shape: tuple[int, ...],
+    broadcast_dims: tuple[int, ...] = (),
+) -> tuple[jax.Array, ...]:
+    """Global indices of a tile in the *drawn* mask (0 along broadcast axes), per axis."""
+    index = []
+    for axis, size in enumerate(block_shape):
+        if axis in broadcast_dims or shape[axis] == 1:
+            index.append(jnp.zeros((), jnp.uint32))
+            continue
+        iota = jax.lax.broadcasted_iota(jnp.uint32, tuple(block_shape), axis)
+        index.append(jnp.asarray(starts[axis]).astype(jnp.uint32) + iota)
+    return tuple(index)
+
+
+def _keep_block(
+    key: jax.Array,
+    shape: Sequence[int],
+    rate,
+    starts: Sequence,
+    block_shape: Sequence[int],
+    broadcast_dims: Sequence[int] = (),
+) -> jax.Array:
+    """``keep_mask(key, shape, rate, broadcast_dims=...)[starts : starts + block_shape]``.
+
+    Computed from the tile's global indices only (``starts`` may be traced), so no array
+    of the full ``shape`` exists. Needs the default "hash" sampler: ``jax.random.bits``
+    cannot be evaluated at an offset, so under ``mask_impl("bits")`` this raises.
+    """
+    if get_mask_impl() != "hash":
+        raise ValueError(
+            "a block of a keep-mask can only be computed with the default 'hash' sampler; "
+            "under dropjax.mask_impl('bits') draw the whole mask with keep_mask instead"
+        )
+    shape = tuple(int(d) for d in shape)
+    bdims = normalize_axes(broadcast_dims, len(shape))
+    drawn = mask_shape(shape, bdims)
+    index = block_index(drawn, starts, tuple(int(d) for d in block_shape), bdims)
+    bits = hash_bits_at(key_words(key), drawn, index)
+    bits = jnp.broadcast_to(bits, tuple(int(d) for d in block_shape))
+    return keep_from_bits(bits, rate)
