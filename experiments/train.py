@@ -65,6 +65,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from experiments import tensorboard
+
 __all__ = [
     "ArrayData",
     "TrainConfig",
@@ -543,6 +545,7 @@ class Trainer:
                     "test_acc": test_acc.tolist(),
                 }
                 history.append(entry)
+                tensorboard.log_entry(desc, entry)  # no-op unless --tensorboard DIR
                 if ckpt is not None:
                     ckpt.save(step, state, history)
                 if bar is not None:
