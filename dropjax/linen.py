@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -40,7 +40,11 @@ __all__ = [
     "GaussianDropout",
     "RandomRateDropout",
     "SpatialDropout",
+    "VariationalConv",
+    "VariationalDense",
     "mc_dropout",
+    "sparsity",
+    "total_kl",
 ]
 
 _MC_MODE = contextvars.ContextVar("dropjax_linen_mc_mode", default=False)
@@ -499,3 +503,203 @@ class ConcreteDropout(nn.Module):
             ),
         )
         return dropjax.concrete_dropout(key, inputs, rate_logit, temperature=self.temperature)
+
+
+# --- Variational dropout with learned rates (Kingma et al. 2015; Molchanov et al. 2017) -----
+
+
+class _VariationalLayer(nn.Module):
+    """Shared call: log alpha from (kernel, log_sigma2), the KL sown, then the op."""
+
+    def _variational(self, inputs, kernel, bias, deterministic, rng, op):
+        log_sigma2 = self.param(
+            "log_sigma2", nn.initializers.constant(self.log_sigma2_init), kernel.shape
+        )
+        log_alpha = dropjax.variational_log_alpha(kernel, log_sigma2, clip=self.clip)
+        self.sow("losses", "kl", dropjax.kl_molchanov(log_alpha).sum())
+        key = _resolve(self, deterministic, rng)
+        if key is None:
+            return op(None, inputs, kernel, log_alpha, bias, self.threshold, True)
+        return op(
+            key, inputs, kernel, log_alpha, bias, self.threshold if self.train_clip else None, False
+        )
+
+
+class VariationalDense(_VariationalLayer):
+    """Sparse variational dropout dense layer (Molchanov, Ashukha & Vetrov, ICML 2017).
+
+    Weights :math:`w \\sim \\mathcal{N}(\\theta, \\sigma^2)` with learned ``kernel``
+    (:math:`\\theta`) and ``log_sigma2`` (the additive reparameterisation), so
+    :math:`\\log\\alpha` = :func:`dropjax.variational_log_alpha` (clipped to ``±clip``) is
+    learned per weight. Training (``deterministic=False``): pre-activations sampled by the
+    local reparameterisation trick (:func:`dropjax.variational_dense`) with a key from
+    ``rng`` or ``self.make_rng(rng_collection)``, as :class:`Dropout`. Evaluation: the
+    mean network with every weight whose :math:`\\log\\alpha` exceeds ``threshold`` set to
+    zero. In :func:`mc_dropout` mode the layer samples even when deterministic.
+
+    The KL term: every call sows :func:`dropjax.kl_molchanov` summed over the kernel
+    into the ``"losses"`` collection under ``"kl"`` (in both modes; it depends on the
+    parameters only). Apply with ``mutable=["losses"]`` and add :func:`total_kl` of the
+    collection, times a KL weight, to the data term; the ELBO per example is
+    ``cross_entropy_mean + total_kl / num_train``. :func:`sparsity` reports the pruning.
+
+    Attributes:
+      features: output size.
+      use_bias: whether to add a (noise-free, not pruned) bias.
+      kernel_init: :math:`\\theta` initializer (lecun normal, as ``nn.Dense``).
+      bias_init: bias initializer.
+      log_sigma2_init: initial :math:`\\log\\sigma^2` (-10, as the authors' code).
+      threshold: :math:`\\log\\alpha` above which a weight is pruned (3, i.e. a dropout rate
+        above 0.95).
+      clip: :math:`\\log\\alpha` is clipped to ``[-clip, clip]`` (8, as the authors).
+      train_clip: also zero the pruned weights while training (the authors' ``train_clip``).
+      deterministic: if True, the pruned mean network; may be given here or at call time.
+      rng_collection: the rng collection the key is drawn from.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.VariationalDense(3)
+      >>> x = jnp.ones((2, 5))
+      >>> v = layer.init(jax.random.key(0), x, deterministic=True)
+      >>> y, state = layer.apply(v, x, deterministic=False, rngs={"dropout": jax.random.key(1)},
+      ...                        mutable=["losses"])
+      >>> y.shape, dropjax.linen.total_kl(state["losses"]).shape
+      ((2, 3), ())
+    """
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+    bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+    log_sigma2_init: float = -10.0
+    threshold: float = 3.0
+    clip: float = 8.0
+    train_clip: bool = False
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Samples pre-activations (training) or applies the pruned mean layer."""
+        kernel = self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+
+        def op(key, x, w, log_alpha, b, threshold, det):
+            return dropjax.variational_dense(
+                key, x, w, log_alpha, b, threshold=threshold, deterministic=det
+            )
+
+        return self._variational(inputs, kernel, bias, deterministic, rng, op)
+
+
+class VariationalConv(_VariationalLayer):
+    """Sparse variational dropout convolution, channels last (as ``nn.Conv``).
+
+    As :class:`VariationalDense`, with :func:`dropjax.variational_conv`: the mean is the
+    convolution with :math:`\\theta`, the variance that of :math:`x^2` with
+    :math:`\\alpha\\theta^2`. The kernel is ``(*kernel_size, in // feature_group_count,
+    features)``; inputs are ``(batch, *spatial, in)``.
+
+    Attributes:
+      features: output channels.
+      kernel_size: the window, one int per spatial axis.
+      strides: an int or one per spatial axis.
+      padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
+      kernel_dilation: an int or one per spatial axis.
+      feature_group_count: grouped convolution.
+      use_bias, kernel_init, bias_init, log_sigma2_init, threshold, clip, train_clip,
+        deterministic, rng_collection: as :class:`VariationalDense`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> layer = dropjax.linen.VariationalConv(4, (3, 3))
+      >>> x = jnp.ones((2, 6, 6, 3))
+      >>> v = layer.init(jax.random.key(0), x, deterministic=True)
+      >>> layer.apply(v, x, deterministic=False, rngs={"dropout": jax.random.key(1)}).shape
+      (2, 6, 6, 4)
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+    kernel_dilation: int | Sequence[int] = 1
+    feature_group_count: int = 1
+    use_bias: bool = True
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+    bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+    log_sigma2_init: float = -10.0
+    threshold: float = 3.0
+    clip: float = 8.0
+    train_clip: bool = False
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        """Samples pre-activations (training) or applies the pruned mean convolution."""
+        in_features = inputs.shape[-1] // self.feature_group_count
+        shape = (*tuple(self.kernel_size), in_features, self.features)
+        kernel = self.param("kernel", self.kernel_init, shape)
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+
+        def op(key, x, w, log_alpha, b, threshold, det):
+            return dropjax.variational_conv(
+                key,
+                x,
+                w,
+                log_alpha,
+                b,
+                strides=self.strides,
+                padding=self.padding,
+                kernel_dilation=self.kernel_dilation,
+                feature_group_count=self.feature_group_count,
+                threshold=threshold,
+                deterministic=det,
+            )
+
+        return self._variational(inputs, kernel, bias, deterministic, rng, op)
+
+
+def total_kl(losses: Any) -> jax.Array:
+    """The sum of every ``"kl"`` entry sown by the variational layers.
+
+    Args:
+      losses: the ``"losses"`` collection returned by ``apply(..., mutable=["losses"])``
+        (or the whole mutated state; other entries, e.g. ConcreteDropout's, are ignored).
+
+    Returns:
+      A float32 scalar (0 when nothing was sown).
+
+    Examples:
+      >>> import dropjax.linen, jax.numpy as jnp
+      >>> dropjax.linen.total_kl({"fc1": {"kl": (jnp.float32(2.0),)}, "fc2": {"kl": (1.5,)}})
+      Array(3.5, dtype=float32)
+    """
+    total = jnp.zeros((), jnp.float32)
+    if isinstance(losses, Mapping):
+        for name, value in losses.items():
+            if name == "kl":
+                for leaf in jax.tree.leaves(value):
+                    total = total + jnp.asarray(leaf, jnp.float32).sum()
+            else:
+                total = total + total_kl(value)
+    return total
+
+
+def sparsity(params: Any, threshold: float = 3.0) -> dict[str, Any]:
+    """Pruned fraction and compression of a linen model's variational layers.
+
+    :func:`dropjax.sparsity` of ``params`` (``variables`` with a ``"params"`` entry are
+    accepted too); layer names are the module paths, e.g. ``"VariationalDense_0"``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.linen
+      >>> v = dropjax.linen.VariationalDense(3).init(jax.random.key(0), jnp.ones((1, 4)), True)
+      >>> s = dropjax.linen.sparsity(v)
+      >>> s["total"]["weights"], s["total"]["zero_fraction"]
+      (12, 0.0)
+    """
+    if isinstance(params, Mapping) and "params" in params:
+        params = params["params"]
+    return dropjax.sparsity(params, threshold)

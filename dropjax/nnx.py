@@ -35,7 +35,11 @@ __all__ = [
     "GaussianDropout",
     "RandomRateDropout",
     "SpatialDropout",
+    "VariationalConv",
+    "VariationalDense",
     "mc_dropout",
+    "sparsity",
+    "total_kl",
 ]
 
 
@@ -596,3 +600,219 @@ class ConcreteDropout(_Stochastic):
             dropout_regularizer=self.dropout_regularizer,
             input_dim=input_dim,
         )
+
+
+# --- Variational dropout with learned rates (Kingma et al. 2015; Molchanov et al. 2017) -----
+
+
+class _Variational(_Stochastic):
+    """Shared parameters and call of the sparse variational dropout layers."""
+
+    def _init_variational(self, kernel, use_bias, bias_init, features, rngs, cfg):
+        self.kernel = nnx.Param(kernel)
+        self.log_sigma2 = nnx.Param(jnp.full(kernel.shape, cfg["log_sigma2_init"], kernel.dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (features,))) if use_bias else None
+        self.threshold = cfg["threshold"]
+        self.clip = cfg["clip"]
+        self.train_clip = cfg["train_clip"]
+        self._init_stochastic(cfg["deterministic"], cfg["rng_collection"], rngs)
+
+    def log_alpha(self) -> jax.Array:
+        """:math:`\\log\\alpha` per weight (:func:`dropjax.variational_log_alpha`, clipped)."""
+        return dropjax.variational_log_alpha(self.kernel[...], self.log_sigma2[...], clip=self.clip)
+
+    def kl(self) -> jax.Array:
+        """This layer's KL term, :func:`dropjax.kl_molchanov` summed over the kernel."""
+        return dropjax.kl_molchanov(self.log_alpha()).sum()
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        """Samples pre-activations (training) or applies the pruned mean layer."""
+        bias = None if self.bias is None else self.bias[...]
+        log_alpha = self.log_alpha()
+        key = self._key(deterministic, rngs)
+        if key is None:
+            return self._op(None, inputs, log_alpha, bias, self.threshold, True)
+        threshold = self.threshold if self.train_clip else None
+        return self._op(key, inputs, log_alpha, bias, threshold, False)
+
+
+def _variational_cfg(log_sigma2_init, threshold, clip, train_clip, deterministic, rng_collection):
+    return {
+        "log_sigma2_init": log_sigma2_init,
+        "threshold": threshold,
+        "clip": clip,
+        "train_clip": train_clip,
+        "deterministic": deterministic,
+        "rng_collection": rng_collection,
+    }
+
+
+class VariationalDense(_Variational):
+    """Sparse variational dropout linear layer (Molchanov, Ashukha & Vetrov, ICML 2017).
+
+    ``kernel`` (:math:`\\theta`), ``log_sigma2`` and ``bias`` are ``nnx.Param``;
+    :meth:`log_alpha` is :func:`dropjax.variational_log_alpha`. Training: pre-activations
+    by the local reparameterisation trick (:func:`dropjax.variational_dense`), the key from
+    the call-time ``rngs`` or the constructor's stream, as :class:`Dropout`. Evaluation
+    (``deterministic=True``, ``model.eval()``): the mean layer with every weight whose
+    :math:`\\log\\alpha` exceeds ``threshold`` set to zero. Add :meth:`kl` (or
+    :func:`total_kl` of the whole model), times a KL weight, to the data term; the ELBO per
+    example is ``cross_entropy_mean + total_kl(model) / num_train``. :func:`sparsity`
+    reports the pruning.
+
+    Args:
+      in_features: input size.
+      out_features: output size.
+      use_bias: whether to add a (noise-free, not pruned) bias.
+      kernel_init: :math:`\\theta` initializer (lecun normal, as ``nnx.Linear``).
+      bias_init: bias initializer.
+      log_sigma2_init: initial :math:`\\log\\sigma^2` (-10, as the authors' code).
+      threshold: :math:`\\log\\alpha` above which a weight is pruned (3).
+      clip: :math:`\\log\\alpha` is clipped to ``[-clip, clip]`` (8).
+      train_clip: also zero the pruned weights while training.
+      deterministic: if True, the pruned mean layer.
+      rng_collection: the rng stream the noise key is drawn from.
+      rngs: an ``nnx.Rngs`` with a ``params`` stream (and a dropout stream).
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.VariationalDense(5, 3, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 5))).shape, layer.kl().shape
+      ((2, 3), ())
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        kernel_init: Callable[..., Any] = _LECUN_NORMAL,
+        bias_init: Callable[..., Any] = _ZEROS,
+        log_sigma2_init: float = -10.0,
+        threshold: float = 3.0,
+        clip: float = 8.0,
+        train_clip: bool = False,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs,
+    ):
+        kernel = kernel_init(rngs.params(), (in_features, out_features))
+        cfg = _variational_cfg(
+            log_sigma2_init, threshold, clip, train_clip, deterministic, rng_collection
+        )
+        self._init_variational(kernel, use_bias, bias_init, out_features, rngs, cfg)
+
+    def _op(self, key, x, log_alpha, bias, threshold, det):
+        return dropjax.variational_dense(
+            key, x, self.kernel[...], log_alpha, bias, threshold=threshold, deterministic=det
+        )
+
+
+class VariationalConv(_Variational):
+    """Sparse variational dropout convolution, channels last (as ``nnx.Conv``).
+
+    As :class:`VariationalDense`, with :func:`dropjax.variational_conv`. The kernel is
+    ``(*kernel_size, in_features // feature_group_count, out_features)``.
+
+    Args:
+      in_features: input channels.
+      out_features: output channels.
+      kernel_size: the window, one int per spatial axis.
+      strides: an int or one per spatial axis.
+      padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
+      kernel_dilation: an int or one per spatial axis.
+      feature_group_count: grouped convolution.
+      use_bias, kernel_init, bias_init, log_sigma2_init, threshold, clip, train_clip,
+        deterministic, rng_collection, rngs: as :class:`VariationalDense`.
+
+    Examples:
+      >>> import jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.VariationalConv(3, 4, (3, 3), rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 6, 6, 3))).shape
+      (2, 6, 6, 4)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: Sequence[int],
+        *,
+        strides: int | Sequence[int] = 1,
+        padding: str | Sequence[tuple[int, int]] = "SAME",
+        kernel_dilation: int | Sequence[int] = 1,
+        feature_group_count: int = 1,
+        use_bias: bool = True,
+        kernel_init: Callable[..., Any] = _LECUN_NORMAL,
+        bias_init: Callable[..., Any] = _ZEROS,
+        log_sigma2_init: float = -10.0,
+        threshold: float = 3.0,
+        clip: float = 8.0,
+        train_clip: bool = False,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs,
+    ):
+        shape = (*tuple(kernel_size), in_features // feature_group_count, out_features)
+        kernel = kernel_init(rngs.params(), shape)
+        self.strides = strides if isinstance(strides, int) else tuple(strides)
+        self.padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
+        self.kernel_dilation = (
+            kernel_dilation if isinstance(kernel_dilation, int) else tuple(kernel_dilation)
+        )
+        self.feature_group_count = feature_group_count
+        cfg = _variational_cfg(
+            log_sigma2_init, threshold, clip, train_clip, deterministic, rng_collection
+        )
+        self._init_variational(kernel, use_bias, bias_init, out_features, rngs, cfg)
+
+    def _op(self, key, x, log_alpha, bias, threshold, det):
+        return dropjax.variational_conv(
+            key,
+            x,
+            self.kernel[...],
+            log_alpha,
+            bias,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
+            feature_group_count=self.feature_group_count,
+            threshold=threshold,
+            deterministic=det,
+        )
+
+
+def total_kl(model: nnx.Module) -> jax.Array:
+    """The sum of :meth:`VariationalDense.kl` over every variational layer of ``model``.
+
+    Examples:
+      >>> import dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = dropjax.nnx.VariationalDense(4, 2, rngs=nnx.Rngs(0))
+      >>> bool(dropjax.nnx.total_kl(layer) == layer.kl())
+      True
+    """
+    total = jnp.zeros((), jnp.float32)
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, _Variational):
+            total = total + module.kl()
+    return total
+
+
+def sparsity(model: nnx.Module, threshold: float = 3.0) -> dict[str, Any]:
+    """Pruned fraction and compression of an NNX model's variational layers.
+
+    :func:`dropjax.sparsity` of the model's parameters (``nnx.to_pure_dict`` of
+    ``nnx.state(model, nnx.Param)``); layer names are attribute paths, e.g. ``"fc1"``.
+
+    Examples:
+      >>> import dropjax.nnx
+      >>> from flax import nnx
+      >>> s = dropjax.nnx.sparsity(dropjax.nnx.VariationalDense(4, 2, rngs=nnx.Rngs(0)))
+      >>> s["total"]["weights"], s["total"]["compression"]
+      (8, 1.0)
+    """
+    return dropjax.sparsity(nnx.to_pure_dict(nnx.state(model, nnx.Param)), threshold)
