@@ -42,6 +42,7 @@ __all__ = [
     "SpatialDropout",
     "VariationalConv",
     "VariationalDense",
+    "attention_fn",
     "mc_dropout",
     "sparsity",
     "total_kl",
@@ -703,3 +704,67 @@ def sparsity(params: Any, threshold: float = 3.0) -> dict[str, Any]:
     if isinstance(params, Mapping) and "params" in params:
         params = params["params"]
     return dropjax.sparsity(params, threshold)
+
+
+def attention_fn(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    broadcast_dropout: bool = True,
+    dropout_rng=None,
+    dropout_rate=0.0,
+    deterministic: bool = False,
+    dtype=None,
+    precision=None,
+    module=None,
+    *,
+    is_causal: bool = False,
+    implementation: str | None = None,
+    block_q: int | None = None,
+    block_kv: int | None = None,
+) -> jax.Array:
+    """Drop-in ``attention_fn`` for ``flax.linen.MultiHeadDotProductAttention``.
+
+    Same call signature as ``flax.linen.dot_product_attention`` (the dropout rng, rate,
+    ``broadcast_dropout`` and ``deterministic`` the module passes), computed by
+    :func:`dropjax.dot_product_attention`: with ``implementation=None`` long sequences use
+    the blockwise path, whose dropout masks are regenerated in the backward pass instead of
+    stored, so attention memory no longer grows as ``q_len * kv_len``. With
+    ``deterministic=True`` (or rate 0) it equals Flax's own attention up to float rounding;
+    with dropout the masks follow :func:`dropjax.keep_mask` (``broadcast_dropout`` shares
+    one over the batch axes and heads), not ``jax.random.bernoulli``. ``precision`` is
+    ignored; the module cannot sow the weights (never built). Pick an implementation with
+    ``functools.partial(attention_fn, implementation="blockwise")``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, dropjax.linen
+      >>> layer = nn.MultiHeadDotProductAttention(
+      ...     num_heads=2, qkv_features=8, dropout_rate=0.1,
+      ...     attention_fn=dropjax.linen.attention_fn)
+      >>> x = jnp.ones((1, 5, 8))
+      >>> params = layer.init(jax.random.key(0), x, deterministic=True)
+      >>> layer.apply(params, x, deterministic=False, rngs={"dropout": jax.random.key(1)}).shape
+      (1, 5, 8)
+    """
+    from dropjax._src.attention import flax_attention_fn
+
+    return flax_attention_fn(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        broadcast_dropout,
+        dropout_rng,
+        dropout_rate,
+        deterministic,
+        dtype,
+        precision,
+        module,
+        is_causal=is_causal,
+        implementation=implementation,
+        block_q=block_q,
+        block_kv=block_kv,
+    )

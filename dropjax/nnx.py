@@ -37,6 +37,7 @@ __all__ = [
     "SpatialDropout",
     "VariationalConv",
     "VariationalDense",
+    "attention_fn",
     "mc_dropout",
     "sparsity",
     "total_kl",
@@ -816,3 +817,62 @@ def sparsity(model: nnx.Module, threshold: float = 3.0) -> dict[str, Any]:
       (8, 1.0)
     """
     return dropjax.sparsity(nnx.to_pure_dict(nnx.state(model, nnx.Param)), threshold)
+
+
+def attention_fn(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    broadcast_dropout: bool = True,
+    dropout_rng=None,
+    dropout_rate=0.0,
+    deterministic: bool = False,
+    dtype=None,
+    precision=None,
+    module=None,
+    *,
+    is_causal: bool = False,
+    implementation: str | None = None,
+    block_q: int | None = None,
+    block_kv: int | None = None,
+) -> jax.Array:
+    """Drop-in ``attention_fn`` for ``flax.nnx.MultiHeadAttention``.
+
+    Takes what the module passes (``mask``, the dropout rng, rate, ``broadcast_dropout``,
+    ``deterministic``, ``dtype``, ``precision``, ``module``, ``is_causal``) and computes
+    :func:`dropjax.dot_product_attention`; see :func:`dropjax.linen.attention_fn` for the
+    semantics (memory-efficient dropout on long sequences, equal to Flax's attention when
+    deterministic, ``precision`` ignored, no sown weights).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, dropjax.nnx
+      >>> from flax import nnx
+      >>> layer = nnx.MultiHeadAttention(
+      ...     num_heads=2, in_features=8, dropout_rate=0.1, decode=False,
+      ...     attention_fn=dropjax.nnx.attention_fn, rngs=nnx.Rngs(0))
+      >>> x = jnp.ones((1, 5, 8))
+      >>> layer(x, deterministic=False, rngs=nnx.Rngs(dropout=1)).shape
+      (1, 5, 8)
+    """
+    from dropjax._src.attention import flax_attention_fn
+
+    return flax_attention_fn(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        broadcast_dropout,
+        dropout_rng,
+        dropout_rate,
+        deterministic,
+        dtype,
+        precision,
+        module,
+        is_causal=is_causal,
+        implementation=implementation,
+        block_q=block_q,
+        block_kv=block_kv,
+    )

@@ -502,3 +502,101 @@ def dot_product_attention(
                 "implementation='xla'"
             ) from err
     return out[0] if unbatched else out
+
+
+def _flat_operand(x, batch_shape: tuple[int, ...], name: str):
+    """A ``[batch..., heads, q_len, kv_len]``-broadcastable operand as 4-D, batch flattened."""
+    if x is None:
+        return None
+    x = jnp.asarray(x)
+    full = len(batch_shape) + 3
+    if x.ndim > full:
+        raise ValueError(
+            f"attention_fn needs {name} with at most {full} dimensions "
+            f"([batch..., heads, q_len, kv_len]); got shape {x.shape}"
+        )
+    x = x.reshape((1,) * (full - x.ndim) + x.shape)
+    lead = x.shape[: len(batch_shape)]
+    if all(d == 1 for d in lead):
+        return x.reshape((1, *x.shape[len(batch_shape) :]))
+    x = jnp.broadcast_to(x, batch_shape + x.shape[len(batch_shape) :])
+    return x.reshape((-1, *x.shape[len(batch_shape) :]))
+
+
+def flax_attention_fn(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    broadcast_dropout: bool = True,
+    dropout_rng=None,
+    dropout_rate=0.0,
+    deterministic: bool = False,
+    dtype=None,
+    precision=None,
+    module=None,
+    *,
+    is_causal: bool = False,
+    implementation: str | None = None,
+    block_q: int | None = None,
+    block_kv: int | None = None,
+) -> jax.Array:
+    """Flax's ``attention_fn`` call signature over :func:`dot_product_attention`.
+
+    Takes what ``flax.linen.MultiHeadDotProductAttention`` and ``flax.nnx.MultiHeadAttention``
+    pass: inputs ``[batch..., length, heads, head_dim]`` (any number of batch axes, or
+    none), ``mask``/``bias`` broadcastable to ``[batch..., heads, q_len, kv_len]``, and the
+    dropout rng, rate, ``broadcast_dropout`` (one mask shared over the batch axes and the
+    heads) and ``deterministic``. ``dtype`` casts the inputs; ``precision`` is accepted and
+    ignored (matmuls run at the backend's default precision); ``module`` is only passed
+    when Flax is asked to sow the weights, which this function never builds, so a module
+    raises.
+    """
+    if module is not None:
+        raise ValueError(
+            "dropjax attention_fn never materialises the attention weights, so it cannot sow "
+            "them; call the attention module with sow_weights=False"
+        )
+    del precision
+    _reject_prng_key(key, "key")
+    query, key, value = (jnp.asarray(x) for x in (query, key, value))
+    if dtype is None:
+        dtype = jnp.result_type(query, key, value)
+    query, key, value = (x.astype(dtype) for x in (query, key, value))
+    if query.ndim < 3:
+        raise ValueError(
+            "attention_fn expects inputs of shape [batch..., length, heads, head_dim]; got "
+            f"query of shape {query.shape}"
+        )
+    batch_shape = query.shape[:-3]
+    if key.shape[:-3] != batch_shape or value.shape[:-3] != batch_shape:
+        raise ValueError(
+            f"attention_fn needs query, key and value with the same batch axes; got shapes "
+            f"{query.shape}, {key.shape}, {value.shape}"
+        )
+    unbatched = not batch_shape
+    if not unbatched:
+        query, key, value = (x.reshape((-1, *x.shape[-3:])) for x in (query, key, value))
+        bias = _flat_operand(bias, batch_shape, "bias")
+        mask = _flat_operand(mask, batch_shape, "mask")
+    if broadcast_dropout:
+        dims = (0,) if unbatched else (0, 1)
+    else:
+        dims = ()
+    out = dot_product_attention(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        dropout_key=dropout_rng,
+        dropout_rate=dropout_rate,
+        broadcast_dims=dims,
+        deterministic=deterministic,
+        is_causal=is_causal,
+        implementation=implementation,
+        block_q=block_q,
+        block_kv=block_kv,
+    )
+    return out.reshape(batch_shape + out.shape[-3:])
