@@ -95,3 +95,20 @@ __all__ = [
     "variational_dropout",
     "variational_log_alpha",
 ]
+
+
+# Submodules that need Flax (or are heavier) load on first attribute access, so that
+# `import dropjax` stays light while `dropjax.linen` etc. work without their own import.
+_LAZY_SUBMODULES = ("acquisition", "linen", "nnx", "uncertainty")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"dropjax.{name}")
+    raise AttributeError(f"module 'dropjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 import dropjax
+from dropjax._src import masks as _masks
 
 __all__ = [
     "AlphaDropout",
@@ -59,6 +60,17 @@ def _resolve(module: nn.Module, deterministic: bool | None, rng) -> jax.Array | 
     return rng if rng is not None else module.make_rng(module.rng_collection)
 
 
+_RATE_FIELDS = ("rate", "max_rate", "forward_rate", "backward_rate")
+
+
+def _check_rates(module: nn.Module) -> None:
+    """Validates the module's concrete rates at construction; traced ones pass unchanged."""
+    fields = getattr(type(module), "__dataclass_fields__", {})
+    for name in _RATE_FIELDS:
+        if name in fields:
+            _masks.check_rate(getattr(module, name), f"{type(module).__name__}.{name}")
+
+
 def _flax_dropout_interceptor(next_fun, args, kwargs, context):
     module = context.module
     if isinstance(module, nn.Dropout) and context.method_name == "__call__":
@@ -80,6 +92,11 @@ def mc_dropout() -> Iterator[None]:
     and all other layers are untouched, so apply the model in eval mode (running averages)
     and pass a dropout key: ``model.apply(v, x, train=False, rngs={"dropout": key})``.
     The switch is read at trace time: build (or re-trace) jitted functions inside it.
+    **A function jitted before entering the context runs as it was compiled**: calling an
+    already-compiled ``jax.jit(model.apply)`` inside ``mc_dropout()`` hits the jit cache,
+    so no layer is traced and the context has no effect (dropout stays off). Jit the MC
+    function inside the context (or pass a flag such as ``deterministic=False`` that is an
+    argument of the jitted function), or use :func:`dropjax.mc.sample_linen`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, dropjax.linen
@@ -107,7 +124,10 @@ class Dropout(nn.Module):
     """Inverted dropout; a drop-in for ``flax.linen.Dropout`` built on :func:`dropjax.dropout`.
 
     Attributes:
-      rate: the dropout probability (*not* the keep rate!).
+      rate: the dropout probability (*not* the keep rate!). A Python number is validated
+        when the module is built; a traced rate (e.g. a schedule inside ``jit``) is
+        accepted and never recompiles, and a traced rate outside ``[0, 1]`` (or NaN) gives
+        an all-NaN output.
       broadcast_dims: dimensions that share one mask entry.
       deterministic: if True, inputs pass unchanged; may be given here or at call time.
       rng_collection: the rng collection the key is drawn from.
@@ -126,13 +146,18 @@ class Dropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
+    def __post_init__(self):
+        _check_rates(self)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, inputs, deterministic: bool | None = None, rng=None):
         """Drops inputs with probability ``rate`` and rescales the rest by 1/(1-rate)."""
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-        if self.rate == 0.0 or (deterministic and not _MC_MODE.get()):
+        rate = _masks.concrete_value(self.rate)  # None when traced: no Python branch on it
+        if rate == 0.0 or (deterministic and not _MC_MODE.get()):
             return inputs
-        if self.rate == 1.0:  # as flax: zeros, without drawing a key
+        if rate == 1.0:  # as flax: zeros, without drawing a key
             return jnp.zeros_like(inputs)
         key = rng if rng is not None else self.make_rng(self.rng_collection)
         return dropjax.dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims)
@@ -162,6 +187,10 @@ class DecoupledDropout(nn.Module):
     broadcast_dims: Sequence[int] = ()
     deterministic: bool | None = None
     rng_collection: str = "dropout"
+
+    def __post_init__(self):
+        _check_rates(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, inputs, deterministic: bool | None = None, rng=None):
@@ -225,6 +254,10 @@ class DecoupledDense(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
+    def __post_init__(self):
+        _check_rates(self)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, inputs, deterministic: bool | None = None, rng=None):
         """Applies the decoupled-dropout dense layer."""
@@ -251,6 +284,10 @@ class DecoupledDense(nn.Module):
 class _Variant(nn.Module):
     """Shared call for the variant layers: resolve the key, then ``self._op(key, inputs)``."""
 
+    def __post_init__(self):
+        _check_rates(self)
+        super().__post_init__()
+
     def _apply(self, inputs, deterministic, rng):
         key = _resolve(self, deterministic, rng)
         return inputs if key is None else self._op(key, inputs)
@@ -260,6 +297,16 @@ class RandomRateDropout(_Variant):
     """Bouthillier et al.'s random dropout: rate ``rho ~ U(0, max_rate)`` per call or example.
 
     See :func:`dropjax.random_rate_dropout`.
+
+    Attributes:
+      max_rate: upper end of the drop-rate range, in ``[0, 1]`` (a probability of
+        *dropping*); validated at construction when it is a Python number.
+      per_example: draw one rate per example along ``batch_axis``.
+      batch_axis: the example axis used with ``per_example``.
+      broadcast_dims: dimensions that share one mask entry.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
@@ -294,6 +341,12 @@ class RandomRateDropout(_Variant):
 class GaussianDropout(_Variant):
     """Multiplicative ``N(1, rate/(1-rate))`` noise; see :func:`dropjax.gaussian_dropout`.
 
+    Attributes:
+      rate: the drop probability whose variance the noise matches, in ``[0, 1)``.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
+
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
       >>> layer = dropjax.linen.GaussianDropout(0.2, deterministic=False)
@@ -317,6 +370,12 @@ class GaussianDropout(_Variant):
 class AlphaDropout(_Variant):
     """SELU-preserving dropout (Klambauer et al. 2017); see :func:`dropjax.alpha_dropout`.
 
+    Attributes:
+      rate: the drop probability (*not* the keep rate!), in ``[0, 1]``.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
+
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
       >>> layer = dropjax.linen.AlphaDropout(0.1, deterministic=False)
@@ -339,6 +398,14 @@ class AlphaDropout(_Variant):
 
 class SpatialDropout(_Variant):
     """Drops whole feature maps (named axes); see :func:`dropjax.spatial_dropout`.
+
+    Attributes:
+      rate: probability of dropping a feature map (*not* the keep rate!).
+      channel_axis: the channel axis (-1 for NHWC, 1 for NCHW).
+      batch_axis: the example axis, or None for an unbatched input.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
@@ -366,6 +433,16 @@ class SpatialDropout(_Variant):
 
 class DropBlock(_Variant):
     """DropBlock (Ghiasi et al. 2018) on NHWC; see :func:`dropjax.dropblock`.
+
+    Attributes:
+      rate: the expected fraction of activations to drop (*not* the keep rate!).
+      block_size: the block's side, an int or one int per spatial axis.
+      batch_axis: the example axis (renormalisation is per example), or None.
+      channel_axis: the channel axis (-1 for NHWC; 1 for NCHW), or None.
+      share_channels: one block mask per example, shared by all its channels.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
@@ -402,6 +479,13 @@ class DropBlock(_Variant):
 class DropPath(_Variant):
     """Stochastic depth for a residual branch, per example; see :func:`dropjax.drop_path`.
 
+    Attributes:
+      rate: probability of dropping an example's branch (*not* the keep rate!).
+      batch_axis: the example axis, or None to keep or drop the whole input at once.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
+
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
       >>> layer = dropjax.linen.DropPath(0.2, deterministic=False)
@@ -427,6 +511,17 @@ class DropConnectDense(nn.Module):
     """A dense layer whose weights are dropped (Wan et al. 2013); see
     :func:`dropjax.dropconnect_dense`. Deterministic: a plain dense layer.
 
+    Attributes:
+      features: output size.
+      rate: probability of dropping a weight (*not* the keep rate!).
+      per_example: one weight mask per example instead of one per call.
+      use_bias: whether to add a (never dropped) bias.
+      kernel_init: kernel initializer (``nn.initializers.lecun_normal()`` as in nn.Dense).
+      bias_init: bias initializer.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
+
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
       >>> layer = dropjax.linen.DropConnectDense(3, 0.5)
@@ -443,6 +538,10 @@ class DropConnectDense(nn.Module):
     bias_init: Callable[..., Any] = nn.initializers.zeros_init()
     deterministic: bool | None = None
     rng_collection: str = "dropout"
+
+    def __post_init__(self):
+        _check_rates(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, inputs, deterministic: bool | None = None, rng=None):
@@ -466,6 +565,17 @@ class ConcreteDropout(nn.Module):
     ``"concrete_dropout"``: pass the following layer's kernel as ``weight`` to include the
     weight term :math:`\\lambda_w \\lVert W \\rVert^2 / (1-p)`; without it only the
     dropout-entropy term is sown. Deterministic: inputs pass unchanged (inverted scaling).
+    Works under ``jax.jit`` in ``init`` and ``apply``.
+
+    Attributes:
+      init_rate: the initial drop probability, in ``(0, 1)``; the parameter starts at its
+        logit.
+      temperature: the relaxation temperature (the paper uses 0.1).
+      weight_regularizer: :math:`\\lambda_w` of :func:`dropjax.concrete_dropout_regularizer`.
+      dropout_regularizer: :math:`\\lambda_p` of the same.
+      deterministic: if True, inputs pass unchanged; may be given here or at call time
+        (exactly once).
+      rng_collection: the rng collection the key is drawn from.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
@@ -484,10 +594,21 @@ class ConcreteDropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
+    def __post_init__(self):
+        init = _masks.concrete_value(self.init_rate)
+        if init is not None and not 0.0 < init < 1.0:
+            raise ValueError(
+                f"ConcreteDropout.init_rate is the initial drop probability and must be in "
+                f"(0, 1) (its logit is learned); got {self.init_rate!r}"
+            )
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, inputs, weight=None, deterministic: bool | None = None, rng=None):
         """Applies concrete dropout and sows its regulariser."""
-        init_logit = float(jnp.log(self.init_rate) - jnp.log1p(-self.init_rate))
+        # jnp, not float(): under jax.jit even a constant's logit is a traced value.
+        init_rate = jnp.asarray(self.init_rate, jnp.float32)
+        init_logit = jnp.log(init_rate) - jnp.log1p(-init_rate)
         rate_logit = self.param("rate_logit", nn.initializers.constant(init_logit), ())
         key = _resolve(self, deterministic, rng)
         if key is None:

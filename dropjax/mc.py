@@ -27,6 +27,7 @@ The metrics that consume the samples are in :mod:`dropjax.uncertainty`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -537,7 +538,7 @@ def sample_linen(
         rngs = {rng_collection: k}
         return model.apply(variables, inputs, rngs=rngs, method=method, **apply_kwargs)
 
-    return _sample(
+    out = _sample(
         fn,
         key,
         num_samples,
@@ -551,6 +552,30 @@ def sample_linen(
         axis_name=axis_name,
         fn_name=fn_name,
     )
+    if num_samples > 1 and _all_samples_identical(out):
+        warnings.warn(
+            f"{fn_name}: all {num_samples} samples are identical, so dropout was off in "
+            "every sample. Linen layers take their mode from your call arguments: turn "
+            "dropout on through apply_kwargs (e.g. deterministic=False or train=True, "
+            "whatever your __call__ takes), or set rng_collection= to the rng name your "
+            "dropout layers draw from",
+            stacklevel=2,
+        )
+    return out
+
+
+def _all_samples_identical(out) -> bool:
+    """True when every floating leaf is concrete and equal along its sample axis."""
+    leaves = [
+        leaf
+        for leaf in jax.tree.leaves(out)
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    if not leaves or not all(
+        isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) for leaf in leaves
+    ):
+        return False
+    return all(bool(jnp.all(leaf == leaf[:1])) for leaf in leaves)
 
 
 _MC_ATTRIBUTES = {"deterministic": False, "use_running_average": True}

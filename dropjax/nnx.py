@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import dropjax
+from dropjax._src import masks as _masks
 
 __all__ = [
     "AlphaDropout",
@@ -65,6 +66,10 @@ class _Stochastic(nnx.Module):
     rng_collection: str
 
     def _init_stochastic(self, deterministic, rng_collection, rngs):
+        # Concrete rates are validated here, at construction; traced ones pass unchanged.
+        for name in ("rate", "max_rate", "forward_rate", "backward_rate"):
+            if name in vars(self):
+                _masks.check_rate(getattr(self, name), f"{type(self).__name__}.{name}")
         self.deterministic = deterministic
         self.rng_collection = rng_collection
         self.rngs = _fork(rngs, rng_collection)
@@ -110,11 +115,17 @@ class Dropout(_Stochastic):
     """Inverted dropout; a drop-in for ``flax.nnx.Dropout`` built on :func:`dropjax.dropout`.
 
     Args:
-      rate: the dropout probability (*not* the keep rate!).
+      rate: the dropout probability (*not* the keep rate!). A Python number is validated
+        here; a traced rate (e.g. set inside ``nnx.jit`` from a schedule) is accepted and
+        never recompiles, and a traced rate outside ``[0, 1]`` (or NaN) gives an all-NaN
+        output.
       broadcast_dims: dimensions that share one mask entry.
       deterministic: if True, inputs pass unchanged.
       rng_collection: the rng stream the key is drawn from.
       rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` (forked), or None.
+
+    Raises:
+      ValueError: a concrete ``rate`` outside ``[0, 1]``.
 
     Examples:
       >>> import jax.numpy as jnp, dropjax.nnx
@@ -141,9 +152,10 @@ class Dropout(_Stochastic):
 
     def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
         """Drops inputs with probability ``rate`` and rescales the rest by 1/(1-rate)."""
-        if self._deterministic(deterministic) or self.rate == 0.0:
+        rate = _masks.concrete_value(self.rate)  # None when traced: no Python branch on it
+        if self._deterministic(deterministic) or rate == 0.0:
             return inputs
-        if self.rate == 1.0:  # as flax: zeros, without drawing a key
+        if rate == 1.0:  # as flax: zeros, without drawing a key
             return jnp.zeros_like(inputs)
         key = self._draw_key(rngs)
         return dropjax.dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims)
@@ -576,6 +588,12 @@ class ConcreteDropout(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ):
+        init = _masks.concrete_value(init_rate)
+        if init is not None and not 0.0 < init < 1.0:
+            raise ValueError(
+                f"ConcreteDropout: init_rate is the initial drop probability and must be in "
+                f"(0, 1) (its logit is learned); got {init_rate!r}"
+            )
         logit = jnp.log(jnp.float32(init_rate)) - jnp.log1p(-jnp.float32(init_rate))
         self.rate_logit = nnx.Param(logit)
         self.temperature = temperature

@@ -54,9 +54,7 @@ def test_linen_model_jvp_jacfwd_hessian_equal_explicit_mask():
     y_ref, dy_ref = jax.jvp(reference, (x,), (t,))
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dy, dy_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        jax.jit(jax.jacfwd(model))(x), jax.jacfwd(reference)(x), atol=1e-6
-    )
+    np.testing.assert_allclose(jax.jit(jax.jacfwd(model))(x), jax.jacfwd(reference)(x), atol=1e-6)
 
     def loss(f):
         return lambda v: jnp.sum(f(v) ** 2)

@@ -36,6 +36,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.extend
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+from jax.interpreters import ad, batching, mlir
 from jax.typing import ArrayLike
 
 from dropjax._src import masks as _m
@@ -86,24 +90,183 @@ def _backward_mask(plan: str, key, shape, p_f, p_b, bdims):
     return extra, _m.inverse_keep_prob(p_b)  # independent, backward_only
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def decoupled_core(plan: str, bdims: tuple[int, ...], key, x, p_f, p_b):
-    """Elementwise decoupled dropout; ``plan`` and ``bdims`` are static (see module doc)."""
+def _masked(plan: str, bdims, key, x, p_f):
+    """The forward value ``x * m_f * s_f`` of ``plan`` (the identity for backward-only)."""
     keep, scale = _forward_mask(plan, key, x.shape, p_f, bdims)
     return _m.apply_mask(x, keep, scale)
 
 
-def _core_fwd(plan, bdims, key, x, p_f, p_b):
-    return decoupled_core(plan, bdims, key, x, p_f, p_b), (key, p_f, p_b)
+def _rate_term(bdims, key, x, rate, d_rate):
+    """Pathwise derivative in the rate, mask held fixed: ``x m / (1 - p)^2 * dp``."""
+    d = _m.as_f32(d_rate) * _m.inverse_keep_prob(rate)
+    y = _masked("standard", bdims, key, x, rate)
+    compute = y.dtype if jnp.finfo(y.dtype).bits >= 32 else jnp.dtype(jnp.float32)
+    return (y.astype(compute) * d.astype(compute)).astype(y.dtype)
 
 
-def _core_bwd(plan, bdims, residuals, g):
-    key, p_f, p_b = residuals
-    keep, scale = _backward_mask(plan, key, g.shape, p_f, p_b, bdims)
-    return None, _m.apply_mask(g, keep, scale), None, None
+# Plain dropout: forward and backward noise are the same mask, so it is an ordinary
+# differentiable function and supports forward mode (jvp, jacfwd, hessian). The tangent rule
+# applies the mask through ``jax.checkpoint``: under linearize/transpose (reverse mode) the
+# mask is then recomputed from the key in the backward pass instead of being saved, so the
+# residual is the key and the rate, never an activation-sized mask.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _standard(bdims: tuple[int, ...], key, x, rate):
+    return _masked("standard", bdims, key, x, rate)
 
 
-decoupled_core.defvjp(_core_fwd, _core_bwd)
+def _standard_jvp(bdims, primals, tangents):
+    key, x, rate = primals
+    _, dx, d_rate = tangents
+    y = _masked("standard", bdims, key, x, rate)
+    dy = None
+    if not isinstance(dx, SymbolicZero):
+        dy = jax.checkpoint(functools.partial(_masked, "standard", bdims))(key, dx, rate)
+    if not isinstance(d_rate, SymbolicZero):
+        term = jax.checkpoint(functools.partial(_rate_term, bdims))(key, x, rate, d_rate)
+        dy = term if dy is None else dy + term
+    return y, (jnp.zeros_like(y) if dy is None else dy)
+
+
+_standard.defjvp(_standard_jvp, symbolic_zeros=True)
+
+
+# The decoupled plans: the backward pass is by design not the derivative of the forward
+# pass, so they are defined for reverse mode only. The JVP rule gives the primal and a
+# tangent ``dy = B(dx)`` where ``B`` is a linear primitive that only has a transpose (the
+# backward mask applied to the cotangent); evaluating ``B`` itself, which only forward mode
+# does, raises an error that says so. ``B``'s residuals are the key and the rates.
+_FORWARD_MODE_ERROR = (
+    "{name} has no forward-mode derivative (jax.jvp, jax.jacfwd, jax.hessian, "
+    "jax.linearize): its backward pass is by design not the derivative of its forward "
+    "pass (forward and backward use different dropout masks), so only reverse mode "
+    "(jax.grad, jax.vjp) is defined. For dropout whose forward and backward masks are the "
+    "same, use dropjax.dropout(key, x, rate), which supports both modes."
+)
+
+_backward_only_p = jax.extend.core.Primitive("dropjax_backward_only")
+_backward_only_p.multiple_results = True
+
+
+def _backward_only_raise(*_, message, **__):
+    raise TypeError(message)
+
+
+def _backward_only_abstract(*_, out_avals, **__):
+    return list(out_avals)
+
+
+def _backward_only_transpose(cts, *operands, bwd, n_res, levels, **_):
+    """``B^T``: ``bwd(residuals, cotangents)``, vmapped once per batching level."""
+    res = operands[:n_res]
+    lin = operands[n_res:]
+    cts = [ad.instantiate_zeros(ct) for ct in cts]
+    fn = bwd
+    for axes in reversed(levels):
+        fn = jax.vmap(fn, in_axes=(list(axes), 0))
+    lin_cts = fn(list(res), list(cts))
+    return [None] * n_res + [
+        ct if isinstance(op, ad.UndefinedPrimal) else None
+        for op, ct in zip(lin, lin_cts, strict=True)
+    ]
+
+
+def _backward_only_batch(args, dims, *, n_res, levels, out_avals, **params):
+    """vmap: batch axes to the front (linear inputs always batched), one more level."""
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    res_axes = tuple(None if d is None else 0 for d in dims[:n_res])
+    res = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
+    moved = []
+    for a, d in zip(args[n_res:], dims[n_res:], strict=True):
+        moved.append(jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0))
+    outs = _backward_only_p.bind(
+        *res[:n_res],
+        *moved,
+        n_res=n_res,
+        levels=(res_axes, *levels),
+        out_avals=tuple(a.update(shape=(size, *a.shape)) for a in out_avals),
+        **params,
+    )
+    return outs, [0] * len(outs)
+
+
+_backward_only_p.def_impl(_backward_only_raise)
+_backward_only_p.def_abstract_eval(_backward_only_abstract)
+mlir.register_lowering(_backward_only_p, _backward_only_raise)
+ad.primitive_jvps[_backward_only_p] = _backward_only_raise
+ad.primitive_transposes[_backward_only_p] = _backward_only_transpose
+batching.primitive_batchers[_backward_only_p] = _backward_only_batch
+
+
+def _backward_only(name: str, bwd, residuals, linear, out_avals):
+    """The tangent ``B(linear)`` whose transpose is ``bwd(residuals, cts)``; see above."""
+    return _backward_only_p.bind(
+        *residuals,
+        *linear,
+        bwd=bwd,
+        n_res=len(residuals),
+        levels=(),
+        out_avals=tuple(out_avals),
+        message=_FORWARD_MODE_ERROR.format(name=name),
+    )
+
+
+def _check_rate_tangents(name, *tangents):
+    if not all(isinstance(t, SymbolicZero) for t in tangents):
+        raise TypeError(
+            f"{name} has no derivative with respect to its rates: its backward pass is by "
+            "design not the derivative of its forward pass. Pass the rates as constants "
+            "(e.g. jax.lax.stop_gradient(rate)), or use dropjax.dropout(key, x, rate), whose "
+            "rate gradient is the pathwise derivative x * m / (1 - rate)**2"
+        )
+
+
+@functools.cache
+def _elementwise_bwd(plan: str, bdims: tuple[int, ...]):
+    def bwd(res, cts):
+        key, p_f, p_b = res
+        (g,) = cts
+        keep, scale = _backward_mask(plan, key, g.shape, p_f, p_b, bdims)
+        return [_m.apply_mask(g, keep, scale)]
+
+    return bwd
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _decoupled(plan: str, bdims: tuple[int, ...], key, x, p_f, p_b):
+    return _masked(plan, bdims, key, x, p_f)
+
+
+def _decoupled_jvp(plan, bdims, primals, tangents):
+    key, x, p_f, p_b = primals
+    _, dx, d_pf, d_pb = tangents
+    _check_rate_tangents("decoupled_dropout", d_pf, d_pb)
+    # The primal through the custom_jvp itself, so that forward mode over this rule (e.g.
+    # jax.hessian = jacfwd of jacrev) reaches the error below, not the forward mask's JVP.
+    y = _decoupled(plan, bdims, key, x, p_f, p_b)
+    if isinstance(dx, SymbolicZero):
+        return y, jnp.zeros_like(y)
+    (dy,) = _backward_only(
+        "decoupled_dropout (and forward_dropout, backward_dropout, augmented_dropout)",
+        _elementwise_bwd(plan, bdims),
+        (key, _m.as_f32(p_f), _m.as_f32(p_b)),
+        (dx,),
+        (jax.typeof(dx),),
+    )
+    return y, dy
+
+
+_decoupled.defjvp(_decoupled_jvp, symbolic_zeros=True)
+
+
+def decoupled_core(plan: str, bdims: tuple[int, ...], key, x, p_f, p_b):
+    """Elementwise decoupled dropout; ``plan`` and ``bdims`` are static (see module doc).
+
+    ``"standard"`` (forward and backward mask equal) is differentiable in both modes and in
+    the rate; the other plans are reverse-mode only and raise under forward mode.
+    """
+    if plan == "standard":
+        return _standard(bdims, key, x, p_f)
+    return _decoupled(plan, bdims, key, x, p_f, p_b)
 
 
 def _plan(backward: str, p_f, p_b) -> str:
@@ -303,27 +466,53 @@ def augmented_dropout(
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _call_core(fn, plan, bdims, key, params, x, p_f, p_b, consts):
-    keep, scale = _forward_mask(plan, key, x.shape, p_f, bdims)
-    return fn(params, _m.apply_mask(x, keep, scale), *consts)
+def _call_forward(fn, plan, bdims, key, params, x, p_f, consts):
+    return fn(params, _masked(plan, bdims, key, x, p_f), *consts)
 
 
-def _call_fwd(fn, plan, bdims, key, params, x, p_f, p_b, consts):
-    out = _call_core(fn, plan, bdims, key, params, x, p_f, p_b, consts)
-    return out, (key, params, x, p_f, p_b, consts)
-
-
-def _call_bwd(fn, plan, bdims, residuals, g):
-    key, params, x, p_f, p_b, consts = residuals
+def _call_bwd(fn, plan, bdims, tree, present, res, cts):
+    """Eq. 9: the VJP of ``fn`` at the backward-masked input, ``x``'s cotangent masked again."""
+    key, params, x, p_f, p_b, consts = jax.tree.unflatten(tree, res)
     keep, scale = _backward_mask(plan, key, x.shape, p_f, p_b, bdims)
     x_b = _m.apply_mask(x, keep, scale)
-    _, vjp = jax.vjp(lambda p, h, c: fn(p, h, *c), params, x_b, consts)
-    d_params, d_x, d_consts = vjp(g)
-    return None, d_params, _m.apply_mask(d_x, keep, scale), None, None, d_consts
+    out, vjp = jax.vjp(lambda p, h, c: fn(p, h, *c), params, x_b, consts)
+    d_params, d_x, d_consts = vjp(jax.tree.unflatten(jax.tree.structure(out), cts))
+    d_x = _m.apply_mask(d_x, keep, scale)
+    leaves = jax.tree.leaves((d_params, d_x, d_consts))
+    return [leaf for leaf, keep_it in zip(leaves, present, strict=True) if keep_it]
 
 
-_call_core.defvjp(_call_fwd, _call_bwd)
+def _nonzero_tangent(t) -> bool:
+    return not isinstance(t, SymbolicZero) and jnp.result_type(t) != jax.dtypes.float0
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _call_core(fn, plan, bdims, key, params, x, p_f, p_b, consts):
+    return _call_forward(fn, plan, bdims, key, params, x, p_f, consts)
+
+
+def _call_jvp(fn, plan, bdims, primals, tangents):
+    key, params, x, p_f, p_b, consts = primals
+    _, d_params, dx, d_pf, d_pb, d_consts = tangents
+    _check_rate_tangents("decoupled_call", d_pf, d_pb)
+    out = _call_core(fn, plan, bdims, key, params, x, p_f, p_b, consts)  # see _decoupled_jvp
+    lin = jax.tree.leaves((d_params, dx, d_consts), is_leaf=lambda t: isinstance(t, SymbolicZero))
+    present = tuple(_nonzero_tangent(t) for t in lin)
+    out_leaves, out_tree = jax.tree.flatten(out)
+    if not any(present):
+        return out, jax.tree.unflatten(out_tree, [jnp.zeros_like(o) for o in out_leaves])
+    res, tree = jax.tree.flatten((key, params, x, _m.as_f32(p_f), _m.as_f32(p_b), consts))
+    d_out = _backward_only(
+        "decoupled_call",
+        functools.partial(_call_bwd, fn, plan, bdims, tree, present),
+        res,
+        [t for t, keep_it in zip(lin, present, strict=True) if keep_it],
+        [jax.typeof(o) for o in out_leaves],
+    )
+    return out, jax.tree.unflatten(out_tree, d_out)
+
+
+_call_core.defjvp(_call_jvp, symbolic_zeros=True)
 
 
 def decoupled_call(

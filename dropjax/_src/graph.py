@@ -196,7 +196,7 @@ def edge_dropout(
         return EdgeDropoutResult(jnp.ones((num_edges,), bool), weight)
     key = _need_key(key, rate, name)
     keep = _m.draw_keep(key, (num_edges,), rate)
-    scale = _m.inverse_keep_prob(rate) if rescale else jnp.ones((), jnp.float32)
+    scale = _m.inverse_keep_prob(rate) if rescale else _m.rate_guard(rate)
     return EdgeDropoutResult(keep, _m.apply_mask(weight, keep, scale))
 
 
@@ -279,7 +279,7 @@ def node_dropout(
     else:
         key = _need_key(key, rate, name)
         node_keep = _m.draw_keep(key, (num_nodes,), rate)
-        scale = _m.inverse_keep_prob(rate) if rescale else jnp.ones((), jnp.float32)
+        scale = _m.inverse_keep_prob(rate) if rescale else _m.rate_guard(rate)
         row_keep = node_keep.reshape((num_nodes,) + (1,) * (x.ndim - 1))
         x_out = _m.apply_mask(x, row_keep, scale)
 

@@ -57,6 +57,11 @@ def check_key(key, name: str = "dropout") -> jax.Array:
         raise TypeError(
             f"{name} expects a PRNG key made by jax.random.key(seed); got {type(key).__name__}"
         )
+    if jnp.issubdtype(key.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} got a floating-point array of shape {key.shape} where the PRNG key goes: "
+            "the argument order is (key, x, rate), with key=jax.random.key(seed)"
+        )
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.ndim != 0:
             raise ValueError(
@@ -138,8 +143,23 @@ def normalize_axes(axes: Sequence[int] | int, ndim: int, name: str = "broadcast_
     return tuple(sorted(out))
 
 
-def check_floating(x, name: str = "dropout") -> jax.Array:
-    """Returns ``x`` as an array, raising TypeError if it is not floating point."""
+def _is_key_array(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def check_floating(x, name: str = "dropout", *, key=None) -> jax.Array:
+    """Returns ``x`` as an array, raising TypeError if it is not floating point.
+
+    A PRNG key in ``x``'s place (or a float array in ``key``'s place) means the arguments
+    were swapped: the error then names the argument order instead of a cast.
+    """
+    if _is_key_array(x) or (
+        key is not None and hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jnp.floating)
+    ):
+        raise TypeError(
+            f"{name} got a PRNG key where the input x goes (or x where the key goes): the "
+            f"argument order is (key, x, rate), e.g. {name}(jax.random.key(0), x, 0.5)"
+        )
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
@@ -149,13 +169,45 @@ def check_floating(x, name: str = "dropout") -> jax.Array:
     return x
 
 
+def check_shape(shape, name: str = "keep_mask") -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints; an int ``n`` means ``(n,)`` (as jax.random)."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(
+            f"{name}: shape must be a tuple of ints such as (4, 3), or an int; got {shape!r}"
+        ) from None
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise TypeError(
+                f"{name}: shape must be a tuple of non-negative ints such as (4, 3); got {shape!r}"
+            )
+    return tuple(int(d) for d in dims)
+
+
 def mask_shape(shape: Sequence[int], broadcast_dims: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of the drawn mask: ``shape`` with the broadcast axes set to 1."""
     return tuple(1 if i in broadcast_dims else int(d) for i, d in enumerate(shape))
 
 
-def _as_f32(rate) -> jax.Array:
+def as_f32(rate) -> jax.Array:
+    """``rate`` as a float32 array."""
     return jnp.asarray(rate).astype(jnp.float32)
+
+
+_as_f32 = as_f32
+
+
+def rate_guard(rate) -> jax.Array:
+    """1.0 where ``rate`` is a valid probability, NaN where it is not (a traced 1.5, -0.1, NaN).
+
+    A concrete rate is checked by :func:`check_rate`; a traced one cannot be, so the ops
+    multiply their scale by this factor and an invalid rate shows up as NaN output.
+    """
+    rate32 = as_f32(rate)
+    return jnp.where((rate32 >= 0.0) & (rate32 <= 1.0), jnp.float32(1.0), jnp.float32(jnp.nan))
 
 
 MASK_IMPLS = ("hash", "bits")
@@ -295,19 +347,30 @@ def draw_nested_keep(key: jax.Array, shape: tuple[int, ...], rate, extra_rate) -
 
 
 def inverse_keep_prob(rate) -> jax.Array:
-    """``1 / (1 - rate)`` as float32, and 0 where ``rate == 1`` (so 0 * scale is never NaN)."""
+    """``1 / (1 - rate)`` as float32, 0 where ``rate == 1``, NaN where ``rate`` is invalid.
+
+    At rate 1 the scale is 0, so ``0 * scale`` is never NaN. A (traced) rate outside
+    ``[0, 1]`` or NaN gives a NaN scale, which :func:`apply_mask` spreads to every element.
+    """
     rate32 = _as_f32(rate)
     keep = 1.0 - rate32
-    return jnp.where(keep > 0.0, 1.0 / jnp.where(keep > 0.0, keep, 1.0), 0.0)
+    scale = jnp.where(keep > 0.0, 1.0 / jnp.where(keep > 0.0, keep, 1.0), 0.0)
+    if is_concrete(rate32):  # a concrete rate was validated by check_rate
+        return scale
+    return scale * rate_guard(rate32)
 
 
 def apply_mask(x: jax.Array, keep: jax.Array | None, scale) -> jax.Array:
-    """``where(keep, x * scale, 0)`` computed in at least float32, returned in ``x.dtype``."""
+    """``where(keep, x * scale, 0 * scale)`` in at least float32, returned in ``x.dtype``.
+
+    The dropped entries are ``0 * scale``: zero for a finite scale, NaN for the NaN scale of
+    an invalid traced rate (see :func:`inverse_keep_prob`), so such a rate is never silent.
+    """
     if keep is None:
         return x
     compute = x.dtype if jnp.finfo(x.dtype).bits >= 32 else jnp.dtype(jnp.float32)
     scale = jnp.asarray(scale).astype(compute)
-    y = jnp.where(keep, x.astype(compute) * scale, jnp.zeros((), compute))
+    y = jnp.where(keep, x.astype(compute) * scale, jnp.zeros((), compute) * scale)
     return y.astype(x.dtype)
 
 
@@ -366,7 +429,7 @@ def keep_mask(
     """
     key = check_key(key, "keep_mask")
     rate = check_rate(rate)
-    shape = tuple(int(d) for d in shape)
+    shape = check_shape(shape, "keep_mask")
     bdims = normalize_axes(broadcast_dims, len(shape))
     keep = draw_keep(key, mask_shape(shape, bdims), rate)
     return jnp.broadcast_to(keep, shape)

@@ -35,10 +35,25 @@ def dropout(
     finite zero. The output keeps ``x.dtype`` (bf16 in, bf16 out; the scaling is computed in
     float32 and rounded once).
 
-    The gradient is the cotangent masked and rescaled by the same mask. The VJP stores the
-    key, not the mask, and regenerates the mask in the backward pass, so no activation-sized
-    mask is kept alive between the passes. The mask is drawn by :func:`keep_mask`: 32
-    threefry bits per element (for ``jax.random.key``), rate exact to 2**-32.
+    **Derivatives.** ``dropout`` is an ordinary differentiable function of ``x`` and of
+    ``rate`` with the mask held fixed, in reverse mode (``jax.grad``, ``jax.vjp``) and in
+    forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``, Hessian-vector products).
+    The derivative in ``x`` is the same mask and scale applied to the tangent or cotangent.
+    The derivative in ``rate`` is the pathwise one, :math:`\partial y / \partial p =
+    x \odot m / (1 - p)^2`, the derivative almost everywhere (the mask is a step function
+    of the rate). The tangent rule applies the mask under ``jax.checkpoint``, so reverse
+    mode keeps the key and the rate between the passes and redraws the mask in the backward
+    pass: no activation-sized mask is saved.
+
+    **Invalid traced rates.** A concrete rate outside ``[0, 1]`` raises ``ValueError``. A
+    traced rate cannot be checked, so a traced rate outside ``[0, 1]`` (or NaN, or inf)
+    gives an all-NaN output instead of a silently wrong one.
+
+    **Sampler.** The mask is drawn by :func:`keep_mask`: 32 bits per element from a
+    counter-based hash of the element index keyed by two words drawn from ``key`` (not
+    ``jax.random``'s threefry stream, and not cryptographic); the rate is exact to
+    2**-32. ``with dropjax.mask_impl("bits"):`` draws the bits with ``jax.random.bits``
+    instead (see :func:`keep_mask` for when to prefer it).
 
     Args:
       key: one PRNG key, e.g. ``jax.random.key(0)``; may be None when ``deterministic`` or
@@ -56,7 +71,8 @@ def dropout(
     Raises:
       ValueError: concrete ``rate`` outside ``[0, 1]``; an axis out of range; a batch of keys
         (use ``jax.vmap``); no key while ``deterministic=False``.
-      TypeError: non-floating ``x``; a raw integer key (use ``jax.random.key``).
+      TypeError: non-floating ``x``; a raw integer key (use ``jax.random.key``); a key
+        passed as ``x`` (the argument order is ``(key, x, rate)``).
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax
@@ -65,8 +81,12 @@ def dropout(
       True
       >>> dropjax.dropout(None, jnp.ones(3), 0.5, deterministic=True).tolist()
       [1.0, 1.0, 1.0]
+      >>> x, t = jnp.ones(4), jnp.arange(4.0)  # forward mode: the mask applied to t
+      >>> _, dy = jax.jvp(lambda v: dropjax.dropout(jax.random.key(0), v, 0.5), (x,), (t,))
+      >>> bool(((dy == 0) | (dy == 2 * t)).all())
+      True
     """
-    x = _m.check_floating(x, "dropout")
+    x = _m.check_floating(x, "dropout", key=key)
     rate = _m.check_rate(rate)
     bdims = _m.normalize_axes(broadcast_dims, x.ndim)
     if deterministic:

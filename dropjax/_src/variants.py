@@ -156,7 +156,10 @@ def random_rate_dropout(
     ``rho = max_rate * jax.random.uniform(rate_key, shape)`` in float32, with ``shape`` ``()``
     or ``(x.shape[batch_axis],)``, and the result is exactly
     ``dropjax.dropout(mask_key, x, rho, broadcast_dims=broadcast_dims)`` (``rho`` reshaped to
-    broadcast along ``batch_axis``). No gradient flows to ``max_rate``.
+    broadcast along ``batch_axis``). The gradient with respect to ``max_rate`` is the
+    pathwise one through :math:`\rho = p_{\max} u` with the mask and :math:`u` held fixed,
+    :math:`\partial y / \partial p_{\max} = u\, x \odot m / (1 - \rho)^2`. A traced
+    ``max_rate`` outside ``[0, 1]`` (or NaN) gives an all-NaN output.
 
     Args:
       key: one PRNG key, e.g. ``jax.random.key(0)``.
@@ -208,7 +211,7 @@ def random_rate_dropout(
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _random_rate_core(key, x, max_rate, batch, bdims):
     rate_key, mask_key = jax.random.split(key)
-    max32 = jnp.asarray(max_rate).astype(jnp.float32)
+    max32 = jnp.asarray(max_rate).astype(jnp.float32) * _m.rate_guard(max_rate)
     if batch is None:
         rho = max32 * jax.random.uniform(rate_key, (), jnp.float32)
     else:
@@ -356,6 +359,7 @@ def alpha_dropout(key: jax.Array, x: ArrayLike, rate: ArrayLike) -> jax.Array:
         q = jnp.asarray(rate).astype(_compute_dtype(x.dtype))
         ok = q < 1.0
         a = jnp.where(ok, lax.rsqrt(jnp.where(ok, (1.0 - q) * (1.0 + q * _ALPHA_PRIME**2), 1.0)), 0)
+        a = a * _m.rate_guard(q).astype(q.dtype)  # a traced rate outside [0, 1]: NaN out
         b = -a * _ALPHA_PRIME * q
         dropped = a * _ALPHA_PRIME + b
     return _alpha_core(key, x, rate, a, b, dropped)
@@ -546,6 +550,12 @@ def dropconnect_dense(
     """
     name = "dropconnect_dense"
     if rate is None:
+        if b is not None and jnp.ndim(b) == 0:
+            raise TypeError(
+                f"{name} got b={b!r}, a scalar, and no rate: the signature is "
+                f"{name}(key, x, w, b=None, rate=...), so a rate passed fourth binds to the "
+                f"bias. Pass it by keyword: {name}(key, x, w, rate={b!r})"
+            )
         raise TypeError(f"{name} needs a drop rate; pass rate=0.5 (or your rate)")
     key, x, rate, value = _start(name, key, x, rate)
     w = _m.check_floating(w, name)
@@ -638,7 +648,14 @@ def _dropblock_gamma(sizes: tuple[int, ...], blocks: tuple[int, ...], rate):
     return jnp.where(rate32 <= 0.0, 0.0, jnp.where(rate32 >= 1.0, 1.0, gamma))
 
 
-def _block_sizes(block_size, sizes: tuple[int, ...], spatial: tuple[int, ...]):
+def _layout(shape, batch, channel, spatial) -> str:
+    return (
+        f"x of shape {tuple(shape)} read with batch_axis={batch}, channel_axis={channel}, "
+        f"so spatial axes {spatial}; for NCHW input pass channel_axis=1"
+    )
+
+
+def _block_sizes(block_size, sizes: tuple[int, ...], spatial: tuple[int, ...], layout: str):
     n = len(sizes)
     if isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool):
         blocks = (int(block_size),) * n
@@ -654,8 +671,8 @@ def _block_sizes(block_size, sizes: tuple[int, ...], spatial: tuple[int, ...]):
             raise ValueError(f"dropblock: block_size must hold positive ints; got {block_size!r}")
         if k > s:
             raise ValueError(
-                f"dropblock: block_size {k} exceeds the size {s} of spatial axis {axis}; use "
-                f"block_size <= {s} on this feature map"
+                f"dropblock: block_size {k} exceeds the size {s} of spatial axis {axis} "
+                f"({layout}); use block_size <= {s} on this feature map, or name the axes"
             )
     return tuple(int(k) for k in blocks)
 
@@ -740,23 +757,27 @@ def dropblock(
     _scalar_rate(name, rate)
     batch, channel = _batch_and_channel(name, x, batch_axis, channel_axis)
     spatial = tuple(i for i in range(x.ndim) if i not in (batch, channel))
+    layout = _layout(x.shape, batch, channel, spatial)
     if not spatial:
         raise ValueError(
             f"{name} needs at least one spatial axis besides batch_axis and channel_axis; got "
-            f"x of shape {x.shape}"
+            f"{layout}"
         )
     sizes = tuple(x.shape[i] for i in spatial)
-    blocks = _block_sizes(block_size, sizes, spatial)
+    blocks = _block_sizes(block_size, sizes, spatial, layout)
     if value == 0.0:
         return x
     if value == 1.0:
         return jnp.zeros_like(x)
     gamma = _dropblock_gamma(sizes, blocks, rate)
-    return _dropblock_core(key, x, gamma, spatial, blocks, batch, channel, bool(share_channels))
+    guard = _m.rate_guard(rate) if value is None else jnp.float32(1.0)
+    return _dropblock_core(
+        key, x, gamma, guard, spatial, blocks, batch, channel, bool(share_channels)
+    )
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _dropblock_core(key, x, gamma, spatial, blocks, batch, channel, share_channels):
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
+def _dropblock_core(key, x, gamma, guard, spatial, blocks, batch, channel, share_channels):
     block_of = dict(zip(spatial, blocks, strict=True))
     grid = tuple(
         d - block_of[i] + 1 if i in block_of else (1 if i == channel and share_channels else d)
@@ -774,7 +795,7 @@ def _dropblock_core(key, x, gamma, spatial, blocks, batch, channel, share_channe
     keep = dropped == 0
     per_example = tuple(i for i in range(x.ndim) if i != batch)
     kept = jnp.mean(keep, axis=per_example, keepdims=True, dtype=jnp.float32)
-    scale = jnp.where(kept > 0.0, 1.0 / jnp.where(kept > 0.0, kept, 1.0), 0.0)
+    scale = jnp.where(kept > 0.0, 1.0 / jnp.where(kept > 0.0, kept, 1.0), 0.0) * guard
     return _m.apply_mask(x, keep, scale)
 
 
