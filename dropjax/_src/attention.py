@@ -41,8 +41,8 @@ IMPLEMENTATIONS = ("xla", "blockwise", "pallas")
 # implementation=None on CPU: blockwise from this many weights per head (q_len * kv_len)
 # up; below it the materialised path is as fast or faster (benchmarks/attention.py).
 CPU_BLOCKWISE_MIN_WEIGHTS = 1024 * 1024
-DEFAULT_BLOCK_Q = 512
-DEFAULT_BLOCK_KV = 512
+DEFAULT_BLOCK_Q = 256
+DEFAULT_BLOCK_KV = 256
 
 _LAYOUT_HINT = (
     " Inputs are read as [batch, seq, heads, head_dim]; if yours are [batch, heads, seq, "
@@ -385,9 +385,9 @@ def dot_product_attention(
       is_causal: if True, query ``t`` attends only to keys ``s <= t`` (combined with
         ``mask``), as in :func:`jax.nn.dot_product_attention`.
       implementation: ``None``, ``"xla"``, ``"blockwise"`` or ``"pallas"`` (see above).
-      block_q: query tile length of the tiled implementations (default 512, capped at
+      block_q: query tile length of the tiled implementations (default 256, capped at
         ``q_len``); need not divide ``q_len``.
-      block_kv: key/value tile length (default 512, capped at ``kv_len``).
+      block_kv: key/value tile length (default 256, capped at ``kv_len``).
 
     Returns:
       The attention output, same shape and dtype as ``query``.
