@@ -1,5 +1,6 @@
 """Imports every experiment module so that each registers itself (one import per module)."""
 
+import experiments.active_learning  # noqa: F401
 import experiments.backprojection  # noqa: F401
 import experiments.dropblock_conv  # noqa: F401
 import experiments.explainer_ensemble  # noqa: F401
@@ -12,3 +13,4 @@ import experiments.graph_homophily  # noqa: F401
 import experiments.lenet_mnist  # noqa: F401
 import experiments.mc_uncertainty  # noqa: F401
 import experiments.random_dropout_mlp  # noqa: F401
+import experiments.sparse_vd  # noqa: F401

@@ -53,7 +53,7 @@ def _moments_match(samples, ref, tag):
 # ------------------------------------------------------------------ local reparameterisation
 
 
-@pytest.mark.parametrize("la_shape", [(5, 4), (4,), (5, 1), ()])
+@pytest.mark.parametrize("la_shape", [(5, 4), (4,), (5, 1)])
 def test_dense_local_reparameterisation_matches_sampled_weights(la_shape):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 5)).astype(np.float32)
@@ -292,7 +292,8 @@ def test_linen_conv_eval_masks_and_model_kl_sums_layers():
 
     net = Net()
     # Only the parameters: init also returns the KL it sowed, which apply would extend.
-    v = {"params": jax.tree.map(np.asarray, net.init(jax.random.key(0), x, train=False)["params"])}
+    init = jax.jit(lambda k: net.init(k, x, train=False)["params"])
+    v = {"params": jax.tree.map(np.asarray, init(jax.random.key(0)))}
     v["params"]["VariationalConv_0"] = {"kernel": theta, "log_sigma2": ls2}
     h = np.asarray(
         djnn.VariationalConv(3, (3, 3), use_bias=False).apply(
@@ -301,7 +302,10 @@ def test_linen_conv_eval_masks_and_model_kl_sums_layers():
     )
     pruned, la_conv = _np_pruned(theta, ls2)
     np.testing.assert_allclose(h, _np_conv(x, pruned), rtol=1e-4, atol=1e-4)
-    _, state = net.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["losses"])
+    apply = jax.jit(
+        lambda v: net.apply(v, x, True, rngs={"dropout": jax.random.key(1)}, mutable=["losses"])
+    )
+    _, state = apply(v)
     dense = v["params"]["VariationalDense_0"]
     _, la_dense = _np_pruned(dense["kernel"], dense["log_sigma2"])
     expected = _np_kl(la_conv) + _np_kl(la_dense)
