@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 import dropjax
 import dropjax.linen as djnn
@@ -189,11 +188,6 @@ def test_sample_linen_warns_when_every_sample_is_identical():
     net, x = _Net(), jnp.ones((3, 4))
     variables = net.init(jax.random.key(0), x, train=False)
     with pytest.warns(UserWarning, match="samples are identical.*deterministic=False"):
-        mc.sample_linen(net, variables, x, jax.random.key(1), 3, train=False)
-    ys = mc.sample_linen(net, variables, x, jax.random.key(1), 3, train=True)  # no warning
+        mc.sample_linen(net, variables, x, jax.random.key(1), 2, train=False)
+    ys = mc.sample_linen(net, variables, x, jax.random.key(1), 2, train=True)  # no warning
     assert not np.allclose(ys[0], ys[1])
-
-
-def test_nnx_module_keeps_validating_after_construction():
-    layer = djnnx.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
-    assert layer(jnp.ones(4)).shape == (4,)

@@ -396,9 +396,21 @@ def keep_mask(
     :math:`2^{-32}`: 32 bits per element, computed elementwise from the index. This counter
     hash fuses into the op that uses the mask and costs a few integer operations per
     element, where threefry's 20 rounds made the mask several times the cost of the
-    dropout itself (see ``benchmarks/``). It is not a cryptographic generator; with
-    ``dropjax.mask_impl("bits")`` the bits come from ``jax.random.bits`` with the key's own
-    implementation (threefry2x32, or ``rbg``) instead.
+    dropout itself (see ``benchmarks/``). :math:`\operatorname{mix}` is
+    ``h ^= h >> 16; h *= 0x7feb352d; h ^= h >> 15; h *= 0x846ca68b; h ^= h >> 16`` (C.
+    Wellons' "lowbias32"), a bijection on 32 bits.
+
+    It is a statistical generator, **not a cryptographic one**: from part of a mask one
+    could in principle recover ``s0, s1`` and predict the rest, which does not matter for
+    dropout but rules it out wherever unpredictability is the point. Its raw words pass
+    the dieharder tests that threefry passes on the three stream layouts (consecutive
+    elements, a strided walk, one element across ``fold_in`` keys) and the nested augmented
+    masks; the summary and its command are in ``benchmarks/results/sampler_randomness.md``.
+    Choose
+    ``with dropjax.mask_impl("bits"):`` (or ``DROPJAX_MASK_IMPL=bits``) to draw the bits
+    with ``jax.random.bits`` and the key's own implementation (threefry2x32, or ``rbg``)
+    instead: when masks must match ones drawn with ``jax.random``, when a study must rest on
+    threefry's published guarantees, or to rule the sampler out when debugging.
 
     The mask is a deterministic function of ``(key, shape, rate, broadcast_dims)`` under
     ``jit`` or not and on any sharding; every dropjax op draws its noise through here.
