@@ -75,6 +75,12 @@ CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
         "DropBlock vs dropout on a conv net",
         ("dropblock_conv",),
     ),
+    (
+        "13",
+        "Glossary (seed 003); Molchanov et al. 2017, Table 1",
+        "Sparse variational dropout: LeNet-300-100 error and compression",
+        ("sparse_vd",),
+    ),
 ]
 
 PRESET_ORDER = ("paper", "quick", "smoke")
