@@ -729,8 +729,9 @@ class VariationalConv(_VariationalLayer):
       padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
       kernel_dilation: an int or one per spatial axis.
       feature_group_count: grouped convolution.
-      use_bias, kernel_init, bias_init, log_sigma2_init, threshold, clip, train_clip,
-        deterministic, rng_collection: as :class:`VariationalDense`.
+
+    ``use_bias``, ``kernel_init``, ``bias_init``, ``log_sigma2_init``, ``threshold``, ``clip``,
+    ``train_clip``, ``deterministic`` and ``rng_collection`` are as in :class:`VariationalDense`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen

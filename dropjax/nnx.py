@@ -743,8 +743,10 @@ class VariationalConv(_Variational):
       padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
       kernel_dilation: an int or one per spatial axis.
       feature_group_count: grouped convolution.
-      use_bias, kernel_init, bias_init, log_sigma2_init, threshold, clip, train_clip,
-        deterministic, rng_collection, rngs: as :class:`VariationalDense`.
+
+    ``use_bias``, ``kernel_init``, ``bias_init``, ``log_sigma2_init``, ``threshold``, ``clip``,
+    ``train_clip``, ``deterministic``, ``rng_collection`` and ``rngs`` are as in
+    :class:`VariationalDense`.
 
     Examples:
       >>> import jax.numpy as jnp, dropjax.nnx
