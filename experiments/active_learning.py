@@ -605,9 +605,17 @@ def _fmt_ci(s: dict[str, Any], digits: int = 0) -> str:
     return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
 
 
+def _fmt_diff(comp: dict[str, Any]) -> str:
+    d = comp["difference"]
+    if not np.isfinite(d["ci_low"]):
+        return f"{d['mean']:+.3f} [n/a] ({comp['verdict']})"
+    return f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({comp['verdict']})"
+
+
 def render(results: dict[str, Any]) -> str:
     """Markdown: accuracy at a few label counts, labels to 90/95 %, savings and verdicts."""
     cfg, labels = results["config"], results["labels"]
+    p = cfg["preset"]
     cols = sorted({0, len(labels) // 2, len(labels) - 1})
     head = " | ".join(f"acc @ {labels[c]}" for c in cols)
     rows = [
@@ -622,7 +630,10 @@ def render(results: dict[str, Any]) -> str:
         for target in THRESHOLDS:
             key = f"{target:g}"
             r = results["labels_to"][arm][key]
-            reached = f"{_fmt_ci(r['summary'])} ({r['reached']}/{len(r['per_seed'])} reached)"
+            if r["reached"] == 0:
+                reached = f"> {p['max_labels']} (not reached)"
+            else:
+                reached = f"{_fmt_ci(r['summary'])} ({r['reached']}/{len(r['per_seed'])} reached)"
             comp = results["comparisons"].get(arm, {}).get(key)
             if comp is None:
                 cells.append((reached, "–", "–"))
@@ -640,7 +651,6 @@ def render(results: dict[str, Any]) -> str:
             f"| {arm} | {accs} | {cells[0][0]} | {cells[0][1]} | {cells[0][2]} "
             f"| {cells[1][0]} | {cells[1][2]} |"
         )
-    p = cfg["preset"]
     lines = [
         f"**Active learning on {results['data']['name']}** ({results['data']['source']}; "
         f"{results['scope']}): {p['initial']} balanced initial labels, {p['acquire']} acquired "
@@ -654,6 +664,13 @@ def render(results: dict[str, Any]) -> str:
         "(random − arm) / random.",
         "",
         *rows,
+        "",
+        "Mean accuracy over the rounds (area under the learning curve), arm − random, paired "
+        "[95% CI]: "
+        + "; ".join(
+            f"{arm} {_fmt_diff(results['comparisons'][arm]['mean_accuracy'])}" for arm in BALD_TYPE
+        )
+        + ".",
         "",
         f"Claim ({results['source']}): {results['claim']}. Verdict at 90% over the BALD-type "
         f"arms: **{results['headline']}** (raw verdict {results['verdict']}; coverage "
