@@ -663,7 +663,9 @@ class VariationalDense(_VariationalLayer):
     into the ``"losses"`` collection under ``"kl"`` (in both modes; it depends on the
     parameters only). Apply with ``mutable=["losses"]`` and add :func:`total_kl` of the
     collection, times a KL weight, to the data term; the ELBO per example is
-    ``cross_entropy_mean + total_kl / num_train``. :func:`sparsity` reports the pruning.
+    ``cross_entropy_mean + total_kl / num_train``. ``init`` returns the sown ``"losses"``
+    too: pass only ``{"params": ...}`` to ``apply``, or the new KL is appended to the old.
+    :func:`sparsity` reports the pruning.
 
     Attributes:
       features: output size.
