@@ -402,11 +402,11 @@ def keep_mask(
 
     It is a statistical generator, **not a cryptographic one**: from part of a mask one
     could in principle recover ``s0, s1`` and predict the rest, which does not matter for
-    dropout but rules it out wherever unpredictability is the point. Its raw words pass
-    the dieharder tests that threefry passes on the three stream layouts (consecutive
-    elements, a strided walk, one element across ``fold_in`` keys) and the nested augmented
-    masks; the summary and its command are in ``benchmarks/results/sampler_randomness.md``.
-    Choose
+    dropout but rules it out wherever unpredictability is the point. In the dieharder
+    tests run on its raw words in three layouts (consecutive elements, a strided walk, one
+    element across ``fold_in`` keys) and on the nested augmented masks, it fails only the
+    test that threefry and Mersenne Twister fail as well in the same dieharder build; the
+    summary and its command are in ``benchmarks/results/sampler_randomness.md``. Choose
     ``with dropjax.mask_impl("bits"):`` (or ``DROPJAX_MASK_IMPL=bits``) to draw the bits
     with ``jax.random.bits`` and the key's own implementation (threefry2x32, or ``rbg``)
     instead: when masks must match ones drawn with ``jax.random``, when a study must rest on
@@ -511,7 +511,7 @@ def block_index(
 ) -> tuple[jax.Array, ...]:
     """Global indices of a tile in the *drawn* mask (0 along broadcast axes), per axis."""
     index = []
-    for axis, size in enumerate(block_shape):
+    for axis, _size in enumerate(block_shape):
         if axis in broadcast_dims or shape[axis] == 1:
             index.append(jnp.zeros((), jnp.uint32))
             continue
