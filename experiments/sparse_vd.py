@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import dropjax
 import dropjax.linen as djnn
 from experiments import data as data_lib
 from experiments import stats
@@ -270,15 +271,15 @@ def _replica(tree: Any, r: int) -> Any:
 
 
 def _log_alpha_histogram(params: Any) -> list[int]:
+    """Counts of every weight's (clipped) log alpha in :data:`HIST_BINS`."""
     counts = np.zeros(len(HIST_BINS) - 1, np.int64)
     for layer in params.values():
-        theta = np.asarray(layer["kernel"], np.float64)
-        la = np.clip(np.asarray(layer["log_sigma2"], np.float64) - np.log(theta**2 + 1e-8), -8, 8)
-        counts += np.histogram(la, HIST_BINS)[0]
+        la = dropjax.variational_log_alpha(layer["kernel"], layer["log_sigma2"])
+        counts += np.histogram(np.asarray(la), HIST_BINS)[0]
     return counts.tolist()
 
 
-def measure(preset: Preset, data: ArrayData, cfg: VDConfig, quiet: bool):
+def measure(data: ArrayData, cfg: VDConfig, quiet: bool):
     """``measure(cell, checkpoint_dir, budget)``: trains one cell's seeds, then measures."""
 
     def run_cell(cell: Cell, checkpoint_dir: Path, budget) -> dict[str, Any]:
@@ -496,7 +497,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     }
     grid = ctx.grid(config)
     grid_cells = cells(preset, seeds)
-    done = grid.run(grid_cells, measure(preset, data, cfg, ctx.quiet))
+    done = grid.run(grid_cells, measure(data, cfg, ctx.quiet))
     records = {c.id: {"params": c.params, "result": done[c.id]} for c in grid_cells}
     summary = summarise(records, preset.arms)
     coverage = min(1.0, preset.protocol.epochs / PAPER_EPOCHS)
