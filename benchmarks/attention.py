@@ -189,7 +189,7 @@ def markdown(payload) -> str:
         "",
         "## dropjax's own paths with dropout at short lengths (fwd+bwd)",
         "",
-        '`implementation=None` on CPU uses `"blockwise"` from T x S >= 2**20 up.',
+        '`implementation=None` on CPU uses `"blockwise"` from T x S >= 128 x 128 up.',
         "",
         "| T | implementation | ms | temp MiB |",
         "| --- | --- | --- | --- |",

@@ -118,7 +118,7 @@ def test_values_and_grads_match_explicit_mask_reference(impl, dims, causal):
     expected = attention_ref(q, k, v, bias, allowed, keep, rate)
     np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5)
     # The rate gradient is the pathwise one (mask held fixed): d/dr of 1 / (1 - r).
-    want = jax.grad(reference, argnums=(0, 1, 2, 3, 4))(q, k, v, bias, jnp.float32(rate))
+    want = jax.jit(jax.grad(reference, argnums=(0, 1, 2, 3, 4)))(q, k, v, bias, jnp.float32(rate))
     for g, e in zip(grads, want, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=2e-5)
 
@@ -281,11 +281,15 @@ def test_forward_mode_xla_matches_explicit_mask_and_tiled_raises():
         return jnp_ref(q, k, v, bias, np.asarray(pad), keep, rate)
 
     out, tangent = jax.jvp(ours, (q,), (tq,))
-    want_out, want_tangent = jax.jvp(reference, (q,), (tq,))
+    want_out, want_tangent = jax.jit(lambda x, t: jax.jvp(reference, (x,), (t,)))(q, tq)
     np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(tangent, want_tangent, rtol=1e-4, atol=1e-5)
     jac = jax.jacfwd(lambda x: ours(x).sum())(q)
-    np.testing.assert_allclose(jac, jax.grad(lambda x: reference(x).sum())(q), atol=2e-5)
+    want_jac = jax.jit(jax.grad(lambda x: reference(x).sum()))(q)
+    np.testing.assert_allclose(jac, want_jac, atol=2e-5)
+    hess = jax.hessian(lambda a: (ours(a * q) * tq).sum())(1.0)
+    want_hess = jax.jit(jax.hessian(lambda a: (reference(a * q) * tq).sum()))(1.0)
+    np.testing.assert_allclose(hess, want_hess, rtol=1e-3, atol=1e-4)
     with pytest.raises(TypeError, match="implementation='xla'"):
         jax.jvp(lambda x: ours(x, "blockwise"), (q,), (tq,))
 

@@ -39,8 +39,10 @@ __all__ = ["dot_product_attention"]
 _NAME = "dot_product_attention"
 IMPLEMENTATIONS = ("xla", "blockwise", "pallas")
 # implementation=None on CPU: blockwise from this many weights per head (q_len * kv_len)
-# up; below it the materialised path is as fast or faster (benchmarks/attention.py).
-CPU_BLOCKWISE_MIN_WEIGHTS = 1024 * 1024
+# up. benchmarks/attention.py measured blockwise faster than the materialised path from
+# 128 x 128 up (fwd+bwd with dropout); below it both take well under a millisecond and the
+# materialised path keeps forward-mode autodiff.
+CPU_BLOCKWISE_MIN_WEIGHTS = 128 * 128
 DEFAULT_BLOCK_Q = 256
 DEFAULT_BLOCK_KV = 256
 
@@ -351,11 +353,12 @@ def dot_product_attention(
       (forward, and backward for ``dq`` and ``dk, dv``), the keep bit computed inside the
       kernel from the key and the element's global index. On CPU the kernels run in
       Pallas' interpreter (slow; for testing). Reverse mode only.
-    * ``None``: on CPU, ``"blockwise"`` when ``q_len * kv_len >= 2**20`` and ``"xla"``
-      below (where the materialised path is faster and small); on GPU ``"pallas"``;
-      elsewhere (TPU) ``"blockwise"``. Under ``dropjax.mask_impl("bits")`` with dropout it
-      picks ``"xla"``: ``jax.random.bits`` cannot be evaluated one tile at a time, so the
-      tiled implementations refuse that sampler.
+    * ``None``: on CPU, ``"blockwise"`` when ``q_len * kv_len >= 128 * 128`` (where it
+      measured faster than ``"xla"``, see ``benchmarks/attention.py``) and ``"xla"``
+      below; on GPU ``"pallas"``; elsewhere (TPU) ``"blockwise"``, as the kernels have
+      not been checked against Mosaic's tiling rules. Under ``dropjax.mask_impl("bits")``
+      with dropout it picks ``"xla"``: ``jax.random.bits`` cannot be evaluated one tile at
+      a time, so the tiled implementations refuse that sampler.
 
     ``dropout_rate`` is the probability of *dropping* a weight (not the keep rate!); it may
     be traced (its gradient is the pathwise derivative, the mask held fixed). With
