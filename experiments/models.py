@@ -65,7 +65,7 @@ import jax.numpy as jnp
 
 import dropjax
 import dropjax.linen
-from experiments.cpu_conv import conv_general_dilated
+from experiments.cpu_conv import conv_general_dilated, patch_conv
 
 __all__ = [
     "DROPOUT_KINDS",
@@ -82,6 +82,7 @@ __all__ = [
     "ResNet",
     "decoupled_rates",
     "make_dropout",
+    "max_pool_2x2",
 ]
 
 LAYER_EXACT_KINDS = ("forward", "backward", "augmented")
@@ -172,6 +173,28 @@ NO_DROPOUT = DropoutConfig("none")
 
 # nn.Conv whose backward pass stays fast inside lax.scan on XLA:CPU (see experiments.cpu_conv).
 _Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+# LeNet's stride-1 5x5 convolutions: shifted slices and one matrix product (faster on CPU).
+_PatchConv = functools.partial(nn.Conv, conv_general_dilated=patch_conv)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 on NHWC maps of even size, as a reshape and a max.
+
+    The same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``; its gradient is an
+    elementwise select instead of XLA's select-and-scatter, which is slow on CPU (ties,
+    which conv outputs almost never have, share the gradient instead of the first taking
+    it).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from experiments.models import max_pool_2x2
+      >>> max_pool_2x2(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0].tolist()
+      [[5.0, 7.0], [13.0, 15.0]]
+    """
+    n, h, w, c = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"max_pool_2x2 needs even spatial sizes; got {x.shape}")
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class Identity(nn.Module):
@@ -456,10 +479,10 @@ class LeNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Logits for NHWC images."""
         init = {"kernel_init": _caffe_xavier}
-        x = _Conv(20, (5, 5), padding="VALID", name="conv1", **init)(x)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = _Conv(50, (5, 5), padding="VALID", name="conv2", **init)(x)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = _PatchConv(20, (5, 5), padding="VALID", name="conv1", **init)(x)
+        x = max_pool_2x2(x)
+        x = _PatchConv(50, (5, 5), padding="VALID", name="conv2", **init)(x)
+        x = max_pool_2x2(x)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(500, name="ip1", **init)(x))
         return DropDense(self.num_classes, self.dropout, name="ip2", **init)(x, train)

@@ -80,7 +80,7 @@ def test_model_output_shapes(name, kind):
     for out in (train_out, eval_out):
         assert out.shape == (2, 10) and out.dtype == jnp.float32
         assert bool(jnp.isfinite(out).all())
-    if kind not in ("none", "backward"):  # backward dropout leaves the forward pass alone
+    if kind not in ("none", "backward", "backward_elementwise"):  # forward pass untouched
         assert not np.allclose(train_out, eval_out)  # dropout (or BN in training) acted
 
 
@@ -177,13 +177,17 @@ def test_cpu_conv_matches_lax_values_gradients_and_vmap(x_shape, k_shape, stride
         a = x if in_axes[0] == 0 else x[0]
         b = k if in_axes[1] == 0 else k[0]
         results = []
-        for conv in (lax.conv_general_dilated, cpu_conv.conv_general_dilated):
+        convs = (lax.conv_general_dilated, cpu_conv.conv_general_dilated, cpu_conv.patch_conv)
+        for conv in convs:
             grad = jax.grad(functools.partial(loss, conv), argnums=(0, 1), has_aux=True)
             results.append(jax.jit(jax.vmap(grad, in_axes))(a, b))
-        (ref_grads, ref_out), (grads, out) = results
-        np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
-        for g, r in zip(grads, ref_grads, strict=True):
-            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+        (ref_grads, ref_out), *others = results
+        for tol, (grads, out) in zip((1e-4, 1e-3), others, strict=True):
+            # The patch form sums in another order: float32 rounding of a sum of ~2,000
+            # terms of size ~1 (the kernel gradient) differs by up to ~1e-3 relative.
+            np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+            for g, r in zip(grads, ref_grads, strict=True):
+                np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
 
 
 def test_cpu_conv_stays_canonical_inside_scan():
