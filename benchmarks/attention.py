@@ -214,8 +214,10 @@ def plot(payload, path: Path) -> None:
         sel = [r for r in rows if r["method"] == method]
         ts = [r["T"] for r in sel]
         mem = [r["fwd+bwd temp_bytes"] / 2**20 for r in sel]
-        # The two blockwise lines coincide: draw the dropout one dashed over larger markers.
-        style = dict(marker="o", ms=9) if "no dropout" in method else dict(marker="x", ls="--")
+        # The two blockwise lines coincide: draw the dropout one dashed, on top.
+        style = dict(marker="o", ms=8)
+        if method == "dropjax blockwise + dropout":
+            style = dict(marker="x", ms=8, ls="--", color="k", zorder=3)
         ax.plot(ts, mem, label=method, **style)
     ax.axhline(RUN_LIMIT / 2**20, color="k", ls="--", lw=1, label="4 GiB")
     ax.set_xscale("log", base=2)
