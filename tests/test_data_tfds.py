@@ -1,5 +1,5 @@
 """The tfds data source: a tiny MNIST prepared in ArrayRecord by tfds's own builder, read back
-through ``tfds.data_source`` with TensorFlow made unimportable.
+through ``tfds.data_source``, with no TensorFlow import.
 
 The dataset is written in the test (offline) by a ``GeneratorBasedBuilder`` registered under
 tfds's own ``mnist`` name and version, so :func:`experiments.data.load_tfds` opens it exactly
@@ -25,12 +25,23 @@ PIL_Image = pytest.importorskip("PIL.Image")
 N_TRAIN, N_TEST = 24, 8
 
 
-@pytest.fixture(autouse=True)
-def _no_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any ``import tensorflow`` inside the test fails, so a TF dependency cannot hide."""
-    monkeypatch.setitem(sys.modules, "tensorflow", None)
-    monkeypatch.delenv("DROPJAX_DATA", raising=False)
+def _tensorflow_modules() -> set[str]:
+    return {m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_tensorflow_import():
+    """Whether or not TensorFlow is installed, nothing here may import it: a TF dependency
+    fails this check where TF is installed and raises ImportError where it is not."""
+    before = _tensorflow_modules()
     tfds.disable_progress_bar()
+    yield
+    assert _tensorflow_modules() == before, "the tfds source imported TensorFlow"
+
+
+@pytest.fixture(autouse=True)
+def _no_data_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DROPJAX_DATA", raising=False)
 
 
 def _arrays(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +104,7 @@ def test_load_tfds_reads_every_example_exactly(prepared) -> None:
         assert got_x.shape == want_x.shape
         np.testing.assert_array_equal(got_x, want_x)  # PNG is lossless: bit-exact pixels
         np.testing.assert_array_equal(got_y, want_y)
-    assert "tensorflow" not in {m.split(".")[0] for m, v in sys.modules.items() if v is not None}
+    assert not _tensorflow_modules()
 
 
 def test_data_source_routes_load_and_refuses_datasets_tfds_lacks(prepared, tmp_path) -> None:
