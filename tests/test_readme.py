@@ -154,3 +154,21 @@ def test_ci_builds_the_docs_with_the_readme_command():
     assert "-W" in docs_line.split()  # warnings are errors
     ci_lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert docs_line in ci_lines
+
+
+def _block(text: str, marker: str) -> list[str]:
+    inner = text.split(f"<!-- {marker}:start -->", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
+    return [ln for ln in inner.splitlines() if ln.startswith("| ") and "---" not in ln]
+
+
+def test_readme_figure_tables_are_the_generated_ones():
+    """README's results tables are copies of the generated files' (same command, same run)."""
+    readme = (ROOT / "README.md").read_text()
+    report = (ROOT / "experiments" / "REPORT.md").read_text().splitlines()
+    rows = _block(readme, "report-summary")
+    assert len(rows) >= 2 and all(row in report for row in rows)
+    bench_rows = _block(readme, "bench-summary")
+    source = re.search(r"\(\[full table\]\((benchmarks/results/[\w.-]+\.md)\)\)", readme)
+    assert source is not None and bench_rows
+    bench = (ROOT / source.group(1)).read_text().splitlines()
+    assert all(row in bench for row in bench_rows)
