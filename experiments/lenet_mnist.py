@@ -167,7 +167,7 @@ def measure(preset: Preset, data: ArrayData, quiet: bool):
             quiet=quiet or None,
             desc=f"{p['arm']} {p['rate']:g} seeds {p['seeds'][0]}-{p['seeds'][-1]}",
         )
-        return result.to_json()
+        return {**result.to_json(), "data": data.describe()}
 
     return run_cell
 
@@ -213,10 +213,10 @@ def _paired(arms, arm: str, rate: str) -> tuple[list[float], list[float]]:
     return [b[s] for s in common], [o[s] for s in common]
 
 
-def decide(summary: dict[str, Any], preset: Preset, data: ArrayData) -> dict[str, Any]:
+def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str, Any]:
     """Per-rate and pooled paired differences, decided against ``DELTA``."""
     coverage = min(1.0, preset.train.iterations / PAPER_ITERATIONS)
-    substitute = data.name != "mnist"
+    substitute = data_name != "mnist"
     comparisons, pooled = {}, {}
     for arm in preset.arms[1:]:
         comparisons[arm] = {}
@@ -245,6 +245,13 @@ def decide(summary: dict[str, Any], preset: Preset, data: ArrayData) -> dict[str
         "pooled": pooled,
         "coverage": coverage,
         "verdict": head["headline"] if head else "not run",
+        "evidence": {
+            "coverage": coverage,
+            "data": "SUBSTITUTE" if substitute else "real",
+            "power": head["power"] if head else None,
+            "delta": DELTA,
+            "pairs": head["difference"]["n"] if head else 0,
+        },
     }
 
 
@@ -348,7 +355,12 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@register(NAME, "LeNet on MNIST: standard vs augmented dropout (Gao et al. Table 3)", render=render)
+@register(
+    NAME,
+    "LeNet on MNIST: standard vs augmented dropout (Gao et al. Table 3)",
+    render=render,
+    partial=lambda payload: partial(payload),
+)
 def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every cell (seed group × rate × arm) with paired seeds; decides the claim."""
     preset = PRESETS[ctx.preset]
@@ -365,6 +377,15 @@ def run(ctx: RunContext) -> dict[str, Any]:
     grid_cells = cells(preset, seeds)
     done = grid.run(grid_cells, measure(preset, data, ctx.quiet))
     records = {c.id: {"params": c.params, "result": done[c.id]} for c in grid_cells}
+    results = _results(preset, data.describe(), records, seeds, len(grid_cells))
+    figure = ctx.out_dir / f"{ctx.preset}.png"
+    if jax.process_index() == 0:
+        _plot(results, figure)
+    results["figure"] = figure.name
+    return results
+
+
+def _results(preset, data: dict, records, seeds, total: int) -> dict[str, Any]:
     summary = summarise(records, preset)
     results = {
         "source": SOURCE,
@@ -375,19 +396,28 @@ def run(ctx: RunContext) -> dict[str, Any]:
             "rates": list(preset.rates),
             "backward_rate": BACKWARD_RATE,
             "arms": list(preset.arms),
-            "replicas": replicas,
+            "replicas": len(seeds),
             "train": dataclasses.asdict(preset.train),
         },
-        "data": data.describe(),
+        "data": data,
         "seeds": seeds,
-        "cells_done": len(grid_cells),
-        "cells_total": len(grid_cells),
+        "cells_done": len(records),
+        "cells_total": total,
         "paper": {arm: {f"{r:g}": v for r, v in t.items()} for arm, t in PAPER_TABLE3.items()},
         **summary,
-        **decide(summary, preset, data),
+        **decide(summary, preset, data["name"]),
     }
-    figure = ctx.out_dir / f"{ctx.preset}.png"
-    if jax.process_index() == 0:
-        _plot(results, figure)
-    results["figure"] = figure.name
     return results
+
+
+def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The results of an unfinished run, from the cells in its results file (the report)."""
+    preset = PRESETS[payload["preset"]]
+    records = payload["grid"]["cells"]
+    if not records:
+        return None
+    seeds = sorted({s for r in records.values() for s in r["params"]["seeds"]})
+    total = payload.get("cells_total", len(records))
+    first = next(iter(records.values()))
+    data = first["result"].get("data") or {"name": preset.dataset, "source": "see cells"}
+    return _results(preset, data, records, seeds, total)

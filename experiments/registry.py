@@ -101,22 +101,30 @@ class Experiment:
     description: str
     run: Callable[[RunContext], dict[str, Any]]
     render: Callable[[dict[str, Any]], str] | None = None
+    partial: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
 
 
 _REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, description: str, render: Callable[[dict], str] | None = None):
+def register(
+    name: str,
+    description: str,
+    render: Callable[[dict], str] | None = None,
+    partial: Callable[[dict], dict | None] | None = None,
+):
     """Decorator: registers ``run(ctx) -> dict`` as experiment ``name``.
 
     ``render(results) -> str`` (optional) turns a results dict into the markdown table that
-    the command line prints and REPORT.md embeds.
+    the command line prints and REPORT.md embeds. ``partial(payload) -> results`` (optional,
+    grid experiments) summarises the finished cells of an unfinished run's results file, so
+    the report can show the evidence gathered so far.
     """
 
     def wrap(run: Callable[[RunContext], dict[str, Any]]):
         if name in _REGISTRY:
             raise ValueError(f"experiment {name!r} is registered twice")
-        _REGISTRY[name] = Experiment(name, description, run, render)
+        _REGISTRY[name] = Experiment(name, description, run, render, partial)
         return run
 
     return wrap

@@ -88,20 +88,56 @@ REPORT_PATH = Path(__file__).resolve().parent / "REPORT.md"
 
 
 def load_results(out: Path, name: str) -> dict[str, Any] | None:
-    """The results payload of the largest preset present, or None."""
+    """The results payload of the largest preset present, or None.
+
+    An unfinished grid run (``"status": "partial"``) counts when its experiment can
+    summarise partial cells (its ``partial`` hook); its payload then gets ``results`` from
+    that hook and ``partial: "k/n cells"``.
+    """
+    table = experiments()
     for preset in PRESET_ORDER:
         path = Path(out) / name / f"{preset}.json"
-        if path.exists():
-            payload = json.loads(path.read_text())
-            payload["_path"] = str(path)
-            return payload
+        if not path.exists():
+            continue
+        payload = json.loads(path.read_text())
+        payload["_path"] = str(path)
+        if payload.get("status") == "partial":
+            hook = table[name].partial if name in table else None
+            results = hook(payload) if hook is not None else None
+            if results is None:
+                continue
+            payload["results"] = results
+            payload["partial"] = f"{payload['cells_done']}/{payload['cells_total']} cells"
+            cells = list(payload["grid"]["cells"].values())
+            payload["environment"] = cells[-1]["environment"]
+            payload["wall_time_s"] = round(sum(c["wall_s"] for c in cells), 1)
+        return payload
     return None
 
 
 def _verdict(results: dict[str, Any]) -> str:
     if results.get("not_run"):
         return "not run"
-    return str(results.get("verdict", "—"))
+    verdict = str(results.get("verdict", "—"))
+    if "evidence" not in results:  # decided before verdicts carried coverage and power
+        return f"{verdict} (legacy rule, coverage not recorded)"
+    return verdict
+
+
+def _evidence(results: dict[str, Any]) -> tuple[str, str]:
+    """The coverage and power cells of the summary table."""
+    ev = results.get("evidence")
+    if not ev:
+        return "not recorded", "—"
+    cov = ev.get("coverage")
+    cov_txt = "—" if cov is None else f"{cov:.0%}"
+    if ev.get("data") == "SUBSTITUTE":
+        cov_txt += " (SUBSTITUTE data)"
+    power = ev.get("power")
+    power_txt = "—" if power is None or power != power else f"{power:.2f}"
+    if power is not None and power == power and ev.get("delta") is not None:
+        power_txt += f" (δ={ev['delta']:g}, n={ev.get('pairs', '?')})"
+    return cov_txt, power_txt
 
 
 def _figures(payload: dict[str, Any], name: str) -> list[str]:
@@ -114,8 +150,8 @@ def build_report(out: Path = PUBLISHED) -> str:
     """The report's markdown, built from the results files under ``out``."""
     table = experiments()
     summary = [
-        "| # | source | claim | experiment | preset | device | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| # | source | claim | experiment | preset | device | coverage | power | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     sections: list[str] = []
     for number, source, title, names in CLAIMS:
@@ -124,16 +160,22 @@ def build_report(out: Path = PUBLISHED) -> str:
             if payload is None:
                 registered = name in table
                 why = "no results committed yet" if registered else "experiment not implemented"
-                summary.append(f"| {number} | {source} | {title} | `{name}` | — | — | {why} |")
+                summary.append(
+                    f"| {number} | {source} | {title} | `{name}` | — | — | — | — | {why} |"
+                )
                 sections.append(f"## {number}. {title}\n\n{source}. **{why}.**\n")
                 continue
             res = payload["results"]
             env = payload.get("environment", {})
             device = f"{env.get('device_kind', '?')} x{env.get('device_count', '?')}"
             verdict = _verdict(res)
+            coverage, power = _evidence(res)
+            preset = payload["preset"]
+            if payload.get("partial"):
+                preset += f" (partial: {payload['partial']})"
             summary.append(
-                f"| {number} | {source} | {title} | `{name}` | {payload['preset']} | "
-                f"{device} | **{verdict}** |"
+                f"| {number} | {source} | {title} | `{name}` | {preset} | "
+                f"{device} | {coverage} | {power} | **{verdict}** |"
             )
             body = [f"## {number}. {title}", ""]
             if res.get("claim"):
@@ -144,7 +186,7 @@ def build_report(out: Path = PUBLISHED) -> str:
             if render is not None and not res.get("not_run"):
                 body += [render(res), ""]
             body += [
-                f"**Verdict: {verdict}.** Preset `{payload['preset']}` on {device}, "
+                f"**Verdict: {verdict}.** Preset `{preset}` on {device}, "
                 f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`.",
                 "",
                 f"Regenerate: `python -m experiments {name} --preset {payload['preset']}`",
@@ -161,6 +203,17 @@ def build_report(out: Path = PUBLISHED) -> str:
         "Rendered by `python -m experiments report` from the results JSON under",
         "`experiments/results/`; every number below comes from those files. Each experiment",
         "records its data source, device, library versions and git commit in its JSON.",
+        "",
+        "How to read a verdict. A comparative claim is decided on the paired 95 % interval",
+        "of the difference, against the paper's effect size δ: *reproduced* (interval on the",
+        "claimed side of 0), *refuted* (interval inside (-δ, +δ): no effect as large as",
+        "claimed), *contradicted* (interval on the other side of 0, reaching past -δ), else",
+        "*inconclusive*. *Coverage* is the fraction of the paper's protocol (iterations or",
+        "epochs) the run trained; below 100 %, or on a substitute dataset, the headline is",
+        "*indicative* whatever the interval says. *Power* is the design's chance to call the",
+        "paper's δ reproduced, given its number of pairs and their observed spread. Rows",
+        "marked *legacy rule* were decided before verdicts recorded coverage and power:",
+        "they are quick-preset runs at a few per cent of the protocol, to be rerun.",
         "",
         "## Summary",
         "",

@@ -1,0 +1,65 @@
+"""REPORT.md rendering: coverage and power columns, partial grid runs, legacy verdicts."""
+
+import json
+
+from experiments import report
+
+
+def _cell(arm, rate, seeds, accs):
+    curve = {"step": 12000, "lr": 0.001, "train_loss": [0.0] * len(seeds)}
+    curve.update(train_acc=[1.0] * len(seeds), test_loss=[0.0] * len(seeds), test_acc=accs)
+    return {
+        "params": {"rate": rate, "arm": arm, "seeds": seeds},
+        "result": {
+            "seeds": seeds,
+            "final": {k: curve[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+            "curves": [curve],
+            "timing": {},
+            "data": {"name": "mnist", "source": "test"},
+        },
+        "wall_s": 60.0,
+        "finished": "2026-11-30T00:00:00Z",
+        "environment": {"device_kind": "cpu", "device_count": 1, "git_commit": "abc"},
+    }
+
+
+def test_a_partial_grid_run_is_rendered_with_coverage_and_power(tmp_path):
+    seeds = [0, 1, 2, 3]
+    std = [0.9910, 0.9915, 0.9920, 0.9912]
+    aug = [0.9914, 0.9917, 0.9925, 0.9913]
+    cells = {
+        "rate=0.5/arm=standard/seeds=0-3": _cell("standard", 0.5, seeds, std),
+        "rate=0.5/arm=augmented/seeds=0-3": _cell("augmented", 0.5, seeds, aug),
+    }
+    payload = {
+        "experiment": "lenet_mnist",
+        "preset": "paper",
+        "status": "partial",
+        "cells_done": 2,
+        "cells_total": 15,
+        "grid": {"fingerprint": "x", "cells": cells},
+    }
+    (tmp_path / "lenet_mnist").mkdir()
+    (tmp_path / "lenet_mnist" / "paper.json").write_text(json.dumps(payload))
+    text = report.build_report(tmp_path)
+    row = next(line for line in text.splitlines() if "`lenet_mnist`" in line)
+    assert "paper (partial: 2/15 cells)" in row
+    assert "| 100% |" in row  # full-length cells: coverage of the paper's iterations
+    d = [a - s for a, s in zip(aug, std, strict=True)]
+    assert f"n={len(d)})" in row  # power is reported with its number of pairs
+    # The pooled verdict is computed from these four pairs: mean +0.0003, CI above 0?
+    assert row.rstrip().endswith("**reproduced** |") or "**inconclusive**" in row
+
+
+def test_results_without_evidence_are_marked_legacy(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "experiments", dict)  # no renderer: the summary row only
+    payload = {
+        "experiment": "linear_l2",
+        "preset": "quick",
+        "environment": {"device_kind": "cpu", "device_count": 1},
+        "results": {"verdict": "reproduced"},
+    }
+    (tmp_path / "linear_l2").mkdir()
+    (tmp_path / "linear_l2" / "quick.json").write_text(json.dumps(payload))
+    row = next(line for line in report.build_report(tmp_path).splitlines() if "`linear_l2`" in line)
+    assert "not recorded" in row and "legacy rule" in row

@@ -1,0 +1,50 @@
+"""The verdict rule and the power of a paired design (experiments.stats)."""
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from experiments import stats
+
+
+def _diff(lo, hi, n=4, std=0.001):
+    return {"mean": (lo + hi) / 2, "std": std, "n": n, "ci_low": lo, "ci_high": hi}
+
+
+@pytest.mark.parametrize(
+    "lo, hi, sign, expected",
+    [
+        (0.0001, 0.0009, +1, "reproduced"),  # above 0
+        (-0.0002, 0.0002, +1, "refuted"),  # inside (-delta, delta)
+        (-0.0009, -0.0004, +1, "contradicted"),  # below 0, past -delta
+        (-0.0002, -0.0001, +1, "refuted"),  # below 0 but no effect as large as claimed
+        (-0.0009, 0.0009, +1, "inconclusive"),  # too wide
+        (-0.0009, -0.0001, -1, "reproduced"),  # a claimed decrease
+        (0.0004, 0.0009, -1, "contradicted"),
+    ],
+)
+def test_decide_follows_the_rule(lo, hi, sign, expected):
+    d = stats.decide(_diff(lo, hi), sign, 0.0003, coverage=1.0)
+    assert d["verdict"] == expected
+    assert d["headline"] == expected
+    partial = stats.decide(_diff(lo, hi), sign, 0.0003, coverage=0.5)
+    assert partial["verdict"] == expected
+    assert partial["headline"] == ("inconclusive" if expected == "inconclusive" else "indicative")
+    sub = stats.decide(_diff(lo, hi), sign, 0.0003, coverage=1.0, substitute=True)
+    assert sub["headline"] == partial["headline"]
+
+
+def test_power_matches_a_simulation_of_the_paired_t_interval():
+    rng = np.random.default_rng(0)
+    delta, sd, n, sims = 0.5, 1.0, 12, 40_000
+    d = rng.normal(delta, sd, size=(sims, n))
+    mean, s = d.mean(1), d.std(1, ddof=1)
+    lower = mean - scipy.stats.t.ppf(0.975, n - 1) * s / np.sqrt(n)
+    simulated = (lower > 0).mean()
+    assert stats.power(delta, sd, n) == pytest.approx(simulated, abs=0.01)
+
+
+def test_pairs_needed_is_the_smallest_n_reaching_the_target():
+    n = stats.pairs_needed(0.0003, 0.0008)
+    assert stats.power(0.0003, 0.0008, n) >= 0.8 > stats.power(0.0003, 0.0008, n - 1)
+    assert stats.pairs_needed(0.0003, float("nan")) is None
