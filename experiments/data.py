@@ -988,6 +988,14 @@ def load_tfds(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> D
         ImportError: If ``tensorflow_datasets`` (or ``array_record``) is not installed.
         DatasetNotFoundError: If the dataset is not prepared in ArrayRecord format there; the
             message says how to prepare it.
+
+    Examples:
+        >>> from experiments import data
+        >>> try:
+        ...     data.load_tfds("digits")
+        ... except ValueError as err:
+        ...     print(str(err).split(";")[0])
+        digits has no tensorflow-datasets source
     """
     spec = _spec(name)
     if spec.tfds_name is None:
@@ -1071,6 +1079,15 @@ def data_source(source: str = "auto", data_dir: str | os.PathLike[str] | None = 
     data directory; ``"auto"`` keeps :func:`load`'s own order, with ``data_dir`` (when
     given) as its cache and data directory. An explicit ``source=``/``data_dir=`` argument
     to :func:`load` still wins.
+
+    Examples:
+        >>> from experiments import data
+        >>> with data.data_source("tfds", "/data/tensorflow_datasets"):
+        ...     pass  # data.load("mnist") here reads /data/tensorflow_datasets/mnist/<version>
+        >>> data.data_source("tfrecord").__enter__()
+        Traceback (most recent call last):
+        ...
+        ValueError: data source must be one of ('auto', 'tfds'); got 'tfrecord'
     """
     if source not in DATA_SOURCES:
         raise ValueError(f"data source must be one of {DATA_SOURCES}; got {source!r}")

@@ -98,6 +98,13 @@ def log_entry(label: str | None, entry: Mapping[str, Any]) -> None:
 
     Each metric that is a per-replica list is written as ``<metric>/replica_<r>`` and its
     mean as ``<metric>/mean``; scalars (``lr``) as themselves.
+
+    Examples:
+      >>> import pathlib, tempfile, experiments.tensorboard as tb
+      >>> with tb.writing(tempfile.mkdtemp()) as root:
+      ...     tb.log_entry("standard 0.5", {"step": 10, "lr": 0.1, "test_acc": [0.9, 0.8]})
+      >>> [p.name for p in root.iterdir()]
+      ['standard_0.5']
     """
     writers = _ACTIVE.get()
     if writers is None:

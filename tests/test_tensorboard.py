@@ -114,3 +114,17 @@ def test_cli_flag_writes_under_name_and_preset(tmp_path: Path) -> None:
         tensorboard.log_entry("arm", {"step": 3, "test_acc": [0.25]})
     folder = tmp_path / "lenet_mnist" / "smoke" / "arm"
     assert _read_scalars(folder)["test_acc/mean"] == {3: 0.25}
+
+
+def test_docstring_examples():
+    import doctest
+
+    from experiments import data
+
+    failures, tried = doctest.testmod(tensorboard, optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0
+    for fn in (data.load_tfds, data.data_source):
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        for test in doctest.DocTestFinder().find(fn, globs={}):
+            runner.run(test)
+        assert runner.tries > 0 and runner.failures == 0, fn.__name__
