@@ -155,6 +155,13 @@ assert set(y.tolist()) <= {{0.0, 2.0}} and 0 < int((y == 0).sum()) < 64
 assert "flax" not in sys.modules
 for name in dropjax.__all__:
     getattr(dropjax, name)
+import importlib, pkgutil
+core_modules = [m.name for m in pkgutil.iter_modules(dropjax.__path__)
+                if not m.name.startswith("_") and m.name not in ("linen", "nnx")]
+assert "mc" in core_modules and "uncertainty" in core_modules, core_modules
+for name in core_modules:  # mc, uncertainty, acquisition, ...: jax and numpy only
+    importlib.import_module("dropjax." + name)
+assert "flax" not in sys.modules
 try:
     import dropjax.linen
 except ImportError as err:
