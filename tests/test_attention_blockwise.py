@@ -76,20 +76,23 @@ def test_keep_block_equals_slice_of_full_mask(shape, dims, starts, block):
 
 
 @pytest.mark.parametrize(
-    "impl, dims, causal",
+    "impl, dims, causal, padded",
     [
-        ("xla", (), True),
-        ("blockwise", (), True),
-        ("blockwise", (0, 1), False),
-        ("pallas", (-3,), True),
+        ("xla", (), True, True),
+        ("blockwise", (), True, True),
+        ("blockwise", (0, 1), False, True),
+        ("blockwise", (-1,), True, False),  # causal alone: tiles above the diagonal skipped
+        ("pallas", (-3,), True, True),
     ],
 )
-def test_values_and_grads_match_explicit_mask_reference(impl, dims, causal):
+def test_values_and_grads_match_explicit_mask_reference(impl, dims, causal, padded):
     q, k, v, bias, pad = setting()
+    pad = pad if padded else None
     rate = 0.3
     shape = (2, 4, 13, 11)
     keep = keep_ref(KEY, shape, rate, dims)
-    allowed = np.asarray(pad) & (np.tril(np.ones((13, 11), bool)) if causal else True)
+    allowed = np.asarray(pad) if padded else np.ones((1, 1, 13, 11), bool)
+    allowed = allowed & (np.tril(np.ones((13, 11), bool)) if causal else True)
     cot = normal(q.shape, 9)
 
     def ours(q, k, v, bias, rate):
@@ -126,10 +129,10 @@ def test_values_and_grads_match_explicit_mask_reference(impl, dims, causal):
 @pytest.mark.parametrize("impl", TILED)
 def test_rate_zero_equals_jax_nn(impl):
     q, k, v, bias, pad = setting(t=9, s=7)
-    for causal in (False, True):
-        expected = jax.nn.dot_product_attention(q, k, v, bias, pad, is_causal=causal)
+    for mask, causal in ((pad, False), (pad, True), (None, True)):
+        expected = jax.nn.dot_product_attention(q, k, v, bias, mask, is_causal=causal)
         got = dropjax.dot_product_attention(
-            q, k, v, bias, pad, is_causal=causal, implementation=impl, block_q=4, block_kv=4
+            q, k, v, bias, mask, is_causal=causal, implementation=impl, block_q=4, block_kv=4
         )
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
 
@@ -234,6 +237,7 @@ def test_deterministic_per_key_and_transforms():
     )
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule under test is CPU's")
 def test_default_implementation_rule():
     from dropjax._src.attention import CPU_BLOCKWISE_MIN_WEIGHTS, _choose
 
