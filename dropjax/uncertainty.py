@@ -1131,8 +1131,9 @@ def temperature_scale(
       num_iters: number of Newton/bisection steps, a static Python int >= 1.
 
     Returns:
-      ``(temperature, probs)``: a scalar array and the calibrated probabilities
-      ``softmax(logits / temperature)`` of shape ``(N, C)``.
+      ``(temperature, probs)``: a scalar array (float32, or float64 for float64 logits) and
+      the calibrated probabilities ``softmax(logits / temperature)`` of shape ``(N, C)`` in
+      the logits' dtype (the fit itself runs in at least float32).
 
     Raises:
       ValueError: on invalid shapes or labels, non-finite logits (when concrete), invalid
@@ -1162,6 +1163,8 @@ def temperature_scale(
         )
     if isinstance(num_iters, bool) or not isinstance(num_iters, int | np.integer) or num_iters < 1:
         raise ValueError(f"num_iters must be a positive Python int, got {num_iters!r}.")
+    out_dtype = z.dtype
+    z = z.astype(jnp.float64 if z.dtype == jnp.float64 else jnp.float32)  # fit in >= f32
     beta_lo = jnp.asarray(1.0 / float(bounds[1]), z.dtype)
     beta_hi = jnp.asarray(1.0 / float(bounds[0]), z.dtype)
     z_true = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
@@ -1184,4 +1187,4 @@ def temperature_scale(
     start = jnp.clip(jnp.asarray(1.0, z.dtype), beta_lo, beta_hi)
     _, _, beta = jax.lax.fori_loop(0, int(num_iters), step, (beta_lo, beta_hi, start))
     beta = jnp.clip(beta, beta_lo, beta_hi)
-    return 1.0 / beta, jax.nn.softmax(beta * z, axis=-1)
+    return 1.0 / beta, jax.nn.softmax(beta * z, axis=-1).astype(out_dtype)

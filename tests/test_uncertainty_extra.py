@@ -194,6 +194,15 @@ def test_temperature_at_bounds_and_jit(rng):
         close(got, want, tol=1e-6)
 
 
+def test_temperature_bfloat16_logits_fit_in_float32(rng):
+    z = (rng.normal(size=(200, 4)) * 3).astype(np.float32)
+    y = rng.integers(0, 4, size=200)
+    t32, _ = unc.temperature_scale(z, y)
+    t16, p16 = unc.temperature_scale(jnp.asarray(z, jnp.bfloat16), y)
+    assert p16.dtype == jnp.bfloat16 and t16.dtype == jnp.float32
+    assert float(t16) == pytest.approx(float(t32), rel=2e-2)  # only the input was rounded
+
+
 def test_temperature_validation():
     z, y = np.zeros((3, 2), np.float32), np.array([0, 1, 0])
     with pytest.raises(ValueError, match="bounds"):
