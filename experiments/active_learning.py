@@ -690,11 +690,11 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     for arm in ARMS:
         s = results["curves"][arm]["summary"]
         mean = np.array([x["mean"] for x in s])
-        ax.plot(labels, mean, label=arm, marker="o", markersize=2.5)
+        (line,) = ax.plot(labels, mean, label=arm, marker="o", markersize=2.5)
         if s[0]["ci_low"] is not None:
-            lo = np.array([x["ci_low"] for x in s])
-            hi = np.array([x["ci_high"] for x in s])
-            ax.fill_between(labels, lo, hi, alpha=0.15)
+            lo = np.clip([x["ci_low"] for x in s], 0.0, 1.0)
+            hi = np.clip([x["ci_high"] for x in s], 0.0, 1.0)
+            ax.fill_between(labels, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
     for target in THRESHOLDS:
         ax.axhline(target, color="gray", linestyle=":", linewidth=0.8)
     ax.set_xlabel("labelled images")
