@@ -26,7 +26,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The notebooks' kernels inherit this: eight host CPU devices, so sharding runs anywhere.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
+from sphinx.util import logging as sphinx_logging  # noqa: E402
+
 import dropjax  # noqa: E402
+
+logger = sphinx_logging.getLogger(__name__)
 
 project = "dropjax"
 author = "The dropjax authors"
@@ -151,6 +155,17 @@ def generate_api(app=None) -> None:
     _write_if_changed(API_DIR / "index.md", index_page(names))
 
 
+def _dropjax_references_resolve(app, env, node, contnode):
+    """A reference to a dropjax name that resolves nowhere is a warning (an error under -W),
+    so a renamed or removed function cannot leave a dead link in the prose."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") == "py" and target.split(".")[0] == "dropjax":
+        if not target.startswith("dropjax._src"):  # private paths in annotations
+            logger.warning(f"unresolved reference to {target}", location=node)
+    return None
+
+
 def setup(app):
     app.connect("builder-inited", generate_api)
+    app.connect("missing-reference", _dropjax_references_resolve)
     return {"parallel_read_safe": True}
