@@ -68,6 +68,7 @@ import numpy as np
 
 from experiments import data as data_lib
 from experiments import stats
+from experiments.cells import Cell
 from experiments.models import MLP, ConvNetQuick, DropoutConfig, ResNet
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
@@ -137,12 +138,17 @@ class Part:
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A preset: the dataset (and its substitute when missing), replicas, the parts."""
+    """A preset: the dataset (and its substitute when missing), replicas, the parts.
+
+    ``substitute_rates``: the rates trained on the substitute dataset (the three the
+    sub-claims name, 0.05 last) instead of the part's rates; None keeps the part's.
+    """
 
     dataset: str
     substitute: str | None
     replicas: int
     parts: tuple[Part, ...]
+    substitute_rates: tuple[float, ...] | None = (0.3, 0.005, 0.05)
 
 
 def quick_protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
@@ -196,7 +202,7 @@ PRESETS = {
     ),
     "paper": Preset(
         "cifar10",
-        None,
+        "fashion_mnist",
         4,
         (
             Part("table1", "convnet_quick", ALL_RATES, quick_protocol(9000, 4000, eval_every=500)),
@@ -298,44 +304,73 @@ def combine(verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def _cell(base: list[float], other: list[float], sign: int, label: str) -> dict[str, Any]:
-    diff = stats.paired_difference(base, other)
-    return {"comparison": label, "difference": diff, "verdict": stats.verdict(diff, sign)}
+def _delta(table: str, base: str, other: str, rate: str) -> float:
+    """The paper's size of ``other - base`` at ``rate`` (Tables 1-2), as a positive δ."""
+    paper = PAPER[table]
+    value = lambda arm: paper["plain"] if arm == "plain" else paper[arm][rate]
+    return max(abs(value(other) - value(base)), 1e-4)
 
 
-def evaluate_claims(finals: dict[str, Any], rates: tuple[float, ...]) -> dict[str, Any]:
-    """The per-claim cells and verdicts from per-arm final test accuracies.
+def _paired(finals: dict[str, Any], arm: str, rate: str | None) -> dict[int, float]:
+    entry = finals["plain"] if arm == "plain" else finals[arm].get(rate)
+    return dict(entry) if entry else {}
 
-    ``finals["plain"]`` is a list over replicas; ``finals[arm][rate_key]`` likewise.
+
+def evaluate_claims(
+    finals: dict[str, Any],
+    rates: tuple[float, ...],
+    *,
+    table: str = "table1",
+    coverage: float = 1.0,
+    substitute: bool = False,
+) -> dict[str, Any]:
+    """The per-claim cells, each decided against the paper's effect (:func:`stats.decide`).
+
+    ``finals["plain"]`` maps seed -> final test accuracy; ``finals[arm][rate_key]`` likewise.
+    Only seeds both sides of a comparison have are paired; a comparison with fewer than two
+    pairs is left out (not tested yet).
     """
     large = [r for r in rates if r in LARGE_RATES]
-    cells: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
+    specs: dict[str, list[tuple[str, str, str, int]]] = {"a": [], "b": [], "c": []}
     for r in large:
         k = f"{r:g}"
         for arm in ("forward", "backward"):
-            cell = _cell(finals[arm][k], finals["standard"][k], +1, f"standard - {arm} @ {k}")
-            cells["a"].append(cell)
-        cells["b"].append(
-            _cell(finals["plain"], finals["forward"][k], -1, f"forward - plain @ {k}")
-        )
+            specs["a"].append((arm, "standard", k, +1))
+        specs["b"].append(("plain", "forward", k, -1))
     if SMALL_RATE in rates:
-        k = f"{SMALL_RATE:g}"
-        cells["c"].append(
-            _cell(finals["plain"], finals["backward"][k], +1, f"backward - plain @ {k}")
-        )
-    return {
-        key: {
-            "claim": CLAIMS[key],
-            "cells": cells[key],
-            "verdict": combine([c["verdict"] for c in cells[key]]),
-        }
-        for key in CLAIMS
-    }
+        specs["c"].append(("plain", "backward", f"{SMALL_RATE:g}", +1))
+    out = {}
+    for key, items in specs.items():
+        cells = []
+        for base, other, k, sign in items:
+            b, o = _paired(finals, base, k), _paired(finals, other, k)
+            common = sorted(set(b) & set(o))
+            if len(common) < 2:
+                continue
+            diff = stats.paired_difference([b[x] for x in common], [o[x] for x in common])
+            delta = _delta(table, base, other, k)
+            decision = stats.decide(diff, sign, delta, coverage=coverage, substitute=substitute)
+            cells.append({"comparison": f"{other} - {base} @ {k}", "difference": diff, **decision})
+        combined = stats.combine_decisions(cells)
+        out[key] = {"claim": CLAIMS[key], "cells": cells, **combined}
+    return out
 
 
 def overall(claims: dict[str, Any]) -> str:
-    """One word over the tested claims (as :func:`combine`, ignoring untested ones)."""
-    return combine([c["verdict"] for c in claims.values() if c["verdict"] != "not tested"])
+    """One headline over the tested claims (as :func:`stats.combine_decisions`)."""
+    tested = [c for c in claims.values() if c["verdict"] != "not tested"]
+    if not tested:
+        return "not tested"
+    cells = [
+        {"verdict": c["verdict"], "coverage": c["coverage"], "substitute": c["substitute"]}
+        for claim in tested
+        for c in claim["cells"]
+    ]
+    verdicts = [c["verdict"] for c in tested]
+    if len(set(verdicts)) > 1:  # sub-claims disagree: say so rather than average them
+        heads = ", ".join(f"({k}) {c['headline']}" for k, c in claims.items())
+        return f"mixed: {heads}"
+    return stats.combine_decisions(cells)["headline"]
 
 
 # ------------------------------------------------------------------------------- figures
@@ -449,23 +484,36 @@ def render(results: dict[str, Any]) -> str:
             "| paper bwd | ours bwd |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        plain = fmt(part["summary"]["plain"])
+        plain = fmt(part["summary"]["plain"]) if part["summary"]["plain"] else "–"
         for rate in part["rates"]:
             k = f"{rate:g}"
             cells = [f"{paper['plain']:.4f}", plain]
             for arm in DROPOUT_ARMS:
-                cells += [f"{paper[arm][k]:.4f}", fmt(part["summary"][arm][k])]
+                ours = part["summary"][arm].get(k)
+                cells += [f"{paper[arm][k]:.4f}", fmt(ours) if ours else "–"]
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
-        lines += ["", "| claim | paired difference [95% CI] | cell verdict |", "|---|---|---|"]
+        lines += [
+            "",
+            f"Protocol coverage {part['coverage']:.0%} ({part['cells_done']}/"
+            f"{part['cells_total']} cells). δ = the paper's difference for the same "
+            "comparison; power = this design's chance to call δ reproduced.",
+            "",
+            "| claim | paired difference [95% CI] | n | δ (paper) | power | cell verdict |",
+            "|---|---|---|---|---|---|",
+        ]
         for key, claim in part["claims"].items():
             for cell in claim["cells"]:
                 lines.append(
                     f"| ({key}) {cell['comparison']} | {fmt_diff(cell['difference'])} "
+                    f"| {cell['difference']['n']} | {cell['delta']:.4f} | {cell['power']:.2f} "
                     f"| {cell['verdict']} |"
                 )
         lines.append("")
         for key, claim in part["claims"].items():
-            lines.append(f"- ({key}) {claim['claim']}: **{claim['verdict']}**")
+            lines.append(
+                f"- ({key}) {claim['claim']}: verdict **{claim['verdict']}**, headline "
+                f"**{claim['headline']}**"
+            )
         lines.append("")
     lines.append(f"Overall: **{results['verdict']}** ({results['source']}).")
     for key, table in PAPER.items():
@@ -502,13 +550,170 @@ CLAIM_TEXT = (
 )
 
 
+PAPER_ITERATIONS = {"table1": 9000, "table2": 640_000}
+GROUP = 4  # seeds per cell
+
+
+def plan(preset: Preset, name: str, substitute: bool) -> list[Part]:
+    """The parts to train: on a substitute dataset, the sub-claims' rates."""
+    parts = []
+    for part in preset.parts:
+        if substitute and preset.substitute_rates is not None:
+            part = dataclasses.replace(part, rates=preset.substitute_rates)
+        parts.append(part)
+    return parts
+
+
+def cells(part: Part, seeds: list[int]) -> list[Cell]:
+    """(seed group, arm, rate): plain first, then each rate's three dropout arms."""
+    out = []
+    for i in range(0, len(seeds), GROUP):
+        group = seeds[i : i + GROUP]
+        tag = f"seeds={group[0]}-{group[-1]}"
+        out.append(
+            Cell(f"{part.table}/plain/{tag}", {"arm": "plain", "rate": None, "seeds": group})
+        )
+        for rate in part.rates:
+            for arm in DROPOUT_ARMS:
+                out.append(
+                    Cell(
+                        f"{part.table}/{arm}@{rate:g}/{tag}",
+                        {"arm": arm, "rate": rate, "seeds": group},
+                    )
+                )
+    return out
+
+
+def measure(part: Part, data: ArrayData, quiet: bool):
+    """``measure(cell, checkpoint_dir, budget)``: trains one cell's replicas."""
+
+    def run_cell(cell: Cell, checkpoint_dir: Path, budget) -> dict[str, Any]:
+        p = cell.params
+        label = "plain" if p["rate"] is None else f"{p['arm']} {p['rate']:g}"
+        return train(
+            build_model(part.model, _dropout(p["arm"], p["rate"] or 0.0)),
+            data,
+            part.train,
+            p["seeds"],
+            checkpoint_dir=checkpoint_dir,
+            callback=budget.callback,
+            quiet=quiet or None,
+            desc=f"{part.model} {label} seeds {p['seeds'][0]}-{p['seeds'][-1]}",
+        ).to_json() | {"data": data.describe()}
+
+    return run_cell
+
+
+def _merge(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm (and rate) from its seed groups: finals and curves joined over seeds."""
+    records = sorted(records, key=lambda r: r["seeds"][0])
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    final = {k: sum((r["final"][k] for r in records), []) for k in keys}
+    curves = []
+    for entries in zip(*(r["curves"] for r in records), strict=True):
+        curves.append({**entries[0], **{k: sum((e[k] for e in entries), []) for k in keys}})
+    return {"seeds": sum((r["seeds"] for r in records), []), "final": final, "curves": curves}
+
+
+def summarise(part: Part, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Runs, per-arm mean ± std and per-seed finals of one part, from its finished cells."""
+    groups: dict[tuple[str, str | None], list] = {}
+    for record in records.values():
+        p = record["params"]
+        rate = None if p["rate"] is None else f"{p['rate']:g}"
+        groups.setdefault((p["arm"], rate), []).append({**record["result"], "seeds": p["seeds"]})
+    runs: dict[str, Any] = {arm: {} for arm in DROPOUT_ARMS}
+    for (arm, rate), recs in groups.items():
+        if arm == "plain":
+            runs["plain"] = _merge(recs)
+        else:
+            runs[arm][rate] = _merge(recs)
+    finals: dict[str, Any] = {arm: {} for arm in DROPOUT_ARMS}
+    summary: dict[str, Any] = {arm: {} for arm in DROPOUT_ARMS}
+    by_seed = lambda run: dict(zip(run["seeds"], run["final"]["test_acc"], strict=True))
+    finals["plain"] = by_seed(runs["plain"]) if "plain" in runs else {}
+    summary["plain"] = stats.mean_std(list(finals["plain"].values())) if finals["plain"] else None
+    for arm in DROPOUT_ARMS:
+        for k, run in runs[arm].items():
+            finals[arm][k] = by_seed(run)
+            summary[arm][k] = stats.mean_std(run["final"]["test_acc"])
+    return {"runs": runs, "finals": finals, "summary": summary}
+
+
+def _part_results(part: Part, data: dict, records, substitute: bool, total: int) -> dict:
+    coverage = min(1.0, part.train.iterations / PAPER_ITERATIONS[part.table])
+    measured = summarise(part, records)
+    claims = evaluate_claims(
+        measured["finals"], part.rates, table=part.table, coverage=coverage, substitute=substitute
+    )
+    return {
+        "table": part.table,
+        "model": part.model,
+        "data": data,
+        "rates": list(part.rates),
+        "train": dataclasses.asdict(part.train),
+        "coverage": coverage,
+        "cells_done": len(records),
+        "cells_total": total,
+        "augmentation_paper": part.augmentation or "none",
+        "augmentation_applied": "none"
+        + (
+            f" (the paper uses {part.augmentation}; the harness has none)"
+            if part.augmentation
+            else ""
+        ),
+        "summary": measured["summary"],
+        "claims": claims,
+        "runs": measured["runs"],
+    }
+
+
+def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) -> dict:
+    main = parts[preset_parts[0].table]  # Table 1 (never needs an accelerator)
+    ran = {k: p for k, p in parts.items() if p.get("status") != "not run"}
+    power = [c["power"] for claim in main["claims"].values() for c in claim["cells"]]
+    finite = [p for p in power if p == p]
+    return {
+        "source": SOURCE,
+        "claim": CLAIM_TEXT + (f". {substitute_note}" if substitute_note else f", on {name}"),
+        "substitute": substitute_note,
+        "config": {
+            "arms": list(ARMS),
+            "replicas": len(seeds),
+            "parts": [dataclasses.asdict(p) for p in preset_parts],
+            "dropout_placement": "ConvNet-Quick: inputs of both fully connected layers "
+            "(layer-exact forward/backward forms); ResNet: between the two convolutions of "
+            "every block",
+        },
+        "data": main["data"],
+        "seeds": seeds,
+        "paper": PAPER,
+        "parts": parts,
+        "summary": {k: p["summary"] for k, p in ran.items()},
+        "comparisons": {k: p["claims"] for k, p in ran.items()},
+        "claims": {k: c["headline"] for k, c in main["claims"].items()},
+        "verdict": overall(main["claims"]),
+        "evidence": {
+            "coverage": main["coverage"],
+            "data": "SUBSTITUTE" if substitute_note else "real",
+            "power": min(finite) if finite else None,  # the weakest cell's
+            "delta": None,
+            "pairs": min(
+                (c["difference"]["n"] for cl in main["claims"].values() for c in cl["cells"]),
+                default=0,
+            ),
+        },
+    }
+
+
 @register(
     NAME,
     "Plain vs standard vs forward-only vs backward-only dropout (Gao et al. Tables 1-2)",
     render=render,
+    partial=lambda payload: partial(payload),
 )
 def run(ctx: RunContext) -> dict[str, Any]:
-    """Trains plain and every (arm, rate) with the same seeds; returns the claims' verdicts."""
+    """Trains plain and every (arm, rate) cell with the same seeds; decides the claims."""
     preset = PRESETS[ctx.preset]
     name, substitute, missing = resolve_dataset(ctx.dataset, preset)
     if name is None:
@@ -517,86 +722,78 @@ def run(ctx: RunContext) -> dict[str, Any]:
             f"{missing}"
         )
         return not_run_result(reason, CLAIM_TEXT, SOURCE, PAPER)
-    replicas = ctx.replicas or preset.replicas
-    seeds = [ctx.seed + r for r in range(replicas)]
-    ckpt_root = ctx.out_dir / "checkpoints" / ctx.preset
+    seeds = [ctx.seed + r for r in range(ctx.replicas or preset.replicas)]
     parts: dict[str, Any] = {}
-    for part in preset.parts:
+    preset_parts = plan(preset, name, substitute is not None)
+    runnable = []
+    for part in preset_parts:
         if part.needs_accelerator and jax.default_backend() == "cpu":
             parts[part.table] = {
                 "status": "not run",
                 "table": part.table,
                 "model": part.model,
                 "reason": f"{part.model} for {part.train.iterations} iterations x "
-                f"{replicas} replicas x {1 + 3 * len(part.rates)} arms needs an accelerator; "
-                "this machine has only a CPU backend. Run the preset on a GPU/TPU host.",
+                f"{len(seeds)} replicas x {1 + 3 * len(part.rates)} arms needs an "
+                "accelerator; this machine has only a CPU backend. Run the preset on a "
+                "GPU/TPU host.",
             }
-            continue
-        data = load_data(name, part.model, part.test_subset)
-        runs: dict[str, Any] = {arm: {} for arm in DROPOUT_ARMS}
-        jobs = [("plain", None)] + [(arm, r) for r in part.rates for arm in DROPOUT_ARMS]
-        for arm, rate in jobs:
-            label = "plain" if rate is None else f"{arm}_{rate:g}"
-            result = train(
-                build_model(part.model, _dropout(arm, rate or 0.0)),
-                data,
-                part.train,
-                seeds,
-                checkpoint_dir=ckpt_root / part.table / label,
-                quiet=ctx.quiet or None,
-                desc=f"{part.model} {label}",
-            ).to_json()
-            if rate is None:
-                runs["plain"] = result
-            else:
-                runs[arm][f"{rate:g}"] = result
-        finals: dict[str, Any] = {"plain": runs["plain"]["final"]["test_acc"]}
-        summary: dict[str, Any] = {"plain": stats.mean_std(finals["plain"])}
-        for arm in DROPOUT_ARMS:
-            finals[arm] = {k: v["final"]["test_acc"] for k, v in runs[arm].items()}
-            summary[arm] = {k: stats.mean_std(v) for k, v in finals[arm].items()}
-        parts[part.table] = {
-            "table": part.table,
-            "model": part.model,
-            "data": data.describe(),
-            "rates": list(part.rates),
-            "train": dataclasses.asdict(part.train),
-            "augmentation_paper": part.augmentation or "none",
-            "augmentation_applied": "none"
-            + (
-                f" (the paper uses {part.augmentation}; the harness has none)"
-                if part.augmentation
-                else ""
-            ),
-            "summary": summary,
-            "claims": evaluate_claims(finals, part.rates),
-            "runs": runs,
-        }
-    main = parts[preset.parts[0].table]  # Table 1 (never needs an accelerator)
-    ran = {k: p for k, p in parts.items() if p.get("status") != "not run"}
-    results = {
-        "source": SOURCE,
-        "claim": CLAIM_TEXT + (f". {substitute}" if substitute else f", on {name}"),
-        "substitute": substitute,
-        "config": {
-            "arms": list(ARMS),
-            "replicas": replicas,
-            "parts": [dataclasses.asdict(p) for p in preset.parts],
-            "dropout_placement": "ConvNet-Quick: inputs of both fully connected layers; "
-            "ResNet: between the two convolutions of every block",
-        },
-        "data": main["data"],
-        "seeds": seeds,
-        "paper": PAPER,
-        "parts": parts,
-        "summary": {k: p["summary"] for k, p in ran.items()},
-        "comparisons": {k: p["claims"] for k, p in ran.items()},
-        "claims": {k: c["verdict"] for k, c in main["claims"].items()},
-        "verdict": overall(main["claims"]),
+        else:
+            runnable.append(part)
+    datasets = {p.table: load_data(name, p.model, p.test_subset) for p in runnable}
+    config = {
+        "parts": [dataclasses.asdict(p) for p in runnable],
+        "data": {t: [d.name, d.fingerprint()] for t, d in datasets.items()},
     }
+    grid = ctx.grid(config)
+    all_cells = {p.table: cells(p, seeds) for p in runnable}
+    for part in runnable:  # one grid, parts in order
+        grid.run(all_cells[part.table], measure(part, datasets[part.table], ctx.quiet))
+    for part in runnable:
+        records = {c.id: grid.done[c.id] for c in all_cells[part.table]}
+        parts[part.table] = _part_results(
+            part,
+            datasets[part.table].describe(),
+            records,
+            substitute is not None,
+            len(all_cells[part.table]),
+        )
+    results = _results(parts, seeds, substitute, name, preset_parts)
     figure = ctx.out_dir / f"{ctx.preset}.png"
     if jax.process_index() == 0:
         _plot(results, figure)
-        cleanup_checkpoints(ckpt_root)
     results["figure"] = figure.name
     return results
+
+
+def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Results from the finished cells of an unfinished run (the report's view)."""
+    preset = PRESETS[payload["preset"]]
+    done = payload["grid"]["cells"]
+    if not done:
+        return None
+    first = next(iter(done.values()))["result"]
+    data = first.get("data", {"name": preset.dataset, "source": "?", "preprocessing": "?"})
+    substitute = data["name"] != preset.dataset
+    preset_parts = plan(preset, preset.substitute or preset.dataset, substitute)
+    seeds = sorted({s for r in done.values() for s in r["params"]["seeds"]})
+    parts = {}
+    for part in preset_parts:
+        records = {i: r for i, r in done.items() if i.startswith(f"{part.table}/")}
+        if not records:
+            parts[part.table] = {
+                "status": "not run",
+                "table": part.table,
+                "model": part.model,
+                "reason": "no finished cell yet",
+            }
+            continue
+        total = len(cells(part, seeds))
+        parts[part.table] = _part_results(part, data, records, substitute, total)
+    note = (
+        f"SUBSTITUTE DATASET: {preset.substitute} stands in for {preset.dataset}"
+        if substitute
+        else None
+    )
+    if parts[preset_parts[0].table].get("status") == "not run":
+        return None
+    return _results(parts, seeds, note, preset.dataset, preset_parts)

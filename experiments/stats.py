@@ -9,6 +9,7 @@ import scipy.stats
 
 __all__ = [
     "VERDICTS",
+    "combine_decisions",
     "decide",
     "mean_ci",
     "mean_std",
@@ -148,8 +149,9 @@ def decide(
     * **inconclusive**: anything else (too wide to tell).
 
     ``coverage`` is the fraction of the paper's protocol (iterations or epochs) the run
-    covered. Below 1, or on a substitute dataset, the headline is ``indicative``: the
-    verdict is reported, but the run cannot reproduce or refute the paper's number.
+    covered. Below 1 the headline is ``indicative``: the verdict is reported, but the run
+    cannot reproduce or refute the paper's number. At full coverage on a substitute dataset
+    the headline carries the label, e.g. ``"refuted (SUBSTITUTE data)"``.
 
     Returns:
       ``{"verdict", "headline", "delta", "power", "pairs_for_80pct", "coverage",
@@ -182,14 +184,58 @@ def decide(
             verdict_ = "contradicted"
         else:
             verdict_ = "inconclusive"
-    full = coverage >= 1.0 - 1e-9 and not substitute
     n, sd = int(diff.get("n", 0)), float(diff.get("std", float("nan")))
+    if verdict_ == "inconclusive":
+        headline = verdict_
+    elif coverage < 1.0 - 1e-9:
+        headline = "indicative"
+    elif substitute:
+        headline = f"{verdict_} (SUBSTITUTE data)"
+    else:
+        headline = verdict_
     return {
         "verdict": verdict_,
-        "headline": verdict_ if full or verdict_ == "inconclusive" else "indicative",
+        "headline": headline,
         "delta": delta,
         "power": power(delta, sd, n),
         "pairs_for_80pct": pairs_needed(delta, sd),
         "coverage": coverage,
         "substitute": substitute,
     }
+
+
+def combine_decisions(decisions: list[dict]) -> dict:
+    """One verdict over several cells of a claim (each from :func:`decide`).
+
+    Every cell reproduced: reproduced; any contradicted: contradicted; every cell refuted:
+    refuted; otherwise inconclusive. The headline follows the weakest evidence (the lowest
+    coverage, a substitute dataset) as in :func:`decide`; no cells: ``not tested``.
+
+    Examples:
+      >>> from experiments.stats import combine_decisions
+      >>> cells = [{"verdict": "reproduced", "coverage": 1.0, "substitute": False}] * 2
+      >>> combine_decisions(cells)["headline"]
+      'reproduced'
+    """
+    if not decisions:
+        return {"verdict": "not tested", "headline": "not tested"}
+    verdicts = [d["verdict"] for d in decisions]
+    if all(v == "reproduced" for v in verdicts):
+        verdict_ = "reproduced"
+    elif any(v == "contradicted" for v in verdicts):
+        verdict_ = "contradicted"
+    elif all(v == "refuted" for v in verdicts):
+        verdict_ = "refuted"
+    else:
+        verdict_ = "inconclusive"
+    coverage = min(d["coverage"] for d in decisions)
+    substitute = any(d["substitute"] for d in decisions)
+    if verdict_ == "inconclusive":
+        headline = verdict_
+    elif coverage < 1.0 - 1e-9:
+        headline = "indicative"
+    elif substitute:
+        headline = f"{verdict_} (SUBSTITUTE data)"
+    else:
+        headline = verdict_
+    return {"verdict": verdict_, "headline": headline, "coverage": coverage}

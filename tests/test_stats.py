@@ -31,7 +31,9 @@ def test_decide_follows_the_rule(lo, hi, sign, expected):
     assert partial["verdict"] == expected
     assert partial["headline"] == ("inconclusive" if expected == "inconclusive" else "indicative")
     sub = stats.decide(_diff(lo, hi), sign, 0.0003, coverage=1.0, substitute=True)
-    assert sub["headline"] == partial["headline"]
+    assert sub["headline"] == (
+        expected if expected == "inconclusive" else f"{expected} (SUBSTITUTE data)"
+    )
 
 
 def test_power_matches_a_simulation_of_the_paired_t_interval():
@@ -48,3 +50,17 @@ def test_pairs_needed_is_the_smallest_n_reaching_the_target():
     n = stats.pairs_needed(0.0003, 0.0008)
     assert stats.power(0.0003, 0.0008, n) >= 0.8 > stats.power(0.0003, 0.0008, n - 1)
     assert stats.pairs_needed(0.0003, float("nan")) is None
+
+
+def test_combined_cells_take_the_weakest_evidence():
+    rep = {"verdict": "reproduced", "coverage": 1.0, "substitute": False}
+    ref = {"verdict": "refuted", "coverage": 1.0, "substitute": False}
+    con = {"verdict": "contradicted", "coverage": 1.0, "substitute": False}
+    assert stats.combine_decisions([rep, rep])["headline"] == "reproduced"
+    assert stats.combine_decisions([rep, ref])["verdict"] == "inconclusive"
+    assert stats.combine_decisions([ref, ref])["verdict"] == "refuted"
+    assert stats.combine_decisions([rep, con])["verdict"] == "contradicted"
+    assert stats.combine_decisions([rep, {**rep, "coverage": 0.1}])["headline"] == "indicative"
+    sub = stats.combine_decisions([rep, {**rep, "substitute": True}])
+    assert sub["headline"] == "reproduced (SUBSTITUTE data)"
+    assert stats.combine_decisions([])["verdict"] == "not tested"
