@@ -263,8 +263,6 @@ def _choose(implementation, t: int, s: int, drop: bool) -> str:
     if implementation is None:
         if drop and not hashable:
             return "xla"
-        if backend == "gpu":
-            return "pallas"
         if backend == "cpu" and t * s < CPU_BLOCKWISE_MIN_WEIGHTS:
             return "xla"
         return "blockwise"
@@ -355,8 +353,9 @@ def dot_product_attention(
       Pallas' interpreter (slow; for testing). Reverse mode only.
     * ``None``: on CPU, ``"blockwise"`` when ``q_len * kv_len >= 128 * 128`` (where it
       measured faster than ``"xla"``, see ``benchmarks/attention.py``) and ``"xla"``
-      below; on GPU ``"pallas"``; elsewhere (TPU) ``"blockwise"``, as the kernels have
-      not been checked against Mosaic's tiling rules. Under ``dropjax.mask_impl("bits")``
+      below; elsewhere (GPU, TPU) ``"blockwise"``: the Pallas kernels have so far run only
+      in the interpreter (no GPU or TPU was available to check them against Triton's and
+      Mosaic's tiling rules), so they are opt-in until measured there. Under ``dropjax.mask_impl("bits")``
       with dropout it picks ``"xla"``: ``jax.random.bits`` cannot be evaluated one tile at
       a time, so the tiled implementations refuse that sampler.
 
