@@ -12,7 +12,8 @@ Where the data come from, in order (the first that works wins):
    the ``data_dir`` argument, else the environment variable ``DROPJAX_DATA``, else
    ``~/.cache/dropjax``.
 2. ``tensorflow_datasets``, when it can be imported and the dataset is already prepared in its
-   default data directory (nothing is downloaded; any failure there is ignored).
+   default data directory (nothing is downloaded; without TensorFlow only an ArrayRecord copy
+   can be read, through :func:`load_tfds`; any failure there is ignored).
 3. Offline sources:
 
    * a user directory: the environment variable ``DROPJAX_<NAME>_DIR`` (for example
@@ -940,12 +941,16 @@ def _try_tfds(spec: _Spec) -> _Split | None:
         if not builder.is_prepared():  # never download here: offline, and no minutes-long
             return None  # network retries before the offline sources get their turn
         out: list[np.ndarray] = []
-        for split in ("train", "test"):
-            batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-            out += [
-                np.asarray(batch["image"], dtype=np.uint8),
-                np.asarray(batch["label"]).astype(np.int32),
-            ]
+        try:
+            for split in ("train", "test"):
+                batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+                out += [
+                    np.asarray(batch["image"], dtype=np.uint8),
+                    np.asarray(batch["label"]).astype(np.int32),
+                ]
+        except ImportError:  # as_dataset needs TensorFlow; an ArrayRecord copy does not
+            ds = load_tfds(spec.name)
+            out = [ds.x_train, ds.y_train, ds.x_test, ds.y_test]
     except Exception as err:  # unprepared and not downloadable, or any tfds failure
         log.info("tensorflow_datasets could not provide %s: %s", spec.name, err)
         return None

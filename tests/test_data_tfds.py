@@ -140,3 +140,15 @@ def test_cli_flags_select_the_tfds_source(prepared) -> None:
     assert ds.source == "tfds" and ds.num_train == N_TRAIN
     with pytest.raises(SystemExit):
         _parser().parse_args(["lenet_mnist", "--data-source", "tensorflow"])
+
+
+def test_automatic_source_reads_a_prepared_array_record_copy(prepared, tmp_path, monkeypatch):
+    """``load``'s own order tries tfds's default data dir; without TensorFlow it reads the
+    ArrayRecord copy instead of failing over to a download."""
+    root, splits = prepared
+    # tfds's default data dir ($TFDS_DATA_DIR, read once when tfds is imported):
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(root))
+    ds = data.load("mnist", data_dir=tmp_path / "cache")
+    assert ds.source == "tfds"
+    np.testing.assert_array_equal(np.sort(ds.y_train), np.sort(splits["train"][1]))
+    assert data.load("mnist", data_dir=tmp_path / "cache").source == "cache"  # then cached
