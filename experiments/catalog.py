@@ -1,5 +1,6 @@
 """Imports every experiment module so that each registers itself (one import per module)."""
 
+import experiments.active_learning  # noqa: F401
 import experiments.backprojection  # noqa: F401
 import experiments.dropblock_conv  # noqa: F401
 import experiments.explainer_ensemble  # noqa: F401
