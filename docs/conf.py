@@ -65,6 +65,8 @@ napoleon_use_ivar = True  # "Attributes:" as fields: no duplicate entries beside
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
+# Keep jax.typing.ArrayLike as one name in signatures (not its ten-member union).
+autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike"}
 
 html_theme = "furo"
 html_title = f"dropjax {release}"
