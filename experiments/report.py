@@ -81,6 +81,12 @@ CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
         "Sparse variational dropout: LeNet-300-100 error and compression",
         ("sparse_vd",),
     ),
+    (
+        "14",
+        "Beyond the seeds: Gal, Islam & Ghahramani 2017, Fig. 1",
+        "MC dropout active learning: BALD-type acquisition vs random",
+        ("active_learning",),
+    ),
 ]
 
 PRESET_ORDER = ("paper", "quick", "smoke")
