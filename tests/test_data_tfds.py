@@ -12,15 +12,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import PIL.Image as PIL_Image
 import pytest
 
-from experiments import data
+# Optional for users (the `tfds` extra), always installed with the `test` extra: no skip.
+import tensorflow_datasets as tfds
 
-tfds = pytest.importorskip(
-    "tensorflow_datasets",
-    reason="the tfds source is optional: pip install -e '.[tfds]' (CI installs it)",
-)
-PIL_Image = pytest.importorskip("PIL.Image")
+from experiments import data
 
 N_TRAIN, N_TEST = 24, 8
 

@@ -33,8 +33,6 @@ import dropjax
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "dropjax")
 
-pytest.importorskip("build", reason="the packaging test needs `build` (in the test extra)")
-
 
 def _run(*cmd, cwd=None, env=None) -> str:
     out = subprocess.run(
@@ -71,7 +69,6 @@ def _metadata(wheel: Path):
 
 
 def test_twine_check_passes(dist) -> None:
-    pytest.importorskip("twine", reason="twine is in the test extra")
     out = _run(sys.executable, "-m", "twine", "check", "--strict", dist["wheel"], dist["sdist"])
     assert out.count("PASSED") == 2
 

@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import tensorboard
+# Optional for users (the `tensorboard` extra), always installed with the `test` extra.
+from tensorboardX.proto import event_pb2
 
-event_pb2 = pytest.importorskip(
-    "tensorboardX.proto.event_pb2",
-    reason="--tensorboard is optional: pip install -e '.[tensorboard]' (CI installs it)",
-)
+from experiments import tensorboard
 
 
 def _crc32c(data: bytes) -> int:
