@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.catalog import experiments
 from experiments.cells import BudgetExhausted
-from experiments.registry import DEFAULT_OUT, PRESETS, PUBLISHED, RunContext, execute, experiments
+from experiments.registry import DEFAULT_OUT, PRESETS, PUBLISHED, RunContext, execute
 
 EXIT_INCOMPLETE = 75
 """Exit status of a run stopped by ``--time-budget`` (resumable; BSD's EX_TEMPFAIL)."""

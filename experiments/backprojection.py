@@ -62,7 +62,7 @@ import numpy as np
 import dropjax
 from experiments import stats
 from experiments.models import DropDense
-from experiments.random_dropout_mlp import load_data
+from experiments.recipes import flat_images as load_data
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import TrainConfig, train
 

@@ -39,9 +39,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.registry import environment, write_json_atomic
+from experiments.registry import RunContext, environment, write_json_atomic
 
-__all__ = ["BudgetExhausted", "Budget", "Cell", "Grid", "runs_dir"]
+__all__ = ["BudgetExhausted", "Budget", "Cell", "Grid", "grid_for", "runs_dir"]
 
 
 def runs_dir() -> Path:
@@ -267,3 +267,27 @@ def _hms(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def grid_for(ctx: RunContext, config: Any) -> Grid:
+    """The :class:`Grid` of run ``ctx``: cells go into ``ctx.results_file``, the budget is
+    ``ctx.time_budget``, and the finished cells also land in the final results file
+    (:func:`experiments.registry.execute` stores the run's last grid as ``"grid"``)."""
+    import jax
+
+    grid = Grid(
+        ctx.name,
+        ctx.preset,
+        ctx.results_file,
+        config,
+        quiet=ctx.quiet,
+        write=jax.process_index() == 0,
+    )
+    # Multi-host: the finished cells are those of process 0's results file (the only one
+    # written), and every process stops when process 0's budget runs out.
+    from experiments.multihost import AgreedBudget, from_process0
+
+    grid.done = from_process0(grid.done)
+    grid.budget = AgreedBudget(ctx.time_budget)
+    ctx.grids.append(grid)
+    return grid

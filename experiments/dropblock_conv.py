@@ -52,8 +52,8 @@ import numpy as np
 
 from experiments import stats
 from experiments.cpu_conv import conv_general_dilated
-from experiments.lenet_mnist import load_data
 from experiments.models import NO_DROPOUT, DropConv, DropoutConfig, make_dropout
+from experiments.recipes import lenet_images as load_data
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import TrainConfig, step_sgd, train
 

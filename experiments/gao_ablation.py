@@ -57,9 +57,7 @@ Presets:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +65,18 @@ import jax
 import numpy as np
 
 from experiments import data as data_lib
-from experiments import stats
-from experiments.cells import Cell
-from experiments.models import MLP, ConvNetQuick, DropoutConfig, ResNet
-from experiments.registry import RunContext, register, save_figure_atomic
-from experiments.train import ArrayData, TrainConfig, step_sgd, train
+from experiments import recipes, stats
+from experiments.cells import Cell, grid_for
+from experiments.models import DropoutConfig, build_model
+from experiments.protocols import RESNET_PAPER, describe_train, quick_protocol
+from experiments.registry import (
+    RunContext,
+    not_run_result,
+    register,
+    save_figure_atomic,
+)
+from experiments.stats import fmt, fmt_diff
+from experiments.train import ArrayData, TrainConfig, train
 
 NAME = "gao_ablation"
 SOURCE = "Gao, Pei & Huang, Demystifying Dropout, ICML 2019, Section 4, Tables 1-2, Figures 1-2"
@@ -151,23 +156,6 @@ class Preset:
     substitute_rates: tuple[float, ...] | None = (0.3, 0.005, 0.05)
 
 
-def quick_protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
-    """Table 1's ConvNet-Quick protocol with ``iterations`` steps and one lr step."""
-    base = {"batch_size": 100, "eval_every": 1000, "weight_decay": 0.004, "learning_rate": 0.001}
-    return step_sgd(iterations, boundary, **{**base, **kw})
-
-
-RESNET_PAPER = TrainConfig(
-    iterations=640_000,
-    batch_size=128,
-    learning_rate=0.1,
-    lr_boundaries=(320_000, 480_000),
-    lr_decay=0.1,
-    momentum=0.9,
-    nesterov=True,
-    weight_decay=1e-3,
-    eval_every=10_000,
-)
 PAD_CROP_FLIP = "pad 4 + random 32x32 crop + horizontal flip"
 
 PRESETS = {
@@ -213,40 +201,6 @@ PRESETS = {
 
 
 # ------------------------------------------------------------------------------- data
-def load_data(name: str, model: str, test_subset: int | None = None) -> ArrayData:
-    """A dataset prepared as the paper prepares it for ``model``.
-
-    ConvNet-Quick sees raw pixel values (0..255) minus the per-channel training mean
-    (Caffe's ``cifar10_quick`` has no input scaling); ResNets, and the smoke runs' MLP, see
-    pixels scaled to [0, 1] minus the per-channel training mean. Fashion-MNIST stays 28x28
-    (ConvNet-Quick's Caffe-style pooling works at any size: 28 -> 14 -> 7 -> 3 instead of
-    CIFAR's 32 -> 16 -> 8 -> 4).
-
-    Args:
-      name: a :func:`experiments.data.load` name.
-      model: ``convnet_quick`` or a ResNet name.
-      test_subset: keep only the first ``test_subset`` test images.
-
-    Raises:
-      DatasetNotFoundError: the dataset is not available here (the message says how to get it).
-    """
-    ds = data_lib.load(name)
-    notes = []
-    convnet = model == "convnet_quick"
-    p = data_lib.preprocess(ds, scale=1.0 if convnet else 1 / 255, mean_subtract=True)
-    notes.append(
-        "raw pixels 0..255 minus the per-channel training mean"
-        if convnet
-        else "pixels / 255 minus the per-channel training mean"
-    )
-    x_test, y_test = p.x_test, p.y_test
-    if test_subset is not None and test_subset < len(y_test):
-        x_test, y_test = x_test[:test_subset], y_test[:test_subset]
-        notes.append(f"evaluated on the first {test_subset} of {len(p.y_test)} test images")
-    source = ds.source if ds.source == ds.origin else f"{ds.source} (origin: {ds.origin})"
-    return ArrayData(p.x_train, p.y_train, x_test, y_test, ds.name, source, "; ".join(notes))
-
-
 def resolve_dataset(
     requested: str | None, preset: Preset
 ) -> tuple[str | None, str | None, str | None]:
@@ -271,39 +225,11 @@ def resolve_dataset(
         return preset.substitute, note, None
 
 
-def build_model(name: str, cfg: DropoutConfig, num_classes: int = 10):
-    """``convnet_quick`` (Caffe cifar10_quick), ``resnet20``, or the small smoke-test stand-ins
-    ``resnet8`` (one block per stage, 4/8/8 channels) and ``mlp`` (one hidden layer of 32)."""
-    if name == "convnet_quick":
-        return ConvNetQuick(num_classes=num_classes, dropout=cfg)
-    if name == "mlp":
-        return MLP(hidden=(32,), num_classes=num_classes, dropout=cfg)
-    if name == "resnet20":
-        return ResNet(num_classes=num_classes, dropout=cfg)
-    if name == "resnet8":
-        return ResNet(
-            num_classes=num_classes, dropout=cfg, stage_blocks=(1, 1, 1), widths=(4, 8, 8)
-        )
-    raise ValueError(f"unknown model {name!r}")
-
-
 def _dropout(arm: str, rate: float) -> DropoutConfig:
     return DropoutConfig("none") if arm == "plain" else DropoutConfig(arm, rate)
 
 
 # ------------------------------------------------------------------------------- statistics
-def combine(verdicts: list[str]) -> str:
-    """All cells reproduced -> reproduced; any not reproduced -> not reproduced; else
-    inconclusive; no cells -> not tested."""
-    if not verdicts:
-        return "not tested"
-    if any(v == "not reproduced" for v in verdicts):
-        return "not reproduced"
-    if all(v == "reproduced" for v in verdicts):
-        return "reproduced"
-    return "inconclusive"
-
-
 def _delta(table: str, base: str, other: str, rate: str) -> float:
     """The paper's size of ``other - base`` at ``rate`` (Tables 1-2), as a positive δ."""
     paper = PAPER[table]
@@ -378,11 +304,6 @@ def _ran(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(k, p) for k, p in results["parts"].items() if p.get("status") != "not run"]
 
 
-def save_figure(fig: Any, path: Path) -> None:
-    """Writes a matplotlib figure atomically and closes it (used by gao_tables45 too)."""
-    save_figure_atomic(fig, path, dpi=100)
-
-
 def _plot(results: dict[str, Any], path: Path) -> None:
     """Figures 1-2: train and test loss vs iteration, the four arms, per part and rate."""
     import matplotlib
@@ -418,33 +339,10 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         title += " (SUBSTITUTE for CIFAR-10)"
     fig.suptitle(f"{title}\nmean over {len(results['seeds'])} replicas", fontsize="medium")
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 # ------------------------------------------------------------------------------- rendering
-def fmt(summary: dict[str, float]) -> str:
-    """``mean ± std``."""
-    return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
-
-
-def fmt_diff(diff: dict[str, float]) -> str:
-    """``+mean [low, high]`` (``[n/a]`` without an interval)."""
-    if not np.isfinite(diff["ci_low"]):
-        return f"{diff['mean']:+.4f} [n/a]"
-    return f"{diff['mean']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
-
-
-def describe_train(t: dict[str, Any]) -> str:
-    """The protocol in one phrase."""
-    opt = "Nesterov" if t["nesterov"] else "SGD"
-    steps = ", ".join(map(str, t["lr_boundaries"]))
-    return (
-        f"{t['iterations']} iterations, batch {t['batch_size']}, {opt} momentum "
-        f"{t['momentum']:g}, lr {t['learning_rate']:g} ×{t['lr_decay']:g} at {steps}, "
-        f"weight decay {t['weight_decay']:g}"
-    )
-
-
 def _render_not_run(results: dict[str, Any]) -> str:
     lines = [f"**{NAME}: not run.** {results['reason']}", ""]
     for table in PAPER.values():
@@ -524,25 +422,6 @@ def render(results: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------- run
-def not_run_result(reason: str, claim: str, source: str, paper: dict[str, Any]) -> dict:
-    """The honest result of a run that could not happen here."""
-    return {
-        "not_run": True,
-        "reason": reason,
-        "claim": claim,
-        "source": source,
-        "paper": paper,
-        "verdict": "not run",
-    }
-
-
-def cleanup_checkpoints(root: Path) -> None:
-    """Removes a run's checkpoints (and the parent folder when it is empty)."""
-    shutil.rmtree(root, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        root.parent.rmdir()
-
-
 CLAIM_TEXT = (
     "(a) standard dropout beats forward-only and backward-only dropout at large rates "
     "(0.3, 0.2); (b) forward-only dropout degrades badly at large rates vs the plain "
@@ -739,12 +618,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
             }
         else:
             runnable.append(part)
-    datasets = {p.table: load_data(name, p.model, p.test_subset) for p in runnable}
+    datasets = {p.table: recipes.convnet_images(name, p.model, p.test_subset) for p in runnable}
     config = {
         "parts": [dataclasses.asdict(p) for p in runnable],
         "data": {t: [d.name, d.fingerprint()] for t, d in datasets.items()},
     }
-    grid = ctx.grid(config)
+    grid = grid_for(ctx, config)
     all_cells = {p.table: cells(p, seeds) for p in runnable}
     for part in runnable:  # one grid, parts in order
         grid.run(all_cells[part.table], measure(part, datasets[part.table], ctx.quiet))

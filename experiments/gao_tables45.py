@@ -52,21 +52,17 @@ import numpy as np
 
 from experiments import data as data_lib
 from experiments import stats
-from experiments.gao_ablation import (
-    RESNET_PAPER,
-    build_model,
+from experiments.models import DropoutConfig, build_model
+from experiments.protocols import RESNET_PAPER, describe_train, quick_protocol
+from experiments.recipes import convnet_images as load_data
+from experiments.registry import (
+    RunContext,
     cleanup_checkpoints,
-    combine,
-    describe_train,
-    fmt,
-    fmt_diff,
-    load_data,
     not_run_result,
-    quick_protocol,
-    save_figure,
+    register,
+    save_figure_atomic,
 )
-from experiments.models import DropoutConfig
-from experiments.registry import RunContext, register
+from experiments.stats import combine, fmt, fmt_diff
 from experiments.train import ArrayData, TrainConfig, train
 
 NAME = "gao_tables45"
@@ -113,7 +109,7 @@ class Cell:
       table: ``table4`` or ``table5``.
       dataset: a loader name, or ``synthetic`` (smoke runs).
       model: ``convnet_quick``, ``resnet20`` or a smoke stand-in (see
-        :func:`experiments.gao_ablation.build_model`).
+        :func:`experiments.models.build_model`).
       rates: forward dropout rates.
       backward_rate: augmented dropout's extra backward rate ``q``.
       train: the optimisation protocol.
@@ -317,7 +313,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         fontsize="medium",
     )
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def render(results: dict[str, Any]) -> str:

@@ -48,9 +48,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments import data as data_lib
-from experiments import stats
-from experiments.cells import Cell
+from experiments import recipes, stats
+from experiments.cells import Cell, grid_for
 from experiments.models import DropoutConfig, LeNet
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
@@ -67,7 +66,6 @@ PAPER_TABLE3 = {
     "augmented": {0.1: 0.9918, 0.2: 0.9923, 0.3: 0.9925, 0.4: 0.9920, 0.5: 0.9925},
 }
 SOURCE = "Gao, Pei & Huang, Demystifying Dropout, ICML 2019, Table 3"
-_GRAY28 = ("mnist", "fashion_mnist", "digits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,36 +96,7 @@ PRESETS = {
 }
 
 
-def _upsample_digits(x: np.ndarray) -> np.ndarray:
-    """8x8 digits -> 28x28: 3x pixel repetition (24x24), then 2 pixels of zero padding."""
-    big = x.repeat(3, axis=1).repeat(3, axis=2)
-    return np.pad(big, ((0, 0), (2, 2), (2, 2), (0, 0)))
-
-
-def load_data(name: str) -> ArrayData:
-    """A 28x28 grayscale dataset for LeNet, scaled by 1/256 (Caffe's LeNet input scale).
-
-    Args:
-      name: ``mnist``, ``fashion_mnist`` or ``digits`` (upsampled to 28x28).
-
-    Returns:
-      The arrays, with the loader's source recorded.
-
-    Raises:
-      ValueError: a dataset that is not 28x28 grayscale (or digits).
-    """
-    ds = data_lib.load(name)
-    if ds.name not in _GRAY28:
-        raise ValueError(f"{NAME} needs 28x28 grayscale images: one of {_GRAY28}; got {name!r}")
-    notes = "uint8 / 256"
-    if ds.name == "digits":
-        ds = dataclasses.replace(
-            ds, x_train=_upsample_digits(ds.x_train), x_test=_upsample_digits(ds.x_test)
-        )
-        notes = "8x8 digits upsampled 3x (pixel repetition) and zero-padded to 28x28; " + notes
-    p = data_lib.preprocess(ds, scale=1 / 256)
-    source = ds.source if ds.source == ds.origin else f"{ds.source} (origin: {ds.origin})"
-    return ArrayData(p.x_train, p.y_train, p.x_test, p.y_test, ds.name, source, notes)
+load_data = recipes.lenet_images
 
 
 def _dropout(arm: str, rate: float) -> DropoutConfig:
@@ -373,7 +342,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "backward_rate": BACKWARD_RATE,
         "model": "LeNet",
     }
-    grid = ctx.grid(config)
+    grid = grid_for(ctx, config)
     grid_cells = cells(preset, seeds)
     done = grid.run(grid_cells, measure(preset, data, ctx.quiet))
     records = {c.id: {"params": c.params, "result": done[c.id]} for c in grid_cells}

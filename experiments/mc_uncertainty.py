@@ -51,8 +51,8 @@ import dropjax.linen
 import dropjax.mc
 from dropjax import uncertainty as unc
 from experiments import stats
-from experiments.lenet_mnist import load_data
 from experiments.models import DropDense, DropoutConfig, LeNet
+from experiments.recipes import lenet_images as load_data
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
 

@@ -80,6 +80,7 @@ __all__ = [
     "LeNet",
     "NO_DROPOUT",
     "ResNet",
+    "build_model",
     "decoupled_rates",
     "make_dropout",
     "max_pool_2x2",
@@ -706,3 +707,19 @@ class GCN(nn.Module):
             if i == 0:
                 x = nn.relu(x)
         return x
+
+
+def build_model(name: str, cfg: DropoutConfig, num_classes: int = 10):
+    """``convnet_quick`` (Caffe cifar10_quick), ``resnet20``, or the small smoke-test stand-ins
+    ``resnet8`` (one block per stage, 4/8/8 channels) and ``mlp`` (one hidden layer of 32)."""
+    if name == "convnet_quick":
+        return ConvNetQuick(num_classes=num_classes, dropout=cfg)
+    if name == "mlp":
+        return MLP(hidden=(32,), num_classes=num_classes, dropout=cfg)
+    if name == "resnet20":
+        return ResNet(num_classes=num_classes, dropout=cfg)
+    if name == "resnet8":
+        return ResNet(
+            num_classes=num_classes, dropout=cfg, stage_blocks=(1, 1, 1), widths=(4, 8, 8)
+        )
+    raise ValueError(f"unknown model {name!r}")

@@ -42,11 +42,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments import data as data_lib
-from experiments import stats
+from experiments import recipes, stats
 from experiments.models import MLP, DropoutConfig
 from experiments.registry import RunContext, register, save_figure_atomic
-from experiments.train import ArrayData, TrainConfig, train
+from experiments.train import TrainConfig, train
 
 NAME = "random_dropout_mlp"
 SOURCE = (
@@ -124,14 +123,7 @@ PRESETS = {
 }
 
 
-def load_data(name: str) -> ArrayData:
-    """A flattened image dataset scaled to [0, 1] (permutation-invariant: no image prior)."""
-    ds = data_lib.load(name)
-    p = data_lib.preprocess(ds, flatten=True)
-    source = ds.source if ds.source == ds.origin else f"{ds.source} (origin: {ds.origin})"
-    return ArrayData(
-        p.x_train, p.y_train, p.x_test, p.y_test, ds.name, source, "uint8 / 255, flattened"
-    )
+load_data = recipes.flat_images
 
 
 def settings(preset: Preset) -> dict[str, tuple[str, float, float]]:

@@ -9,10 +9,12 @@ an interrupted run never leaves a half-written results file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -24,9 +26,12 @@ __all__ = [
     "PRESETS",
     "Experiment",
     "RunContext",
+    "cleanup_checkpoints",
     "execute",
-    "experiments",
+    "not_run_result",
+    "lookup",
     "register",
+    "registered",
     "results_path",
     "save_figure_atomic",
     "write_json_atomic",
@@ -73,27 +78,6 @@ class RunContext:
         """``<out>/<name>/<preset>.json``."""
         return self.out_dir / f"{self.preset}.json"
 
-    def grid(self, config: Any):
-        """A :class:`experiments.cells.Grid` writing its cells into :attr:`results_file`.
-
-        Its finished cells are also stored in the final results file (``"grid"``).
-        """
-        import jax
-
-        from experiments.cells import Budget, Grid
-
-        grid = Grid(
-            self.name,
-            self.preset,
-            self.results_file,
-            config,
-            budget=Budget(self.time_budget),
-            quiet=self.quiet,
-            write=jax.process_index() == 0,
-        )
-        self.grids.append(grid)
-        return grid
-
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -130,11 +114,29 @@ def register(
     return wrap
 
 
-def experiments() -> dict[str, Experiment]:
-    """All registered experiments, by name (imports the experiment modules first)."""
-    import experiments.catalog  # noqa: F401  (registers everything)
+def registered() -> dict[str, Experiment]:
+    """The experiments registered so far (:func:`experiments.catalog.experiments` imports
+    them all first)."""
+    return dict(_REGISTRY)
 
-    return dict(sorted(_REGISTRY.items()))
+
+def lookup(name: str) -> Experiment:
+    """The experiment ``name``, importing its module ``experiments.<name>`` when needed.
+
+    Raises:
+      KeyError: no such experiment (the message says how to list them).
+    """
+    if name not in _REGISTRY:
+        import importlib
+
+        try:
+            importlib.import_module(f"experiments.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"experiments.{name}":
+                raise
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown experiment {name!r}; `python -m experiments list` lists them")
+    return _REGISTRY[name]
 
 
 def results_path(out: Path, name: str, preset: str) -> Path:
@@ -227,13 +229,11 @@ def environment() -> dict[str, Any]:
 
 def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
     """Runs experiment ``name`` and writes its results file; returns (payload, path)."""
-    table = experiments()
-    if name not in table:
-        raise KeyError(f"unknown experiment {name!r}; `python -m experiments list` lists them")
+    experiment = lookup(name)
     if ctx.preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}; got {ctx.preset!r}")
     start = time.time()
-    results = table[name].run(ctx)
+    results = experiment.run(ctx)
     payload = {
         "experiment": name,
         "preset": ctx.preset,
@@ -251,3 +251,22 @@ def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
     if payload["environment"]["process_index"] == 0:  # one writer on a multi-host run
         write_json_atomic(path, payload)
     return payload, path
+
+
+def not_run_result(reason: str, claim: str, source: str, paper: dict[str, Any]) -> dict:
+    """The honest result of a run that could not happen here."""
+    return {
+        "not_run": True,
+        "reason": reason,
+        "claim": claim,
+        "source": source,
+        "paper": paper,
+        "verdict": "not run",
+    }
+
+
+def cleanup_checkpoints(root: Path) -> None:
+    """Removes a run's checkpoints (and the parent folder when it is empty)."""
+    shutil.rmtree(root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.parent.rmdir()

@@ -12,82 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from experiments.registry import PUBLISHED, experiments
+from experiments.catalog import CLAIMS, experiments
+from experiments.registry import PUBLISHED
 
 __all__ = ["CLAIMS", "build_report", "load_results"]
-
-# (claim number, seed, short title, experiment names in the registry)
-CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
-    (
-        "1",
-        "Gao et al. 2019, Table 3",
-        "LeNet/MNIST: augmented vs standard dropout",
-        ("lenet_mnist",),
-    ),
-    (
-        "2",
-        "Gao et al. 2019, Tables 1-2, Figs 1-2",
-        "Forward/backward dropout ablation",
-        ("gao_ablation",),
-    ),
-    (
-        "3",
-        "Gao et al. 2019, Tables 4-5",
-        "ConvNet-Quick and ResNet-20 on SVHN/CIFAR",
-        ("gao_tables45",),
-    ),
-    (
-        "4",
-        "Bouthillier et al. 2015, Fig. 6",
-        "Random dropout vs dropout on an MLP",
-        ("random_dropout_mlp",),
-    ),
-    (
-        "5",
-        "Bouthillier et al. 2015, Sec. 3.1, Figs 2, 4, 5",
-        "Noise back-projection",
-        ("backprojection",),
-    ),
-    (
-        "6",
-        "Explainer (seed 000)",
-        "Input dropout on least squares = L2, lambda = p/(1-p)",
-        ("linear_l2",),
-    ),
-    (
-        "7",
-        "Explainer (seed 000)",
-        "Weight scaling vs ensemble mean; Jensen gap",
-        ("ensemble_jensen",),
-    ),
-    ("8", "Explainer (seed 000)", "ReLU: expected gradient independent of p", ("relu_gradient",)),
-    ("9", "Explainer (seed 000)", "Dropout-aware initialisation", ("init_variance",)),
-    (
-        "10",
-        "Explainer (seed 000)",
-        "MC dropout uncertainty (MNIST vs Fashion-MNIST OOD)",
-        ("mc_uncertainty",),
-    ),
-    ("11", "Explainer (seed 000)", "Graph dropout and homophily", ("graph_homophily",)),
-    (
-        "12",
-        "Explainer / glossary (seeds 000, 003)",
-        "DropBlock vs dropout on a conv net",
-        ("dropblock_conv",),
-    ),
-    (
-        "13",
-        "Glossary (seed 003); Molchanov et al. 2017, Table 1",
-        "Sparse variational dropout: LeNet-300-100 error and compression",
-        ("sparse_vd",),
-    ),
-    (
-        "14",
-        "Beyond the seeds: Gal, Islam & Ghahramani 2017, Fig. 1",
-        "MC dropout active learning: BALD-type acquisition vs random",
-        ("active_learning",),
-    ),
-]
 
 PRESET_ORDER = ("paper", "quick", "smoke")
 REPORT_PATH = Path(__file__).resolve().parent / "REPORT.md"

@@ -9,7 +9,10 @@ import scipy.stats
 
 __all__ = [
     "VERDICTS",
+    "combine",
     "combine_decisions",
+    "fmt",
+    "fmt_diff",
     "decide",
     "mean_ci",
     "mean_std",
@@ -239,3 +242,27 @@ def combine_decisions(decisions: list[dict]) -> dict:
     else:
         headline = verdict_
     return {"verdict": verdict_, "headline": headline, "coverage": coverage}
+
+
+def combine(verdicts: list[str]) -> str:
+    """All cells reproduced -> reproduced; any not reproduced -> not reproduced; else
+    inconclusive; no cells -> not tested."""
+    if not verdicts:
+        return "not tested"
+    if any(v == "not reproduced" for v in verdicts):
+        return "not reproduced"
+    if all(v == "reproduced" for v in verdicts):
+        return "reproduced"
+    return "inconclusive"
+
+
+def fmt(summary: dict[str, float]) -> str:
+    """``mean ± std``."""
+    return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+
+
+def fmt_diff(diff: dict[str, float]) -> str:
+    """``+mean [low, high]`` (``[n/a]`` without an interval)."""
+    if not np.isfinite(diff["ci_low"]):
+        return f"{diff['mean']:+.4f} [n/a]"
+    return f"{diff['mean']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"

@@ -637,6 +637,8 @@ class _Checkpoints:
 
     def restore(self, like: TrainState) -> tuple[TrainState, int, list] | None:
         step = self.manager.latest_step()
+        if jax.process_count() > 1:
+            _same_step_everywhere(step, self.manager.directory)
         if step is None:
             return None
         ocp = self._ocp
@@ -668,6 +670,26 @@ class _Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _same_step_everywhere(step: int | None, directory: Any) -> None:
+    """Multi-host: raises on every process unless all of them see the same latest checkpoint.
+
+    Each process restores its own part of the state (and Orbax writes each array once, from
+    the process that holds its first replica), so a checkpoint folder that only some hosts
+    see would resume them at different steps and hang the run.
+    """
+    from jax.experimental import multihost_utils
+
+    mine = np.int32(-1 if step is None else step)
+    steps = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1)
+    if (steps != steps[0]).any():
+        raise ValueError(
+            f"the processes see different checkpoints in {directory} (latest step per "
+            f"process, -1 for none: {steps.tolist()}): the checkpoint folder must be one "
+            "that every host sees, on a shared file system (for `python -m experiments`, "
+            "set $DROPJAX_RUNS there)"
+        )
 
 
 def train(

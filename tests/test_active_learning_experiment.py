@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import active_learning as al
-from experiments import registry
+from experiments import catalog, registry
 from experiments.cells import Budget, BudgetExhausted
 from experiments.registry import RunContext
 
@@ -35,7 +35,7 @@ def test_smoke_run_and_resume(tmp_path, runs):
     first = {arm: [a[0] for a in results["curves"][arm]["per_seed"]] for arm in al.ARMS}
     assert all(first[arm] == first["random"] for arm in al.ARMS)
     assert isinstance(results["verdict"], str) and results["verdict"]
-    markdown = registry.experiments()[al.NAME].render(results)
+    markdown = catalog.experiments()[al.NAME].render(results)
     assert "| batch_bald |" in markdown and "beyond the seeds" in markdown
 
     # Interrupted after one round (an exhausted time budget), then resumed: same numbers.

@@ -13,8 +13,9 @@ import pytest
 import dropjax
 from experiments import backprojection as bp
 from experiments import random_dropout_mlp as rdm
+from experiments.catalog import experiments
 from experiments.models import MLP
-from experiments.registry import RunContext, execute, experiments
+from experiments.registry import RunContext, execute
 
 VERDICTS = {"reproduced", "not reproduced", "inconclusive"}
 NAMES = (rdm.NAME, bp.NAME)

@@ -13,12 +13,13 @@ import scipy.special
 from sklearn.linear_model import Ridge
 
 import dropjax
-from experiments import explainer_ensemble as ens
-from experiments import explainer_gradient as grad
-from experiments import explainer_init as init
-from experiments import explainer_linear as lin
+from experiments import ensemble_jensen as ens
 from experiments import graph_homophily as gh
-from experiments.registry import RunContext, execute, experiments
+from experiments import init_variance as init
+from experiments import linear_l2 as lin
+from experiments import relu_gradient as grad
+from experiments.catalog import experiments
+from experiments.registry import RunContext, execute
 
 VERDICTS = {"reproduced", "not reproduced", "inconclusive"}
 NAMES = ("linear_l2", "ensemble_jensen", "relu_gradient", "init_variance", "graph_homophily")

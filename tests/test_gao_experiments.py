@@ -97,7 +97,8 @@ def test_tables45_not_run_without_data(tmp_path, data_dir):
 
 
 def test_claims_are_decided_against_the_papers_effects():
-    from experiments.gao_ablation import combine, evaluate_claims
+    from experiments.gao_ablation import evaluate_claims
+    from experiments.stats import combine
 
     plain = [0.70, 0.71, 0.72, 0.73]
     jitter = [0.0, 0.001, -0.001, 0.0005]

@@ -20,7 +20,7 @@ import optax
 import pytest
 from jax import lax
 
-from experiments import cpu_conv, registry
+from experiments import catalog, cpu_conv, registry
 from experiments import models as models_lib
 from experiments import train as train_lib
 from experiments.__main__ import main
@@ -378,7 +378,7 @@ def test_kill_and_resume_equals_uninterrupted(trainer, pair, tmp_path):
 def test_cli_list_prints_names_first(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    names = set(registry.experiments())
+    names = set(catalog.experiments())
     assert "lenet_mnist" in names
     assert len(lines) == len(names)
     for line in lines:

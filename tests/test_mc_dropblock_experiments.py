@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 import dropjax.linen
-from experiments import registry
+from experiments import catalog, registry
 from experiments.registry import RunContext
 
 
@@ -20,7 +20,7 @@ def _execute(name: str, tmp_path):
     assert saved["verdict"] == payload["results"]["verdict"]
     results = payload["results"]
     assert (ctx.out_dir / results["figure"]).stat().st_size > 0
-    markdown = registry.experiments()[name].render(results)
+    markdown = catalog.experiments()[name].render(results)
     assert "verdict" in markdown.lower() or "**" in markdown
     return results
 

@@ -12,7 +12,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from experiments import registry
+from experiments import catalog, registry
 from experiments.registry import RunContext
 
 
@@ -89,7 +89,7 @@ def test_sparse_vd_smoke(tmp_path, monkeypatch):
     assert sum(vd["log_alpha_histogram"][0]) == total["weights"]
     assert set(results["arms"]) == {"sparse_vd"}
     assert (ctx.out_dir / results["figure"]).stat().st_size > 0
-    markdown = registry.experiments()["sparse_vd"].render(results)
+    markdown = catalog.experiments()["sparse_vd"].render(results)
     assert "sparse VD" in markdown and "**" in markdown
 
 
