@@ -53,16 +53,28 @@ def _verdict(results: dict[str, Any]) -> str:
     if results.get("not_run"):
         return "not run"
     verdict = str(results.get("verdict", "—"))
-    if "evidence" not in results:  # decided before verdicts carried coverage and power
+    if _coverage(results) is None:  # decided before verdicts carried coverage and power
         return f"{verdict} (legacy rule, coverage not recorded)"
     return verdict
+
+
+def _coverage(results: dict[str, Any]) -> float | None:
+    """The protocol coverage a results dict records (``evidence``, or a decision's)."""
+    for holder in (results.get("evidence"), results, results.get("decision")):
+        if isinstance(holder, dict) and holder.get("coverage") is not None:
+            return float(holder["coverage"])
+    return None
 
 
 def _evidence(results: dict[str, Any]) -> tuple[str, str]:
     """The coverage and power cells of the summary table."""
     ev = results.get("evidence")
     if not ev:
-        return "not recorded", "—"
+        cov = _coverage(results)
+        if cov is None:
+            return "not recorded", "—"
+        sub = (results.get("decision") or {}).get("substitute") or results.get("substitute")
+        return f"{cov:.0%}" + (" (SUBSTITUTE data)" if sub else ""), "— (not a paired test)"
     cov = ev.get("coverage")
     cov_txt = "—" if cov is None else f"{cov:.0%}"
     if ev.get("data") == "SUBSTITUTE":
@@ -118,7 +130,15 @@ def build_report(out: Path = PUBLISHED) -> str:
                 body += [f"**Not run:** {res.get('reason', '')}", ""]
             render = table[name].render if name in table else None
             if render is not None and not res.get("not_run"):
-                body += [render(res), ""]
+                try:
+                    body += [render(res), ""]
+                except (KeyError, TypeError):  # written by an older version of the claim
+                    body += [
+                        "*These results were written by an older version of this experiment, "
+                        "whose table the current code no longer renders; rerun the command "
+                        "below to refresh them.*",
+                        "",
+                    ]
             body += [
                 f"**Verdict: {verdict}.** Preset `{preset}` on {device}, "
                 f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`.",
