@@ -49,8 +49,8 @@ sample / member: AUROC, AUPR (OOD positive) and FPR at 95 % TPR.
 **Decisions** (:func:`experiments.stats.decide`, paired over seeds, at the largest ``T``).
 The seed gives no number, so the minimal effects are ours: ``DELTA_AUROC = 0.01`` (one
 AUROC point; smaller OOD gains are not reported as improvements in the literature, and the
-seed-to-seed SD of the deterministic AUROC is several points), ``DELTA_NLL = 0.01`` nats
-(about 13 % of the deterministic net's NLL at the quick preset) and ``DELTA_ECE = 0.005``
+seed-to-seed SD of the deterministic AUROC was 0.05 in an earlier 800-iteration run),
+``DELTA_NLL = 0.01`` nats (13 % of that run's deterministic NLL, 0.077) and ``DELTA_ECE = 0.005``
 (half a calibration point). OOD sub-claim: MC mutual information vs the deterministic
 max-softmax, and MC entropy vs deterministic entropy (AUROC, higher is better).
 Calibration / "more robust prediction" sub-claim: NLL and ECE of the MC average vs the
@@ -63,14 +63,20 @@ iterations, the ``paper`` preset; Caffe's reference LeNet solver trains 10,000) 
 to convergence, so coverage is ``iterations / 12000``; below 1 the headline is only
 *indicative*. At full coverage with real MNIST / Fashion-MNIST the verdict stands as is.
 
+The tables and figures are drawn by ``experiments.mc_uncertainty_render``.
+
 Presets: ``smoke`` trains on scikit-learn's 8x8 digits (upsampled to 28x28) for a few
 steps, uniform-noise images as the OOD set, 3 seeds and ensembles of 2 (seconds).
 ``quick``: MNIST (5,000 training images held out for the temperatures) vs Fashion-MNIST,
-3 seeds, ensembles of ``M = 5``, 400 iterations (lr step at 300; 3 % of the protocol: all
-15 networks train together as vmapped replicas; about 12 minutes on one core) and
-``T`` up to 50. ``paper``: Gao et al.'s LeNet protocol (12,000 iterations, lr 0.01 ÷10 at
-6,000, momentum 0.9, weight decay 5e-4, batch 100), 4 seeds, ``M = 5`` (20 networks),
-``T`` up to 100.
+3 seeds, ensembles of ``M = 5`` and ``T`` up to 50; to stay affordable with the ensemble's
+``M``-fold training, all 15 networks train together as vmapped replicas for only 500
+iterations (lr step at 400; about 4 % of the protocol, under one epoch), so its verdict is
+indicative. Cost: 15 vmapped LeNets took 1.05 s per step on one core shared with other
+jobs, about 0.45 s of CPU time per step, so the run (training, then 15 x 20,000 test
+forward passes and the metrics) needs about 6 minutes of one free core and 12-15 minutes
+on a shared one. It is not resumable (one training call: an interrupted run starts over).
+``paper``: Gao et al.'s LeNet protocol (12,000 iterations, lr 0.01 ÷10 at 6,000, momentum
+0.9, weight decay 5e-4, batch 100), 4 seeds, ``M = 5`` (20 networks), ``T`` up to 100.
 """
 
 from __future__ import annotations
@@ -78,7 +84,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -90,9 +95,10 @@ import dropjax.linen
 import dropjax.mc
 from dropjax import uncertainty as unc
 from experiments import stats
+from experiments.mc_uncertainty_render import at_path, plot_metrics, plot_reliability, render, rows
 from experiments.models import DropDense, DropoutConfig, LeNet
 from experiments.recipes import lenet_images as load_data
-from experiments.registry import RunContext, register, save_figure_atomic
+from experiments.registry import RunContext, register
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
 
 NAME = "mc_uncertainty"
@@ -489,29 +495,6 @@ def evaluate_seed(out: SeedOutputs, num_samples: tuple[int, ...]) -> tuple[dict,
 # ----------------------------------------------------------------------------- summary
 
 
-def _get(tree: dict, path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def rows(num_samples: tuple[int, ...], members: int) -> list[tuple[str, tuple[str, ...]]]:
-    """The table's arms: (label, path into a seed's metrics)."""
-    t_max = str(max(num_samples))
-    out = [
-        ("deterministic", ("deterministic",)),
-        ("deterministic + TS", ("deterministic_ts",)),
-    ]
-    if str(members) in map(str, num_samples) and str(members) != t_max:
-        out.append((f"MC dropout, T={members} (= M)", ("mc", str(members))))
-    out += [
-        (f"MC dropout, T={t_max}", ("mc", t_max)),
-        (f"MC dropout + TS, T={t_max}", ("mc_ts", t_max)),
-        (f"deep ensemble, M={members}", ("ensemble",)),
-    ]
-    return out
-
-
 def _summary_of(per_seed: list[dict]) -> dict:
     """mean_ci over seeds of every leaf, keeping the nesting."""
     first = per_seed[0]
@@ -612,8 +595,8 @@ def summarise(
     summary = _summary_of(per_seed)
     decisions = []
     for key, label, arm, base, m_arm, m_base, sign, delta, sub in DECISIONS:
-        a = [_get(r, _resolve(base, t_max))[m_base] for r in per_seed]
-        b = [_get(r, _resolve(arm, t_max))[m_arm] for r in per_seed]
+        a = [at_path(r, _resolve(base, t_max))[m_base] for r in per_seed]
+        b = [at_path(r, _resolve(arm, t_max))[m_arm] for r in per_seed]
         diff = stats.paired_difference(a, b)
         decisions.append(
             {
@@ -633,7 +616,8 @@ def summarise(
         entry = {"label": label, "arm": list(arm), "baseline": list(base), "metrics": {}}
         for metric, better in CONTEXT_METRICS:
             diff = stats.paired_difference(
-                [_get(r, base)[metric] for r in per_seed], [_get(r, arm)[metric] for r in per_seed]
+                [at_path(r, base)[metric] for r in per_seed],
+                [at_path(r, arm)[metric] for r in per_seed],
             )
             entry["metrics"][metric] = {"difference": diff, "arm_is": _side(diff, better)}
         context.append(entry)
@@ -706,7 +690,7 @@ def costs(
     }
 
 
-# ----------------------------------------------------------------------------- figures
+# ----------------------------------------------------------------------------- the run
 
 
 def _curve(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
@@ -714,260 +698,6 @@ def _curve(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]
     cov, acc = np.asarray(cov), np.asarray(acc)
     idx = np.unique(np.linspace(0, len(cov) - 1, CURVE_POINTS).round().astype(int))
     return {"coverage": cov[idx].tolist(), "accuracy": acc[idx].tolist()}
-
-
-def _half(s: dict[str, Any]) -> float:
-    return 0.0 if s.get("ci_high") is None else s["ci_high"] - s["mean"]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _plot_metrics(results: dict[str, Any], example: dict[str, Any], path: Path) -> None:
-    """Metrics vs T with the baselines, MI histograms, accuracy-coverage curves."""
-    plt = _pyplot()
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    ts = results["config"]["num_samples"]
-    members = results["config"]["members"]
-    summ = results["summary"]
-    fig, axes = plt.subplots(2, 4, figsize=(20, 9))
-
-    def vs_t(ax, key, ylabel, title, mc_label="MC dropout", det_key=None, ts_arms=True):
-        series = [("mc", mc_label, "o", "C0")]
-        if ts_arms:
-            series.append(("mc_ts", "MC dropout + TS", "s", "C1"))
-        for arm, label, marker, color in series:
-            if key not in summ[arm][str(ts[0])]:
-                continue
-            mean = [summ[arm][str(t)][key]["mean"] for t in ts]
-            err = [_half(summ[arm][str(t)][key]) for t in ts]
-            ax.errorbar(ts, mean, yerr=err, marker=marker, capsize=3, label=label, color=color)
-        lines = [("deterministic", "deterministic", "k", "--")]
-        if ts_arms:
-            lines.append(("deterministic_ts", "deterministic + TS", "C7", ":"))
-        for arm, label, color, style in lines:
-            d = summ[arm][det_key or key]
-            ax.axhline(d["mean"], ls=style, color=color, label=label)
-            ax.axhspan(d["mean"] - _half(d), d["mean"] + _half(d), alpha=0.1, color=color)
-        if key in summ["ensemble"]:
-            e = summ["ensemble"][key]
-            ax.errorbar(
-                [members],
-                [e["mean"]],
-                yerr=[_half(e)],
-                marker="*",
-                markersize=14,
-                color="C3",
-                capsize=3,
-                ls="none",
-                label=f"deep ensemble (M={members}, at T=M)",
-            )
-        ax.set_xscale("log")
-        ax.set_xticks(sorted({*ts, members}))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("MC samples T (ensemble: members M)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize="medium")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
-
-    ood = f"{results['data']['name']} vs {results['ood']['name']}"
-    vs_t(axes[0, 0], "auroc_entropy", "AUROC (OOD positive)", f"OOD by entropy: {ood}")
-    vs_t(
-        axes[0, 1],
-        "auroc_mi",
-        "AUROC (OOD positive)",
-        "OOD by mutual information (det.: 1 − max p)",
-        mc_label="MC dropout, MI",
-        det_key="auroc_maxprob",
-        ts_arms=False,
-    )
-    vs_t(axes[0, 2], "nll", "NLL (nats)", "NLL")
-    vs_t(axes[0, 3], "ece", "ECE (15 bins)", "ECE")
-    vs_t(axes[1, 0], "aece", "adaptive ECE (15 equal-mass bins)", "adaptive ECE")
-    vs_t(axes[1, 1], "aurc", "AURC", "selective risk (max p as confidence)")
-    unc.uncertainty_histogram(example["mi_in"], example["mi_out"], ax=axes[1, 2])
-    axes[1, 2].set_title(
-        f"MC mutual information, T={max(ts)}, seed {results['seeds'][0]}\n{axes[1, 2].get_title()}",
-        fontsize="small",
-    )
-    axes[1, 2].set_xlabel("mutual information (nats)")
-    ax = axes[1, 3]
-    for label, curve in example["curves"].items():
-        ax.plot(curve["coverage"], curve["accuracy"], label=label)
-    ax.set_xlabel("coverage")
-    ax.set_ylabel("accuracy of the most confident")
-    ax.set_title(f"accuracy-coverage, seed {results['seeds'][0]}", fontsize="medium")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small")
-    fig.suptitle(
-        f"MC dropout vs temperature scaling vs deep ensemble, LeNet on "
-        f"{results['data']['name']} (dropout {RATE:g}): mean and 95 % CI over "
-        f"{len(results['seeds'])} seeds",
-        fontsize="medium",
-    )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=90)
-
-
-def _plot_reliability(results: dict[str, Any], example: dict[str, Any], path: Path) -> None:
-    """One reliability diagram per arm (the first seed), in one figure."""
-    plt = _pyplot()
-    probs = example["probs"]
-    cols = 3
-    nrows = -(-len(probs) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 5.0 * nrows), squeeze=False)
-    for ax, (label, p) in zip(axes.flat, probs.items(), strict=False):
-        unc.reliability_diagram(p, example["labels"], NUM_BINS, ax=ax)
-        ax.set_title(f"{label}\n{ax.get_title()}", fontsize="small")
-        ax.legend(loc="upper left", fontsize="x-small")
-    for ax in list(axes.flat)[len(probs) :]:
-        ax.set_visible(False)
-    fig.suptitle(
-        f"Reliability diagrams on the {results['data']['name']} test set, seed "
-        f"{results['seeds'][0]} ({NUM_BINS} equal-width bins)",
-        fontsize="medium",
-    )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=80)
-
-
-# ----------------------------------------------------------------------------- rendering
-
-# (metric key, column title, digits)
-COLUMNS = (
-    ("accuracy", "acc", 4),
-    ("nll", "NLL", 4),
-    ("ece", "ECE", 4),
-    ("aece", "aECE", 4),
-    ("brier", "Brier", 4),
-    ("auroc_entropy", "AUROC", 4),
-    ("aupr_entropy", "AUPR", 4),
-    ("fpr95_entropy", "FPR@95", 3),
-    ("aurc", "AURC", 5),
-)
-
-
-def _fmt(s: dict[str, Any] | None, digits: int = 4) -> str:
-    if s is None:
-        return "–"
-    if s.get("ci_high") is None:
-        return f"{s['mean']:.{digits}f}"
-    return f"{s['mean']:.{digits}f} ± {s['ci_high'] - s['mean']:.{digits}f}"
-
-
-def _fmt_diff(d: dict[str, float], digits: int = 4) -> str:
-    if not np.isfinite(d["ci_low"]):
-        return f"{d['mean']:+.{digits}f} [n/a]"
-    return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
-
-
-def _render_legacy(results: dict[str, Any]) -> str:
-    return (
-        "Results from before the temperature-scaling and deep-ensemble baselines were added "
-        f"(verdict then: **{results.get('verdict', '—')}**, under the old rule). Rerun "
-        "`python -m experiments mc_uncertainty --preset quick` to get the full table."
-    )
-
-
-def render(results: dict[str, Any]) -> str:
-    """Markdown: the arms table, OOD scores, the decided comparisons and the context."""
-    if "decisions" not in results:
-        return _render_legacy(results)
-    cfg, summ = results["config"], results["summary"]
-    t = cfg["train"]
-    ns, m = tuple(cfg["num_samples"]), cfg["members"]
-    head = "| arm | " + " | ".join(c[1] for c in COLUMNS) + " |"
-    table = [head, "|---" * (len(COLUMNS) + 1) + "|"]
-    for label, path in rows(ns, m):
-        s = _get(summ, path)
-        table.append(f"| {label} | " + " | ".join(_fmt(s[k], d) for k, d in _cols()) + " |")
-    ood = [
-        "| arm | AUROC 1−max p | AUROC MI | AUPR MI | FPR@95 MI | temperature |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, path in rows(ns, m):
-        s = _get(summ, path)
-        ood.append(
-            f"| {label} | {_fmt(s['auroc_maxprob'])} | {_fmt(s.get('auroc_mi'))} | "
-            f"{_fmt(s.get('aupr_mi'))} | {_fmt(s.get('fpr95_mi'), 3)} | "
-            f"{_fmt(s.get('temperature'), 3)} |"
-        )
-    dec = [
-        "| comparison (paired over seeds) | T | Δ [95% CI] | claimed | δ | power | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for d in results["decisions"]:
-        sign = "> 0" if d["claimed_sign"] > 0 else "< 0"
-        power = "—" if d["power"] != d["power"] else f"{d['power']:.2f}"
-        dec.append(
-            f"| {d['label']} | {d['T']} | {_fmt_diff(d['difference'])} | {sign} | "
-            f"{d['delta']:g} | {power} | {d['verdict']} |"
-        )
-    ctx = [
-        "| context: Δ = arm − baseline [95% CI] | AUROC (entropy) | NLL | ECE | aECE |",
-        "|---|---|---|---|---|",
-    ]
-    for c in results["context"]:
-        cells = []
-        for metric, _ in CONTEXT_METRICS:
-            e = c["metrics"][metric]
-            cells.append(f"{_fmt_diff(e['difference'])} ({e['arm_is']})")
-        ctx.append(f"| {c['label']} | " + " | ".join(cells) + " |")
-    cost = results["costs"]
-    sub = results["sub_claims"]
-    return "\n".join(
-        [
-            f"**MC dropout vs the cheap alternatives: LeNet (standard dropout {RATE:g} before "
-            f"the last layer) on {results['data']['name']} ({results['data']['source']}), OOD "
-            f"= {results['ood']['description']}.** {t['iterations']} iterations "
-            f"({results['evidence']['coverage']:.1%} of the {PAPER_ITERATIONS}-iteration "
-            f"LeNet protocol), batch {t['batch_size']}, lr {t['learning_rate']:g} ÷10 at "
-            f"{', '.join(map(str, t['lr_boundaries']))}, momentum {t['momentum']:g}, weight "
-            f"decay {t['weight_decay']:g}; {cfg['holdout']} training images held out for the "
-            f"temperatures; {len(results['seeds'])} seeds {results['seeds']} (each an "
-            f"independent ensemble of M = {m}); mean ± half-width of the 95 % t-interval "
-            "over seeds. OOD columns: predictive entropy as the score, OOD as positive.",
-            "",
-            *table,
-            "",
-            *ood,
-            "",
-            f"Budget: {cost['budget']}. Training: {cost['training_networks_in_run']} networks "
-            f"as vmapped replicas, {cost['training_wall_s']:.0f} s "
-            f"({cost['training_wall_s_per_network']:.1f} s per network): the ensemble costs "
-            f"M = {m} times the training of every other arm; MC dropout costs T passes at "
-            "test time (run here as 1 trunk + T head passes, exact for this LeNet).",
-            "",
-            *dec,
-            "",
-            *ctx,
-            "",
-            "The context rows test no claim of the seed; *better* / *worse* says where the "
-            "interval lies (for the first arm), *n.s.* that it covers 0.",
-            "",
-            f"Verdicts ({results['source']}): OOD detection by MC uncertainty: "
-            f"**{sub['ood_detection']['verdict']}** (headline {sub['ood_detection']['headline']});"
-            f" MC averaging improves calibration (NLL, ECE): **{sub['calibration']['verdict']}** "
-            f"(headline {sub['calibration']['headline']}). Overall: "
-            f"**{results['overall']['verdict']}**, headline **{results['verdict']}**.",
-        ]
-    )
-
-
-def _cols():
-    return [(k, d) for k, _, d in COLUMNS]
-
-
-# ----------------------------------------------------------------------------- the run
 
 
 def _timed(fn, *args):
@@ -1043,7 +773,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         if r == 0:
             labels = data.y_test
             probs = {
-                label: _get(arms, path)["in"]
+                label: at_path(arms, path)["in"]
                 for label, path in rows(preset.num_samples, preset.members)
             }
             mc_arm = arms["mc"][str(t_max)]
@@ -1075,6 +805,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             "holdout": preset.holdout,
             "num_samples": list(preset.num_samples),
             "ece_bins": NUM_BINS,
+            "protocol_iterations": PAPER_ITERATIONS,
             "fpr_at_tpr": TPR,
             "train": dataclasses.asdict(preset.train),
             "mc_method": "features of ip1 computed once; the ip2 dropout head sampled T times "
@@ -1099,8 +830,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     }
     figures = [f"{ctx.preset}.png", f"{ctx.preset}_reliability.png"]
     if jax.process_index() == 0:
-        _plot_metrics(results, example, ctx.out_dir / figures[0])
-        _plot_reliability(results, example, ctx.out_dir / figures[1])
+        plot_metrics(results, example, ctx.out_dir / figures[0])
+        plot_reliability(results, example, ctx.out_dir / figures[1])
     results["figure"] = figures[0]
     results["figures"] = figures
     return results
