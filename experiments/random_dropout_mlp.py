@@ -1,4 +1,4 @@
-"""Bouthillier et al. (2015), Section 5.3 / Figure 6: random dropout vs dropout on an MLP.
+r"""Bouthillier et al. (2015), Section 5.3 / Figure 6: random dropout vs dropout on an MLP.
 
 Protocol (paper): permutation-invariant MNIST, a ReLU MLP with two hidden layers (2500-625,
 2500-1250 or 2500-2500) and a softmax output; each network trained for 501 epochs (best
@@ -31,6 +31,23 @@ Presets: ``smoke`` is scikit-learn's 8x8 digits, a 32-16 MLP, a few dozen iterat
 plus 150), a small grid and 4 replicas; ``paper`` is the 2500-1250 architecture, 501 epochs
 and the full grids (no validation split or extra 150 epochs: the test error is averaged
 over the last 75 epochs of the 501).
+
+Figure 1 (Sec. 4.1), the distribution of the proportion of units dropped, is drawn by every
+preset next to the training (it trains nothing): for one layer of :math:`N` units, standard
+dropout at rate :math:`p` drops :math:`K \sim \mathrm{Binomial}(N, p)` units, while random
+dropout with :math:`\rho \sim \mathcal{U}(0, p)` drops :math:`K` from the uniform mixture of
+binomials, :math:`P(K = k) = \frac{1}{p}\int_0^p \binom{N}{k}\rho^k(1-\rho)^{N-k}\,d\rho =
+\frac{I_p(k + 1, N - k + 1)}{(N + 1)\,p}` (:math:`I` the regularised incomplete beta), whose
+proportion :math:`K/N` has a density close to :math:`1/p` on :math:`[0, p]`. The figure
+samples :math:`K` from the zeros of ``dropjax.dropout`` and ``dropjax.random_rate_dropout``
+outputs (one call per draw, so one :math:`\rho` per layer call as in the models here) at
+Figure 1's :math:`p = 0.5`, for :math:`N = 100` (Figure 1's peak of about 8 % per count
+implies :math:`N \approx 100`: the binomial's largest mass is about
+:math:`1/\sqrt{2\pi N p (1 - p)}`) and for the width of every layer the preset's model drops
+(input and hidden), and overlays the analytic curves; ``results["dropped_proportion"]``
+records the sampled and analytic mean and standard deviation of :math:`K/N` and the
+Kolmogorov-Smirnov distance between the sampled and the analytic law of :math:`K` (with the
+1 % critical value for the number of draws).
 """
 
 from __future__ import annotations
@@ -40,8 +57,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
+import dropjax
 from experiments import recipes, stats
 from experiments.models import MLP, DropoutConfig
 from experiments.registry import RunContext, register, save_figure_atomic
@@ -122,6 +142,11 @@ PRESETS = {
     ),
 }
 
+
+FIG1_RATE = 0.5  # Figure 1's p
+FIG1_UNITS = 100  # Figure 1's layer width, inferred from its peak (module docstring)
+FIG1_DRAWS = 20_000  # layer calls sampled per scheme and width
+SCHEMES = ("standard", "random_rate")
 
 load_data = recipes.flat_images
 
@@ -223,6 +248,141 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     fig.suptitle(
         f"MLP {'-'.join(map(str, cfg['hidden']))} on {results['data']['name']}, "
         f"{cfg['epochs']} epochs: mean ± std over {len(results['seeds'])} replicas",
+        fontsize="medium",
+    )
+    fig.tight_layout()
+    save_figure_atomic(fig, path, dpi=110)
+
+
+@jax.jit(static_argnames=("units", "scheme"))
+def _dropped_counts(keys: jax.Array, units: int, rate: jax.Array, scheme: str) -> jax.Array:
+    """Units dropped by one call per key on a layer of ``units`` ones (int32 ``[len(keys)]``)."""
+    ones = jnp.ones((units,), jnp.float32)
+
+    def one(key):
+        if scheme == "standard":
+            y = dropjax.dropout(key, ones, rate)
+        else:
+            y = dropjax.random_rate_dropout(key, ones, rate)
+        return jnp.sum(y == 0)
+
+    return jax.vmap(one)(keys)
+
+
+def sample_dropped(
+    key: jax.Array, units: int, rate: float, draws: int, *, chunk: int = 2_000
+) -> dict[str, np.ndarray]:
+    """Units dropped per layer call, ``draws`` calls of each scheme (``SCHEMES``): standard
+    dropout at ``rate`` and random dropout with maximum rate ``rate``."""
+    out = {}
+    for i, scheme in enumerate(SCHEMES):
+        keys = jax.random.split(jax.random.fold_in(key, i), draws)
+        parts = [
+            np.asarray(_dropped_counts(keys[j : j + chunk], units, jnp.float32(rate), scheme))
+            for j in range(0, draws, chunk)
+        ]
+        out[scheme] = np.concatenate(parts)
+    return out
+
+
+def dropped_pmf(units: int, rate: float) -> dict[str, np.ndarray]:
+    """``P(K = k)``, ``k = 0..units``: binomial (standard) and the uniform mixture of
+    binomials over ``rho ~ U(0, rate)`` (random), ``I_rate(k + 1, units - k + 1) /
+    ((units + 1) rate)``."""
+    k = np.arange(units + 1)
+    return {
+        "standard": scipy.stats.binom.pmf(k, units, rate),
+        "random_rate": scipy.stats.beta.cdf(rate, k + 1, units - k + 1) / ((units + 1) * rate),
+    }
+
+
+def dropped_moments(units: int, rate: float) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of the dropped proportion ``K / units`` for each scheme:
+    ``p`` and ``p (1 - p) / N`` (binomial); ``p / 2`` and ``E[rho (1 - rho)] / N + Var(rho)
+    = (p / 2 - p^2 / 3) / N + p^2 / 12`` (mixture)."""
+    p, n = rate, units
+    return {
+        "standard": {"mean": p, "std": float(np.sqrt(p * (1 - p) / n))},
+        "random_rate": {
+            "mean": p / 2,
+            "std": float(np.sqrt((p / 2 - p * p / 3) / n + p * p / 12)),
+        },
+    }
+
+
+def dropped_layers(preset: Preset, num_inputs: int) -> dict[str, int]:
+    """Figure 1's width and the width of every layer the preset's model drops."""
+    layers = {"Figure 1": FIG1_UNITS, "input": num_inputs}
+    layers.update({f"hidden {i + 1}": int(h) for i, h in enumerate(preset.hidden)})
+    return layers
+
+
+def dropped_proportion(
+    key: jax.Array, layers: dict[str, int], rate: float = FIG1_RATE, draws: int = FIG1_DRAWS
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Samples both schemes per layer; returns the JSON summary (sampled and analytic mean and
+    std of ``K / N``, Kolmogorov-Smirnov distance between the sampled and analytic laws of
+    ``K``) and the counts for the figure."""
+    summary: dict[str, Any] = {
+        "rate": rate,
+        "draws": draws,
+        # Kolmogorov's 1 % critical value, conservative for a discrete law.
+        "ks_critical_1pct": float(1.628 / np.sqrt(draws)),
+        "layers": {},
+    }
+    samples = {}
+    for i, (name, units) in enumerate(layers.items()):
+        counts = sample_dropped(jax.random.fold_in(key, i), units, rate, draws)
+        pmf, moments = dropped_pmf(units, rate), dropped_moments(units, rate)
+        row: dict[str, Any] = {"units": units}
+        for scheme in SCHEMES:
+            frac = counts[scheme] / units
+            hist = np.bincount(counts[scheme], minlength=units + 1) / draws
+            row[scheme] = {
+                "mean": float(frac.mean()),
+                "std": float(frac.std(ddof=1)),
+                "analytic_mean": moments[scheme]["mean"],
+                "analytic_std": moments[scheme]["std"],
+                "ks_to_analytic": float(np.max(np.abs(np.cumsum(hist - pmf[scheme])))),
+            }
+        summary["layers"][name] = row
+        samples[name] = counts
+    return summary, samples
+
+
+def _plot_dropped(summary: dict[str, Any], samples: dict[str, Any], path: Path) -> None:
+    """Figure 1: density of the dropped proportion, sampled (steps) and analytic (lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rate = summary["rate"]
+    names = list(summary["layers"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), squeeze=False)
+    labels = {
+        "standard": (f"dropout p = {rate:g}", "binomial"),
+        "random_rate": (f"random dropout, rho ~ U(0, {rate:g})", "uniform mixture of binomials"),
+    }
+    for ax, name in zip(axes[0], names, strict=True):
+        units = summary["layers"][name]["units"]
+        pmf = dropped_pmf(units, rate)
+        edges = (np.arange(units + 2) - 0.5) / units
+        k = np.arange(units + 1) / units
+        for scheme, color in zip(SCHEMES, ("C0", "C1"), strict=True):
+            hist = np.bincount(samples[name][scheme], minlength=units + 1) / summary["draws"]
+            sampled, analytic = labels[scheme]
+            ax.stairs(hist * units, edges, color=color, alpha=0.5, fill=True, label=sampled)
+            ax.plot(k, pmf[scheme] * units, color=color, lw=1.2, label=analytic)
+        ax.set_xlim(0.0, min(1.0, 1.6 * rate))
+        ax.set_title(f"{name}: N = {units}", fontsize="medium")
+        ax.set_xlabel("proportion of units dropped, k / N")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("density (N P(K = k))")
+    axes[0][0].legend(fontsize="x-small")
+    fig.suptitle(
+        f"Dropped proportion per layer call, {summary['draws']} calls per scheme "
+        "(Bouthillier et al. Fig. 1)",
         fontsize="medium",
     )
     fig.tight_layout()
@@ -341,7 +501,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "arms": arms,
     }
     figure = ctx.out_dir / f"{ctx.preset}.png"
+    # Figure 1 (dropped proportion): sampled masks only, nothing trained.
+    fig1_key = jax.random.fold_in(jax.random.key(ctx.seed), 2015)
+    dropped, samples = dropped_proportion(
+        fig1_key, dropped_layers(preset, int(np.prod(data.x_train.shape[1:])))
+    )
+    results["dropped_proportion"] = dropped
+    fig1 = ctx.out_dir / f"{ctx.preset}_dropped_proportion.png"
     if jax.process_index() == 0:
         _plot(results, figure)
+        _plot_dropped(dropped, samples, fig1)
     results["figure"] = figure.name
+    results["figures"] = [figure.name, fig1.name]
     return results
