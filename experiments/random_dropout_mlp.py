@@ -425,6 +425,25 @@ def render(results: dict[str, Any]) -> str:
         f"Verdict (best random vs best dropout): **{results['verdict']}**. Paper: "
         f'"{PAPER_QUOTES[0]}" ({PAPER_QUOTES[2]})',
     ]
+    dropped = results.get("dropped_proportion")
+    if dropped:  # Figure 1; results written before it was added have none
+        lines += [
+            "",
+            f"Figure 1 (proportion of units dropped per layer call, p = {dropped['rate']:g}, "
+            f"{dropped['draws']} calls per scheme; sampled [analytic]):",
+            "",
+            "| layer | N | dropout: mean, sd | random dropout: mean, sd | KS distance |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in dropped["layers"].items():
+            cells = [
+                f"{row[s]['mean']:.3f}, {row[s]['std']:.3f} "
+                f"[{row[s]['analytic_mean']:.3f}, {row[s]['analytic_std']:.3f}]"
+                for s in SCHEMES
+            ]
+            ks = " / ".join(f"{row[s]['ks_to_analytic']:.4f}" for s in SCHEMES)
+            lines.append(f"| {name} | {row['units']} | {cells[0]} | {cells[1]} | {ks} |")
+        lines.append(f"\n(KS 1% critical value: {dropped['ks_critical_1pct']:.4f}.)")
     return "\n".join(lines)
 
 
