@@ -67,7 +67,10 @@ a reproduced unit-level verdict for one arm excludes the other arm's prediction.
   paired (per seed) difference of relative deviations of dL/dW1, non-inverted minus
   inverted, claimed sign +, with :math:`\delta = p` (the shrink the non-inverted unit shows,
   the seed's own effect), per case and rate, combined with
-  :func:`experiments.stats.combine_decisions`.
+  :func:`experiments.stats.combine_decisions`. The measure is the whole vector's deviation,
+  so a gradient that vanishes counts as deviation 1, while one that turns or grows can
+  deviate more: at high :math:`p` the non-inverted net's shrunken gradient can be the closer
+  one (the table's gain columns show the component along :math:`g_0` separately).
 
 Evidence. The seed gives no protocol, network or data: it states a property of an
 expectation over masks. The checks here are exact expectations of fixed, fully specified
