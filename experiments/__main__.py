@@ -62,7 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host TPU/GPU)",
+        help="call jax.distributed.initialize() first (multi-host: one process per host; "
+        "TPU pods, SLURM and Open MPI are detected, else give the three options below)",
+    )
+    parser.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="with --distributed: the address of process 0's coordinator service",
+    )
+    parser.add_argument(
+        "--num-processes", type=int, help="with --distributed: how many processes in all"
+    )
+    parser.add_argument(
+        "--process-id", type=int, help="with --distributed: this process's index, from 0"
     )
     parser.add_argument(
         "--data-source",
@@ -98,14 +110,33 @@ def _data_and_curves(args: argparse.Namespace, name: str) -> contextlib.ExitStac
         return stack.pop_all()
 
 
+def _initialize_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+    """``jax.distributed.initialize`` with CPU collectives over gloo.
+
+    Without arguments JAX detects the cluster (TPU pod, SLURM, Open MPI). On CPU (a local
+    multi-process run) the cross-process collectives go through gloo: the default of recent
+    jax releases, set here for older ones, where the option was unset.
+    """
+    import jax
+
+    if jax.config.jax_cpu_collectives_implementation is None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed and any(v is not None for v in manual):
+        parser.error("--coordinator, --num-processes and --process-id need --distributed")
     if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+        _initialize_distributed(*manual)
     table = experiments()
     if args.name == "list":
         width = max((len(name) for name in table), default=0)
@@ -136,15 +167,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             payload, path = execute(args.name, ctx)
     except BudgetExhausted as stop:
         print(
-            f"{stop}. Finished cells are in {ctx.results_file}; rerun the same command to resume.",
+            f"{stop}. Finished cells are in {ctx.results_file}{_on_host0()}; rerun the same "
+            "command to resume.",
             file=sys.stderr,
         )
         return EXIT_INCOMPLETE
     render = table[args.name].render
     if render is not None:
         print(render(payload["results"]))
-    print(f"\nresults: {path}")
+    print(f"\nresults: {path}{_on_host0()}")
     return 0
+
+
+def _on_host0() -> str:
+    """Where the results file is, said on the processes of a multi-host run that write none."""
+    import jax
+
+    index = jax.process_index()
+    return "" if index == 0 else f" on process 0's host (this is process {index}; it writes none)"
 
 
 if __name__ == "__main__":
