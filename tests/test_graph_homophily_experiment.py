@@ -133,8 +133,8 @@ def test_arms_start_from_the_same_parameters():
 
 
 # ---------------------------------------------------------------------- the decision rule
-def _row(classes, h, lo, hi):
-    diff = {"mean": (lo + hi) / 2, "std": 0.01, "n": 10, "ci_low": lo, "ci_high": hi}
+def _row(classes, h, lo, hi, std=0.01):
+    diff = {"mean": (lo + hi) / 2, "std": std, "n": 10, "ci_low": lo, "ci_high": hi}
     return {
         "classes": classes,
         "homophily": h,
@@ -204,3 +204,15 @@ def test_smoke_arms_are_paired_and_learn(smoke):
     homophilous = next(r for r in results["summary"] if r["homophily"] == 0.9)
     # with 90 % same-class neighbours the graph must beat the features alone
     assert homophilous["test_acc"]["none"]["mean"] > homophilous["test_acc"]["mlp"]["mean"] + 0.2
+
+
+def test_evidence_power_is_the_weakest_decided_level():
+    summary = [
+        _row(3, 0.0, 0.03, 0.05, std=0.01),
+        _row(3, 0.2, 0.03, 0.05, std=0.03),  # the weakest decided level
+        _row(3, 0.4, 0.03, 0.05, std=0.2),  # no claim: not counted
+        _row(3, 0.9, 0.0, 0.0, std=0.0),  # zero-width interval: no finite power
+    ]
+    df = 9
+    want = scipy.stats.nct.sf(scipy.stats.t.ppf(0.975, df), df, gh.DELTA * np.sqrt(10) / 0.03)
+    assert gh.decide(summary)["evidence"]["power"] == pytest.approx(want, rel=1e-9)
