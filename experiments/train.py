@@ -34,6 +34,12 @@ its epoch's order with ``i = t mod (N // B)``, and uses the dropout key
 ``jax.random.fold_in(dropout_key, t)``. Runs that share a seed share initial parameters,
 data order and dropout keys: that is what pairs the arms of an experiment.
 
+**Step-aware models.** A model whose class sets ``takes_step = True`` is called in training
+as ``model.apply(v, x, train=True, step=t, rngs=...)``, with ``t`` the int32 step count of
+the paragraph above (traced: one compiled segment serves every step), e.g. to feed a
+dropout-rate schedule such as :func:`dropjax.linear_rate`. Initialisation and evaluation
+call it without ``step``.
+
 The optimiser is Caffe's SGD: weight decay added to the gradient
 (``optax.add_decayed_weights``) before ``optax.sgd`` with momentum or Nesterov, with a step
 schedule on iteration counts (``optax.piecewise_constant_schedule``). Caffe scales the
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -362,6 +369,7 @@ class Trainer:
         self.has_bn = "batch_stats" in jax.eval_shape(
             lambda: model.init(jax.random.key(0), sample, train=False)
         )
+        self.takes_step = bool(getattr(model, "takes_step", False))
         self._init = jax.jit(self._init_impl, out_shardings=self._replicated)
         self._evaluate = jax.jit(self._evaluate_impl, out_shardings=self._replicated)
         self._executables: dict[tuple, Any] = {}
@@ -382,23 +390,25 @@ class Trainer:
     def _init_impl(self, seeds: jax.Array) -> TrainState:
         return jax.vmap(self._init_one)(seeds)
 
-    def _loss(self, params, state: TrainState, x, y, key):
+    def _loss(self, params, state: TrainState, x, y, key, step=None):
         variables = dict(self._variables(state), params=params)
         rngs = {"dropout": key}
+        kw = {} if step is None else {"step": step}
         if self.has_bn:
             logits, updated = self.model.apply(
-                variables, x, train=True, rngs=rngs, mutable=["batch_stats"]
+                variables, x, train=True, rngs=rngs, mutable=["batch_stats"], **kw
             )
             batch_stats = updated["batch_stats"]
         else:
-            logits = self.model.apply(variables, x, train=True, rngs=rngs)
+            logits = self.model.apply(variables, x, train=True, rngs=rngs, **kw)
             batch_stats = state.batch_stats
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         acc = (jnp.argmax(logits, -1) == y).astype(jnp.float32).mean()
         return loss, (batch_stats, acc)
 
-    def _replica_step(self, state: TrainState, x, y, key):
-        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    def _replica_step(self, state: TrainState, x, y, key, step=None):
+        loss_fn = self._loss if step is None else functools.partial(self._loss, step=step)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (batch_stats, acc)), grads = grad_fn(state.params, state, x, y, key)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -425,7 +435,10 @@ class Trainer:
             idx = lax.dynamic_slice_in_dim(perm, pos * batch, batch, axis=1)
             xb, yb = sharded(x_train[idx]), sharded(y_train[idx])
             step_keys = jax.vmap(jax.random.fold_in, (0, None))(dropout_keys, step)
-            state, loss, acc = jax.vmap(self._replica_step)(state, xb, yb, step_keys)
+            replica_step = self._replica_step
+            if self.takes_step:  # the step is shared by the replicas, not mapped
+                replica_step = functools.partial(replica_step, step=step)
+            state, loss, acc = jax.vmap(replica_step)(state, xb, yb, step_keys)
             return (state, perm), (loss, acc)
 
         steps = step0 + jnp.arange(length, dtype=jnp.int32)
