@@ -76,8 +76,8 @@ it): a training step of the 15 vmapped LeNets took 1.05 s (0.44 s of CPU), and a
 20-iteration run of this preset took 479 s, 346 s of them after training (the test-time
 forward passes, 231 s, mostly the ensemble's 4 extra members x 20,000 images; then the
 metrics and figures). So the 500-iteration run needs about 980 s (16 minutes) on a core
-that busy, about 7 minutes of a free core. It is not resumable (one training call; an interrupted run
-starts over).
+that busy, about 7 minutes of a free core. It is not resumable (one training call; an
+interrupted run starts over).
 ``paper``: Gao et al.'s LeNet protocol (12,000 iterations, lr 0.01 ÷10 at 6,000, momentum
 0.9, weight decay 5e-4, batch 100), 4 seeds, ``M = 5`` (20 networks), ``T`` up to 100.
 """
