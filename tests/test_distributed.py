@@ -123,11 +123,12 @@ def test_two_process_pod_equals_one_process_and_resumes(tmp_path, monkeypatch, c
     capsys.readouterr()
     one = json.loads((tmp_path / "one" / "lenet_mnist" / "smoke.json").read_text())
     assert one["environment"]["device_count"] == 8
+    first_checkpoint = one["results"]["config"]["train"]["eval_every"]
 
     outs = (tmp_path / "out0", tmp_path / "out1")
     results = outs[0] / "lenet_mnist" / "smoke.json"
     # Interrupted: a budget of 2 s more than the margin the budget keeps in hand starts the
-    # first cell and stops both processes at its first checkpoint (step 10 of 20).
+    # first cell and stops both processes at its first checkpoint.
     minutes = (Budget(None).margin_s + 2.0) / 60.0
     codes, logs = _run_pod(tmp_path, outs, "--time-budget", f"{minutes:.4f}")
     assert codes == [EXIT_INCOMPLETE] * 2, logs
@@ -139,7 +140,7 @@ def test_two_process_pod_equals_one_process_and_resumes(tmp_path, monkeypatch, c
     codes, logs = _run_pod(tmp_path, outs, runs=("runs", "runs-elsewhere"))
     assert codes == [1, 1], logs
     assert logs.count("the processes see different checkpoints") == 2, logs
-    assert "[10, -1]" in logs and "DROPJAX_RUNS" in logs
+    assert f"[{first_checkpoint}, -1]" in logs and "DROPJAX_RUNS" in logs
 
     # Resumed: the same command again runs to the end.
     codes, logs = _run_pod(tmp_path, outs)
@@ -147,9 +148,9 @@ def test_two_process_pod_equals_one_process_and_resumes(tmp_path, monkeypatch, c
     pod = json.loads(results.read_text())
     assert pod["environment"]["process_count"] == 2 and pod["environment"]["device_count"] == 8
     first = next(iter(pod["grid"]["cells"].values()))["result"]
-    assert first["resumed_from"] == 10  # restored from the Orbax checkpoint of both processes
+    assert first["resumed_from"] == first_checkpoint  # restored by both processes
     _same(one, pod)  # same cells, seeds, configuration, metrics and verdicts
-    assert pod["status"] == "complete" and len(pod["grid"]["cells"]) == 3
+    assert pod["status"] == "complete"
 
     # Only process 0 writes: process 1's --out folder was never created, and the finished
     # cells' checkpoints are gone.
