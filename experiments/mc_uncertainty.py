@@ -149,7 +149,8 @@ class Preset:
     holdout: int
     train: TrainConfig
     num_samples: tuple[int, ...]
-    chunk: int = 5000
+    chunk: int = 100  # images per forward call: XLA:CPU runs LeNet 3x faster per image at
+    # 100 than at 1,000 (cache); the MC head is sampled on the same chunks
 
 
 _protocol = functools.partial(step_sgd, learning_rate=0.01)
@@ -172,9 +173,9 @@ PRESETS = {
         3,
         5,
         5000,
-        _protocol(500, 400, batch_size=100, eval_every=500, eval_batch_size=500),
+        _protocol(500, 400, batch_size=100, eval_every=500, eval_batch_size=100),
         (1, 2, 5, 10, 20, 50),
-        chunk=2000,
+        chunk=100,
     ),
     "paper": Preset(
         "mnist",
@@ -182,9 +183,9 @@ PRESETS = {
         4,
         5,
         5000,
-        _protocol(12000, 6000, batch_size=100, eval_every=2000, eval_batch_size=500),
+        _protocol(12000, 6000, batch_size=100, eval_every=2000, eval_batch_size=100),
         (1, 2, 5, 10, 20, 50, 100),
-        chunk=2000,
+        chunk=100,
     ),
 }
 
