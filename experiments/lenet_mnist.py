@@ -225,7 +225,8 @@ def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str,
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    """Test-accuracy curves (mean over replicas), one panel per rate; written atomically."""
+    """Per rate: test accuracy (top) and Gao et al.'s Fig. 3, training and test loss of
+    standard vs augmented dropout (bottom); mean ± std over replicas; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,27 +236,35 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     if not rates:
         return
     width = max(5.0, 4.0 * len(rates))
-    fig, axes = plt.subplots(1, len(rates), figsize=(width, 3.4), squeeze=False)
-    for ax, rate in zip(axes[0], rates, strict=True):
+    fig, axes = plt.subplots(2, len(rates), figsize=(width, 6.4), squeeze=False)
+    for col, rate in enumerate(rates):
         for arm in results["config"]["arms"]:
             entry = results["arms"][arm].get(f"{rate:g}")
             if entry is None:
                 continue
             curves = entry["curves"]
             steps = [c["step"] for c in curves]
-            acc = np.array([c["test_acc"] for c in curves])
-            mean, std = acc.mean(1), acc.std(1)
-            ax.plot(steps, mean, label=arm, marker="o", markersize=3)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.set_title(f"forward rate {rate:g}")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
+            for row, metric, style in (
+                (0, "test_acc", "-"),
+                (1, "train_loss", "--"),
+                (1, "test_loss", "-"),
+            ):
+                if row == 1 and arm not in ("standard", "augmented"):
+                    continue
+                values = np.array([c[metric] for c in curves])
+                mean, std = values.mean(1), values.std(1)
+                label = arm if metric != "train_loss" else f"{arm} (train)"
+                axes[row][col].plot(steps, mean, style, label=label, marker="o", markersize=2)
+                axes[row][col].fill_between(steps, mean - std, mean + std, alpha=0.15)
+        axes[0][col].set_title(f"forward rate {rate:g}: test accuracy")
+        axes[1][col].set_title(f"rate {rate:g}: loss (Gao et al. Fig. 3)")
+        axes[1][col].set_yscale("log")
+        for ax in axes[:, col]:
+            ax.set_xlabel("iteration")
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
-    fig.suptitle(
-        f"LeNet on {results['data']['name']}: test accuracy, mean ± std over replicas",
-        fontsize="medium",
-    )
+    axes[1][0].legend(fontsize="small")
+    fig.suptitle(f"LeNet on {results['data']['name']}: mean ± std over replicas", fontsize="medium")
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)
 

@@ -64,7 +64,7 @@ import dropjax
 import dropjax.linen as djnn
 from experiments import data as data_lib
 from experiments import stats
-from experiments.cells import Cell
+from experiments.cells import Cell, grid_for
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, Trainer
 
@@ -495,7 +495,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "arms": list(preset.arms),
         "model": "LeNet-300-100",
     }
-    grid = ctx.grid(config)
+    grid = grid_for(ctx, config)
     grid_cells = cells(preset, seeds)
     done = grid.run(grid_cells, measure(data, cfg, ctx.quiet))
     records = {c.id: {"params": c.params, "result": done[c.id]} for c in grid_cells}
