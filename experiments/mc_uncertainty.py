@@ -71,13 +71,12 @@ steps, uniform-noise images as the OOD set, 3 seeds and ensembles of 2 (seconds)
 3 seeds, ensembles of ``M = 5`` and ``T`` up to 50; to stay affordable with the ensemble's
 ``M``-fold training, all 15 networks train together as vmapped replicas for only 500
 iterations (lr step at 400; about 4 % of the protocol, under one epoch), so its verdict is
-indicative. Measured cost, on one core shared with other jobs (a process got about 42 % of
-it): a training step of the 15 vmapped LeNets took 1.05 s (0.44 s of CPU), and a
-20-iteration run of this preset took 479 s, 346 s of them after training (the test-time
-forward passes, 231 s, mostly the ensemble's 4 extra members x 20,000 images; then the
-metrics and figures). So the 500-iteration run needs about 980 s (16 minutes) on a core
-that busy, about 7 minutes of a free core. It is not resumable (one training call; an
-interrupted run starts over).
+indicative. Measured cost on one core shared with other jobs: a training step of the 15
+vmapped LeNets costs about 0.44 s of CPU, and a 20-iteration run of this preset took 102 s
+of CPU (305 s wall at the 33 % of the core it got; 2.0 GB peak memory), 118 s wall of it
+after training (test-time forward passes, metrics, figures). So the 500-iteration run needs
+about 310 s of CPU: about 5 minutes on a free core, 13-16 minutes on a core that busy.
+It is not resumable (one training call; an interrupted run starts over).
 ``paper``: Gao et al.'s LeNet protocol (12,000 iterations, lr 0.01 ÷10 at 6,000, momentum
 0.9, weight decay 5e-4, batch 100), 4 seeds, ``M = 5`` (20 networks), ``T`` up to 100.
 """
