@@ -16,7 +16,8 @@ comparative statement. Neither gives numbers or a protocol. What we test, exactl
 ``DELTA`` is our choice of a minimal meaningful effect (the seeds state none): a "much
 stronger regularizer" in a regime whose no-dropout train-test gap is tens of points should
 buy at least a point of test accuracy over the weaker one. (For scale: Ghiasi et al., 2018,
-report a gain of about 1.3 points of DropBlock over dropout for ResNet-50 on ImageNet.)
+report 78.13 % top-1 for ResNet-50 on ImageNet with DropBlock, "more than 1.6 %" over their
+baseline; dropout gained them less.)
 
 **The regime.** A regulariser can only help where the network over-fits, so the training set
 is a class-balanced subset (the first ``train_size / 10`` images of each class) of
@@ -37,11 +38,12 @@ order and dropout keys; see :mod:`experiments.train`):
   per (example, channel) as in Ghiasi et al.'s Algorithm 1, calibrated so that the expected
   dropped fraction equals the rate exactly.
 
-Both noisy arms follow DropBlock's schedule (Ghiasi et al. ramp the drop rate linearly from 0
-to its target over training): the rate at step ``t`` is ``dropjax.linear_rate(0, rate,
-ramp_steps)(t)``, fed to the model as a traced step (the harness's ``takes_step`` hook), so
-at every step both arms drop the same expected fraction and differ only in the mask's
-structure, which is what the seed's claim is about.
+Both noisy arms follow DropBlock's schedule: Ghiasi et al. ramp the drop rate linearly from 0
+to its target over training, and so do we, over the whole run (``ramp = 1``): the rate at step
+``t`` is ``dropjax.linear_rate(0, rate, ramp_steps)(t)``, fed to the model as a traced step
+(the harness's ``takes_step`` hook, :mod:`experiments.train`). At every step both arms drop
+the same expected fraction and differ only in the mask's structure, which is what the seed's
+claim is about (a fixed-rate standard arm would confound structure with schedule).
 
 **Decision.** :func:`experiments.stats.decide` on the paired difference dropblock − standard
 of the final test accuracy, per rate and pooled over rates (claimed sign +, ``DELTA``), with
@@ -52,10 +54,11 @@ REFERENCE_ITERATIONS``. As the claim comes from the explainer (no source protoco
 cell's headline stays *indicative* at any coverage.
 
 Presets (ours): ``smoke``: the upsampled 8x8 digits, a few steps. ``quick``: Fashion-MNIST,
-1,000 training images (100 per class), widths 16/32, hidden 64, rate 0.25, 1,000 iterations
-of batch 50 (50 epochs; SGD lr 0.05 ÷10 at 750, momentum 0.9, weight decay 5e-4), the rate
-ramped over the first 750 iterations, 6 paired replicas. ``paper``: 2,000 training images,
-widths 32/64, hidden 128, rates 0.1, 0.2, 0.3, 4,000 iterations (100 epochs), 10 replicas.
+1,000 training images (100 per class), widths 16/32, hidden 64, target rates 0.2 and 0.4,
+block 3, 1,000 iterations of batch 40 (40 epochs; SGD lr 0.05 ÷10 at 750, momentum 0.9,
+weight decay 5e-4), 8 paired replicas (about 6 minutes on one core). ``paper``: 2,000
+training images, widths 32/64, hidden 128, target rates 0.1 .. 0.4, 4,000 iterations of
+batch 40 (80 epochs, lr step at 3,000), 10 replicas.
 """
 
 from __future__ import annotations
@@ -169,7 +172,8 @@ class MapNoiseConvNet(nn.Module):
 class Preset:
     """One preset: data, training-subset size, network, rates, schedule, replicas, protocol.
 
-    ``ramp`` is the fraction of the iterations over which the rate rises from 0.
+    ``ramp`` is the fraction of the iterations over which the rate rises from 0 (1: the
+    whole run, as Ghiasi et al.).
     """
 
     dataset: str
@@ -180,7 +184,7 @@ class Preset:
     block_size: int
     replicas: int
     train: TrainConfig
-    ramp: float = 0.75
+    ramp: float = 1.0
 
     @property
     def ramp_steps(self) -> int:
@@ -206,9 +210,9 @@ PRESETS = {
         1000,
         (16, 32),
         64,
-        (0.25,),
+        (0.2, 0.4),
         3,
-        6,
+        8,
         _protocol(1000, 750, batch_size=40, eval_every=250),
     ),
     "paper": Preset(
@@ -216,7 +220,7 @@ PRESETS = {
         2000,
         (32, 64),
         128,
-        (0.1, 0.2, 0.3),
+        (0.1, 0.2, 0.3, 0.4),
         3,
         10,
         _protocol(4000, 3000, batch_size=40, eval_every=500),
