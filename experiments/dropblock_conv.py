@@ -463,7 +463,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize="x-small")
     d = results["data"]
     fig.suptitle(
-        f"{d['name']}, {d['num_train']} training images: conv-map noise, "
+        f"{d['name']}, {d['num_train']} training images: conv-map noise\n"
         f"{len(results['seeds'])} paired replicas (grey lines: one replica across arms)",
         fontsize="medium",
     )
