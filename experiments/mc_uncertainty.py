@@ -715,6 +715,79 @@ def _chunked(fn, params, x: np.ndarray, chunk: int) -> jax.Array:
     return jnp.concatenate(parts, 0)
 
 
+def predict_seed(
+    model: LeNet,
+    fns: tuple[Any, Any],
+    nets: list[Any],
+    splits: dict[str, np.ndarray],
+    labels: tuple[np.ndarray, np.ndarray],
+    key: jax.Array,
+    preset: Preset,
+) -> tuple[SeedOutputs, dict[str, float]]:
+    """One seed's network outputs on every split, and the seconds each arm took as run.
+
+    Args:
+      model: the LeNet.
+      fns: its jitted ``(features, logits)`` functions (:func:`forward_fns`).
+      nets: the parameters of the seed's ``M`` networks (member 0: the single network).
+      splits: ``test``, ``ood`` and ``holdout`` inputs.
+      labels: ``(test labels, held-out labels)``.
+      key: the MC key (split ``i`` uses ``fold_in(key, i)``).
+      preset: the preset (``T_max``, chunk size).
+
+    Returns:
+      ``(outputs, seconds)``; the seconds cover the test and OOD sets.
+    """
+    cfg = model.dropout
+    features, logits_fn = fns
+    logits, mc, secs = {}, {}, {"deterministic": 0.0, "mc": 0.0, "ensemble": 0.0}
+    for i, (split, x) in enumerate(splits.items()):
+        feats, det_s = _timed(_chunked, features, nets[0], x, preset.chunk)
+        (logits[split], mc[split]), mc_s = _timed(
+            head_predictions,
+            cfg,
+            nets[0]["ip2"],
+            feats,
+            jax.random.fold_in(key, i),
+            max(preset.num_samples),
+            preset.chunk,
+        )
+        if split != "holdout":
+            secs["deterministic"] += det_s
+            secs["mc"] += det_s + mc_s
+    members = {}  # member 0 is the single network: its logits are computed above
+    for split in ("test", "ood"):
+        outs = [logits[split]]
+        for p in nets[1:]:
+            z, s = _timed(_chunked, logits_fn, p, splits[split], preset.chunk)
+            outs.append(np.asarray(z))
+            secs["ensemble"] += s
+        members[split] = np.stack(outs)
+    secs["ensemble"] += secs["deterministic"]
+    return SeedOutputs(labels[0], labels[1], logits, mc, members), secs
+
+
+def forward_fns(model: LeNet) -> tuple[Any, Any]:
+    """Jitted ``ip1`` features and full-network logits (dropout off)."""
+    logits = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
+    return _feature_fn(model), logits
+
+
+def _example(arms: dict[str, Any], labels: np.ndarray, preset: Preset) -> dict[str, Any]:
+    """The first seed's predictions that the figures draw."""
+    probs = {
+        label: at_path(arms, path)["in"] for label, path in rows(preset.num_samples, preset.members)
+    }
+    mc_arm = arms["mc"][str(max(preset.num_samples))]
+    return {
+        "labels": labels,
+        "probs": probs,
+        "mi_in": np.asarray(unc.mutual_information(mc_arm["samples_in"])),
+        "mi_out": np.asarray(unc.mutual_information(mc_arm["samples_out"])),
+        "curves": {label: _curve(p.max(-1), p.argmax(-1) == labels) for label, p in probs.items()},
+    }
+
+
 @register(
     NAME,
     "MC dropout uncertainty vs temperature scaling and a deep ensemble (explainer claim)",
@@ -728,67 +801,27 @@ def run(ctx: RunContext) -> dict[str, Any]:
     x_ood, ood_desc = ood_inputs(preset.ood, full)
     replicas = ctx.replicas or preset.replicas
     seeds = [ctx.seed + r for r in range(replicas)]
-    all_seeds = member_seeds(seeds, preset.members)
     cfg = DropoutConfig("standard", RATE)
     model = LeNet(num_classes=10, dropout=cfg)
+    all_seeds = member_seeds(seeds, preset.members)
     result = train(model, data, preset.train, all_seeds, quiet=ctx.quiet or None, desc=NAME)
-    features = _feature_fn(model)
-    logits_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
-    t_max = max(preset.num_samples)
     splits = {"test": data.x_test, "ood": x_ood, "holdout": x_hold}
+    fns = forward_fns(model)
     per_seed, example = [], {}
     timing: dict[str, list[float]] = {"deterministic": [], "mc": [], "ensemble": []}
     for r, seed in enumerate(seeds):
-        nets = [
+        nets = [  # member j of seed r is replica j * replicas + r of the training run
             jax.tree.map(lambda a, i=j * replicas + r: a[i], result.state.params)
             for j in range(preset.members)
         ]
         key = jax.random.fold_in(jax.random.key(seed), 0x3C)  # independent of training keys
-        logits, mc, secs = {}, {}, {"deterministic": 0.0, "mc": 0.0, "ensemble": 0.0}
-        for i, (split, x) in enumerate(splits.items()):
-            (feats, det_s) = _timed(_chunked, features, nets[0], x, preset.chunk)
-            (logits[split], mc[split]), mc_s = _timed(
-                head_predictions,
-                cfg,
-                nets[0]["ip2"],
-                feats,
-                jax.random.fold_in(key, i),
-                t_max,
-                preset.chunk,
-            )
-            if split != "holdout":
-                secs["deterministic"] += det_s
-                secs["mc"] += det_s + mc_s
-        members = {}  # member 0 is the single network: its logits are computed above
-        for split in ("test", "ood"):
-            outs = [logits[split]]
-            for p in nets[1:]:
-                z, s = _timed(_chunked, logits_fn, p, splits[split], preset.chunk)
-                outs.append(np.asarray(z))
-                secs["ensemble"] += s
-            members[split] = np.stack(outs)
-        secs["ensemble"] += secs["deterministic"]
+        outputs, secs = predict_seed(model, fns, nets, splits, (data.y_test, y_hold), key, preset)
         for k, v in secs.items():
             timing[k].append(v)
-        outputs = SeedOutputs(data.y_test, y_hold, logits, mc, members)
         metrics, arms = evaluate_seed(outputs, preset.num_samples)
         per_seed.append(metrics)
         if r == 0:
-            labels = data.y_test
-            probs = {
-                label: at_path(arms, path)["in"]
-                for label, path in rows(preset.num_samples, preset.members)
-            }
-            mc_arm = arms["mc"][str(t_max)]
-            example = {
-                "labels": labels,
-                "probs": probs,
-                "mi_in": np.asarray(unc.mutual_information(mc_arm["samples_in"])),
-                "mi_out": np.asarray(unc.mutual_information(mc_arm["samples_out"])),
-                "curves": {
-                    label: _curve(p.max(-1), p.argmax(-1) == labels) for label, p in probs.items()
-                },
-            }
+            example = _example(arms, data.y_test, preset)
     coverage = min(1.0, preset.train.iterations / PAPER_ITERATIONS)
     substitute = not (full.name == "mnist" and preset.ood == "fashion_mnist")
     out = summarise(
@@ -817,7 +850,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             "temperature": "one temperature per arm and seed, fitted by NLL with "
             "dropjax.uncertainty.temperature_scale on the held-out split (MC: on the log of "
             "the MC average)",
-            "headline_T": t_max,
+            "headline_T": max(preset.num_samples),
             "deltas": {"auroc": DELTA_AUROC, "nll": DELTA_NLL, "ece": DELTA_ECE},
         },
         "data": data.describe(),
