@@ -41,7 +41,15 @@ from typing import Any
 
 from experiments.registry import RunContext, environment, write_json_atomic
 
-__all__ = ["BudgetExhausted", "Budget", "Cell", "Grid", "grid_for", "runs_dir"]
+__all__ = [
+    "BudgetExhausted",
+    "Budget",
+    "Cell",
+    "Grid",
+    "grid_for",
+    "merge_seed_groups",
+    "runs_dir",
+]
 
 
 def runs_dir() -> Path:
@@ -291,3 +299,34 @@ def grid_for(ctx: RunContext, config: Any) -> Grid:
     grid.budget = AgreedBudget(ctx.time_budget)
     ctx.grids.append(grid)
     return grid
+
+
+def merge_seed_groups(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's training results from its seed-group cells, joined over seeds.
+
+    Each record is a :meth:`experiments.train.TrainResult.to_json` dict with its cell's
+    ``seeds``; seeds, final metrics and every curve entry's per-replica lists are
+    concatenated in seed order (the curves' steps must agree), timings kept per group.
+
+    Examples:
+      >>> from experiments.cells import merge_seed_groups
+      >>> def rec(seeds, acc):
+      ...     m = {"train_loss": acc, "train_acc": acc, "test_loss": acc, "test_acc": acc}
+      ...     return {"seeds": seeds, "final": m, "curves": [{"step": 1, **m}], "timing": {}}
+      >>> merge_seed_groups([rec([2, 3], [0.3, 0.4]), rec([0, 1], [0.1, 0.2])])["final"]["test_acc"]
+      [0.1, 0.2, 0.3, 0.4]
+    """
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    records = sorted(records, key=lambda r: r["seeds"][0])
+    final = {k: sum((r["final"][k] for r in records), []) for k in keys}
+    curves = []
+    for entries in zip(*(r["curves"] for r in records), strict=True):
+        if len({e["step"] for e in entries}) != 1:
+            raise ValueError("seed groups evaluated at different steps cannot be merged")
+        curves.append({**entries[0], **{k: sum((e[k] for e in entries), []) for k in keys}})
+    return {
+        "seeds": sum((r["seeds"] for r in records), []),
+        "final": final,
+        "curves": curves,
+        "timing": [r.get("timing") for r in records],
+    }

@@ -66,7 +66,7 @@ import numpy as np
 
 from experiments import data as data_lib
 from experiments import recipes, stats
-from experiments.cells import Cell, grid_for
+from experiments.cells import Cell, grid_for, merge_seed_groups
 from experiments.models import DropoutConfig, build_model
 from experiments.protocols import RESNET_PAPER, describe_train, quick_protocol
 from experiments.registry import (
@@ -483,17 +483,6 @@ def measure(part: Part, data: ArrayData, quiet: bool):
     return run_cell
 
 
-def _merge(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """One arm (and rate) from its seed groups: finals and curves joined over seeds."""
-    records = sorted(records, key=lambda r: r["seeds"][0])
-    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
-    final = {k: sum((r["final"][k] for r in records), []) for k in keys}
-    curves = []
-    for entries in zip(*(r["curves"] for r in records), strict=True):
-        curves.append({**entries[0], **{k: sum((e[k] for e in entries), []) for k in keys}})
-    return {"seeds": sum((r["seeds"] for r in records), []), "final": final, "curves": curves}
-
-
 def summarise(part: Part, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Runs, per-arm mean ± std and per-seed finals of one part, from its finished cells."""
     groups: dict[tuple[str, str | None], list] = {}
@@ -504,9 +493,9 @@ def summarise(part: Part, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     runs: dict[str, Any] = {arm: {} for arm in DROPOUT_ARMS}
     for (arm, rate), recs in groups.items():
         if arm == "plain":
-            runs["plain"] = _merge(recs)
+            runs["plain"] = merge_seed_groups(recs)
         else:
-            runs[arm][rate] = _merge(recs)
+            runs[arm][rate] = merge_seed_groups(recs)
     finals: dict[str, Any] = {arm: {} for arm in DROPOUT_ARMS}
     summary: dict[str, Any] = {arm: {} for arm in DROPOUT_ARMS}
     by_seed = lambda run: dict(zip(run["seeds"], run["final"]["test_acc"], strict=True))

@@ -49,7 +49,7 @@ import jax
 import numpy as np
 
 from experiments import recipes, stats
-from experiments.cells import Cell, grid_for
+from experiments.cells import Cell, grid_for, merge_seed_groups
 from experiments.models import DropoutConfig, LeNet
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
@@ -141,21 +141,6 @@ def measure(preset: Preset, data: ArrayData, quiet: bool):
     return run_cell
 
 
-def _merge(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """One arm × rate from its seed groups: seeds, final metrics and curves concatenated."""
-    records = sorted(records, key=lambda r: r["seeds"][0])
-    final = {k: sum((r["final"][k] for r in records), []) for k in records[0]["final"]}
-    curves = []
-    for entries in zip(*(r["curves"] for r in records), strict=True):
-        merged = dict(entries[0])
-        for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            merged[k] = sum((e[k] for e in entries), [])
-        curves.append(merged)
-    seeds = sum((r["seeds"] for r in records), [])
-    timing = [r["timing"] for r in records]
-    return {"seeds": seeds, "final": final, "curves": curves, "timing": timing}
-
-
 def summarise(done: dict[str, dict[str, Any]], preset: Preset) -> dict[str, Any]:
     """Per arm and rate: the seeds present, mean ± std; only seeds every arm has are paired."""
     by = collections.defaultdict(list)
@@ -166,7 +151,7 @@ def summarise(done: dict[str, dict[str, Any]], preset: Preset) -> dict[str, Any]
     summary = {arm: {} for arm in preset.arms}
     for (arm, rate), records in by.items():
         if arm in arms:
-            arms[arm][rate] = _merge(records)
+            arms[arm][rate] = merge_seed_groups(records)
             summary[arm][rate] = stats.mean_std(arms[arm][rate]["final"]["test_acc"])
     return {"arms": arms, "summary": summary}
 
@@ -214,13 +199,7 @@ def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str,
         "pooled": pooled,
         "coverage": coverage,
         "verdict": head["headline"] if head else "not run",
-        "evidence": {
-            "coverage": coverage,
-            "data": "SUBSTITUTE" if substitute else "real",
-            "power": head["power"] if head else None,
-            "delta": DELTA,
-            "pairs": head["difference"]["n"] if head else 0,
-        },
+        "evidence": stats.evidence(head, coverage=coverage, substitute=substitute, delta=DELTA),
     }
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "fmt",
     "fmt_diff",
     "decide",
+    "evidence",
     "mean_ci",
     "mean_std",
     "paired_difference",
@@ -266,3 +267,23 @@ def fmt_diff(diff: dict[str, float]) -> str:
     if not np.isfinite(diff["ci_low"]):
         return f"{diff['mean']:+.4f} [n/a]"
     return f"{diff['mean']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
+
+
+def evidence(head: dict | None, *, coverage: float, substitute: bool, delta: float | None) -> dict:
+    """The ``evidence`` record REPORT.md's summary reads, from a claim's headline decision.
+
+    ``head`` is the :func:`decide` result (with its ``difference``) that the headline rests
+    on, or None when nothing was decided yet.
+
+    Examples:
+      >>> from experiments.stats import evidence
+      >>> evidence(None, coverage=0.5, substitute=False, delta=0.01)["pairs"]
+      0
+    """
+    return {
+        "coverage": coverage,
+        "data": "SUBSTITUTE" if substitute else "real",
+        "power": head["power"] if head else None,
+        "delta": delta,
+        "pairs": head["difference"]["n"] if head else 0,
+    }
