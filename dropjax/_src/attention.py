@@ -355,9 +355,10 @@ def dot_product_attention(
       measured faster than ``"xla"``, see ``benchmarks/attention.py``) and ``"xla"``
       below; elsewhere (GPU, TPU) ``"blockwise"``: the Pallas kernels have so far run only
       in the interpreter (no GPU or TPU was available to check them against Triton's and
-      Mosaic's tiling rules), so they are opt-in until measured there. Under ``dropjax.mask_impl("bits")``
-      with dropout it picks ``"xla"``: ``jax.random.bits`` cannot be evaluated one tile at
-      a time, so the tiled implementations refuse that sampler.
+      Mosaic's tiling rules), so they are opt-in until measured there. Under
+      ``dropjax.mask_impl("bits")`` with dropout it picks ``"xla"``: ``jax.random.bits``
+      cannot be evaluated one tile at a time, so the tiled implementations refuse that
+      sampler.
 
     ``dropout_rate`` is the probability of *dropping* a weight (not the keep rate!); it may
     be traced (its gradient is the pathwise derivative, the mask held fixed). With
