@@ -119,6 +119,23 @@ def test_readme_module_contents_exist():
     assert set(dropjax.linen.__all__) == set(dropjax.nnx.__all__)
 
 
+def _flags(text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", text))
+
+
+def _experiment_flags(section: str) -> set[str]:
+    """Flags given to ``python -m experiments`` in code blocks, and flags in inline code."""
+    flags: set[str] = set()
+    for block in re.findall(r"```bash\n(.*?)\n```", section, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for command in line.split("python -m experiments")[1:]:
+                flags |= _flags(re.split(r'[;&|"]', command)[0])  # up to the next shell token
+    prose = re.sub(r"```.*?```", "", section, flags=re.S)
+    for span in re.findall(r"`(--[^`]+)`", prose):
+        flags |= _flags(span)
+    return flags
+
+
 def test_readme_experiment_presets_flags_and_data_defaults():
     from experiments import data
     from experiments.__main__ import _parser
@@ -129,12 +146,9 @@ def test_readme_experiment_presets_flags_and_data_defaults():
     presets = re.search(r"Presets: `(\w+)`[^`]*`(\w+)`[^`]*`(\w+)`", section)
     assert presets is not None and presets.groups() == PRESETS
     options = {opt for action in _parser()._actions for opt in action.option_strings}
-    mentioned = set()
-    for line in section.splitlines():
-        if "pip install" in line or "XLA_FLAGS" in line:  # not this CLI's options
-            continue
-        mentioned |= set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line))
-    assert mentioned and mentioned <= options, mentioned - options
+    mentioned = _experiment_flags(section)
+    assert {"--preset", "--out", "--distributed"} <= mentioned
+    assert mentioned <= options, mentioned - options
     cache = re.search(r"cache in `\$(\w+)`, default\s+`([^`]+)`", section)
     assert cache is not None and cache.group(1) == data.DATA_DIR_ENV
     assert cache.group(2) == data._DEFAULT_DATA_DIR
