@@ -186,7 +186,11 @@ def main(argv=None) -> None:
         "jax": jax.__version__,
         "steps": args.steps,
         "repeats": args.repeats,
-        "command": "python -m benchmarks.torch_vs_harness " + " ".join(argv or []),
+        "command": (
+            f'XLA_FLAGS="{os.environ["XLA_FLAGS"]}" ' if os.environ.get("XLA_FLAGS") else ""
+        )
+        + "python -m benchmarks.torch_vs_harness "
+        + " ".join(argv or []),
     }
     stem = RESULTS / f"torch_vs_harness_{device}_{args.threads}t"
     write_json_atomic(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
