@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         f"{PUBLISHED} by default; publish a run with --out experiments/results)",
     )
     parser.add_argument(
+        "--cells",
+        metavar="REGEX",
+        help="grid experiments: run only the cells whose id matches (e.g. one process per "
+        "core on disjoint patterns, same --out: finished cells are merged under a lock)",
+    )
+    parser.add_argument(
         "--time-budget",
         type=float,
         metavar="MINUTES",
@@ -161,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=args.quiet or bool(os.environ.get("CI")),
         seed=args.seed,
         time_budget=args.time_budget,
+        cells=args.cells,
     )
     try:
         with _data_and_curves(args, args.name):

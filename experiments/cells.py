@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -150,6 +151,9 @@ class Grid:
       checkpoint_root: where unfinished cells keep checkpoints (default
         ``runs_dir() / name / preset``).
       write: whether this process writes files (process 0 of a multi-host run).
+      only: a regular expression: run only the cells whose id it matches (``--cells``). Several
+        processes may run disjoint parts of one grid into the same results file, e.g. one per
+        core: each write takes a lock and merges the cells other processes have written.
 
     Raises:
       ValueError: the results file holds cells of another configuration.
@@ -166,6 +170,7 @@ class Grid:
         quiet: bool = False,
         checkpoint_root: Path | None = None,
         write: bool = True,
+        only: str | None = None,
     ):
         self.name, self.preset = name, preset
         self.results_file = Path(results_file)
@@ -174,20 +179,25 @@ class Grid:
         self.quiet = quiet
         self.write = write
         self.checkpoint_root = Path(checkpoint_root or runs_dir() / name / preset)
+        self.only = None if only is None else re.compile(only)
         self.done: dict[str, dict[str, Any]] = {}
         self._env: dict[str, Any] | None = None
-        if self.results_file.exists():
-            payload = json.loads(self.results_file.read_text())
-            grid = payload.get("grid")
-            if grid is not None:
-                if grid.get("fingerprint") != self.fingerprint:
-                    raise ValueError(
-                        f"{self.results_file} holds cells of another configuration of "
-                        f"{name}/{preset} (fingerprint {grid.get('fingerprint')} vs "
-                        f"{self.fingerprint}); pass another --out, or delete that file to "
-                        "start over"
-                    )
-                self.done = dict(grid.get("cells", {}))
+        self.done = self._on_disk()
+
+    def _on_disk(self) -> dict[str, dict[str, Any]]:
+        """The finished cells in the results file (checked to be of this configuration)."""
+        if not self.results_file.exists():
+            return {}
+        grid = json.loads(self.results_file.read_text()).get("grid")
+        if grid is None:
+            return {}
+        if grid.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"{self.results_file} holds cells of another configuration of "
+                f"{self.name}/{self.preset} (fingerprint {grid.get('fingerprint')} vs "
+                f"{self.fingerprint}); pass another --out, or delete that file to start over"
+            )
+        return dict(grid.get("cells", {}))
 
     def checkpoint_dir(self, cell: Cell) -> Path:
         return self.checkpoint_root / cell.slug
@@ -195,17 +205,22 @@ class Grid:
     def _save_partial(self, total: int) -> None:
         if not self.write:
             return
-        write_json_atomic(
-            self.results_file,
-            {
-                "experiment": self.name,
-                "preset": self.preset,
-                "status": "partial",
-                "cells_done": len(self.done),
-                "cells_total": total,
-                "grid": self.as_json(),
-            },
-        )
+        self.results_file.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.results_file.with_name(f".{self.results_file.name}.lock")
+        with open(lock, "w") as handle:  # other processes may run other cells of this grid
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self.done = {**self._on_disk(), **self.done}
+            write_json_atomic(
+                self.results_file,
+                {
+                    "experiment": self.name,
+                    "preset": self.preset,
+                    "status": "partial",
+                    "cells_done": len(self.done),
+                    "cells_total": total,
+                    "grid": self.as_json(),
+                },
+            )
 
     def as_json(self) -> dict[str, Any]:
         """The finished cells and the fingerprint, as stored in the results file."""
@@ -230,6 +245,8 @@ class Grid:
         if len(set(ids)) != len(ids):
             raise ValueError("cell ids must be unique")
         todo = [c for c in cells if c.id not in self.done]
+        if self.only is not None:
+            todo = [c for c in todo if self.only.search(c.id)]
         spent: list[float] = []
         if not self.quiet and len(todo) < len(cells):
             print(
@@ -268,6 +285,13 @@ class Grid:
         if self.write:  # the last cell's folder is gone; drop the empty preset folder
             with contextlib.suppress(OSError):
                 self.checkpoint_root.rmdir()
+        self.done = {**self._on_disk(), **self.done}  # cells other processes finished
+        missing = [c.id for c in cells if c.id not in self.done]
+        if missing:
+            raise BudgetExhausted(
+                f"the cells selected by --cells are done; {len(missing)} other cells of the "
+                f"grid are not (e.g. {missing[0]!r})"
+            )
         return {c.id: self.done[c.id]["result"] for c in cells}
 
 
@@ -290,6 +314,7 @@ def grid_for(ctx: RunContext, config: Any) -> Grid:
         config,
         quiet=ctx.quiet,
         write=jax.process_index() == 0,
+        only=ctx.cells,
     )
     # Multi-host: the finished cells are those of process 0's results file (the only one
     # written), and every process stops when process 0's budget runs out.

@@ -61,6 +61,7 @@ class RunContext:
       seed: base seed; replica r uses seed + r.
       time_budget: minutes this run may take; a grid experiment stops cleanly at a
         checkpoint before they run out (rerun the command to resume).
+      cells: a regular expression selecting which cells of a grid experiment to run.
     """
 
     name: str
@@ -71,6 +72,7 @@ class RunContext:
     quiet: bool = False
     seed: int = 0
     time_budget: float | None = None
+    cells: str | None = None
     grids: list = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     @property

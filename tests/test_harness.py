@@ -519,3 +519,24 @@ def test_a_grid_refuses_cells_of_another_configuration(tmp_path):
         lambda cell, ckpt, budget: ran.append(cell.id) or {"value": cell.params["v"]},
     )
     assert ran == ["b"]  # the finished cell is skipped
+
+
+def test_two_processes_split_a_grid_into_one_results_file(tmp_path):
+    """Disjoint --cells patterns, same results file: each run merges the other's cells, and
+    a run whose selection is done while others remain says so (resumable stop)."""
+    from experiments.cells import BudgetExhausted, Cell, Grid
+
+    path = tmp_path / "x" / "paper.json"
+    cells = [Cell(f"arm={a}", {"a": a}) for a in ("standard", "augmented")]
+
+    def grid(only):
+        return Grid("x", "paper", path, {"lr": 1}, checkpoint_root=tmp_path / "c", only=only,
+                    quiet=True)  # fmt: skip
+
+    first, second = grid("standard"), grid("augmented")  # both opened before either ran
+    with pytest.raises(BudgetExhausted, match="other cells"):
+        first.run(cells, lambda cell, ckpt, budget: {"v": cell.params["a"]})
+    done = second.run(cells, lambda cell, ckpt, budget: {"v": cell.params["a"]})
+    assert done == {"arm=standard": {"v": "standard"}, "arm=augmented": {"v": "augmented"}}
+    on_disk = json.loads(path.read_text())["grid"]["cells"]
+    assert set(on_disk) == {"arm=standard", "arm=augmented"}  # neither write lost the other
