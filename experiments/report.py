@@ -143,7 +143,8 @@ def build_report(out: Path = PUBLISHED) -> str:
                 f"**Verdict: {verdict}.** Preset `{preset}` on {device}, "
                 f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`.",
                 "",
-                f"Regenerate: `python -m experiments {name} --preset {payload['preset']}`",
+                f"Regenerate: `python -m experiments {name} --preset {payload['preset']} "
+                "--out experiments/results` (rerunning resumes an unfinished grid)",
                 "",
             ]
             if res.get("notes"):
