@@ -115,6 +115,20 @@ def _is_nhwc(lhs, rhs, dimension_numbers) -> bool:
     return given == canonical
 
 
+def _plain_nhwc(
+    lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation, groups, batch_groups, out_type
+) -> bool:
+    """A 2-D NHWC/HWIO convolution without dilation, groups or a preferred output type."""
+    return (
+        _is_nhwc(lhs, rhs, dimension_numbers)
+        and all(d == 1 for d in (lhs_dilation or (1, 1)))
+        and all(d == 1 for d in (rhs_dilation or (1, 1)))
+        and groups == 1
+        and batch_groups == 1
+        and out_type is None
+    )
+
+
 def conv_general_dilated(
     lhs: jax.Array,
     rhs: jax.Array,
@@ -142,14 +156,15 @@ def conv_general_dilated(
       >>> conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn).shape
       (2, 8, 8, 4)
     """
-    simple = (
-        jax.default_backend() == "cpu"
-        and _is_nhwc(lhs, rhs, dimension_numbers)
-        and all(d == 1 for d in (lhs_dilation or (1, 1)))
-        and all(d == 1 for d in (rhs_dilation or (1, 1)))
-        and feature_group_count == 1
-        and batch_group_count == 1
-        and preferred_element_type is None
+    simple = jax.default_backend() == "cpu" and _plain_nhwc(
+        lhs,
+        rhs,
+        dimension_numbers,
+        lhs_dilation,
+        rhs_dilation,
+        feature_group_count,
+        batch_group_count,
+        preferred_element_type,
     )
     if not simple:
         return lax.conv_general_dilated(
@@ -203,14 +218,15 @@ def patch_conv(
       >>> patch_conv(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")).shape
       (2, 4, 4, 4)
     """
-    simple = (
-        _is_nhwc(lhs, rhs, dimension_numbers)
-        and all(int(s) == 1 for s in window_strides)
-        and all(d == 1 for d in (lhs_dilation or (1, 1)))
-        and all(d == 1 for d in (rhs_dilation or (1, 1)))
-        and feature_group_count == 1
-        and batch_group_count == 1
-        and preferred_element_type is None
+    simple = all(int(s) == 1 for s in window_strides) and _plain_nhwc(
+        lhs,
+        rhs,
+        dimension_numbers,
+        lhs_dilation,
+        rhs_dilation,
+        feature_group_count,
+        batch_group_count,
+        preferred_element_type,
     )
     if not simple:
         return conv_general_dilated(
