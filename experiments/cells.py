@@ -248,10 +248,14 @@ class Grid:
         if self.only is not None:
             todo = [c for c in todo if self.only.search(c.id)]
         spent: list[float] = []
+        finished = sum(c.id in self.done for c in cells)
         if not self.quiet and len(todo) < len(cells):
+            elsewhere = len(cells) - finished - len(todo)
             print(
-                f"[{self.name}/{self.preset}] {len(cells) - len(todo)}/{len(cells)} cells "
-                f"already in {self.results_file}; resuming",
+                f"[{self.name}/{self.preset}] {finished}/{len(cells)} cells already in "
+                f"{self.results_file}; {len(todo)} to run here"
+                + (f", {elsewhere} left out by --cells" if elsewhere else "")
+                + "; resuming",
                 file=sys.stderr,
             )
         for cell in todo:
@@ -274,11 +278,12 @@ class Grid:
             if self.write:
                 shutil.rmtree(self.checkpoint_dir(cell), ignore_errors=True)
             if not self.quiet:
-                left = len([c for c in cells if c.id not in self.done])
+                left = len([c for c in todo if c.id not in self.done])
                 eta = left * sum(spent) / len(spent)
                 print(
                     f"[{self.name}/{self.preset}] cell {cell.id} done in {wall / 60:.1f} min; "
-                    f"{len(cells) - left}/{len(cells)} cells done, about {_hms(eta)} left",
+                    f"{sum(c.id in self.done for c in cells)}/{len(cells)} cells done, "
+                    f"{left} more here, about {_hms(eta)} left",
                     file=sys.stderr,
                     flush=True,
                 )

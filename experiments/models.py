@@ -62,6 +62,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 import dropjax
 import dropjax.linen
@@ -83,6 +85,7 @@ __all__ = [
     "build_model",
     "decoupled_rates",
     "make_dropout",
+    "caffe_pool",
     "max_pool_2x2",
 ]
 
@@ -489,10 +492,53 @@ class LeNet(nn.Module):
         return DropDense(self.num_classes, self.dropout, name="ip2", **init)(x, train)
 
 
-def _caffe_pool_padding(size: int, window: int = 3, stride: int = 2) -> tuple[int, int]:
-    """Right padding that makes a VALID pool produce Caffe's ceil-mode output size."""
-    out = -(-(size - window) // stride) + 1
-    return (0, (out - 1) * stride + window - size)
+def _pool_along(x: jax.Array, axis: int, kind: str) -> jax.Array:
+    """Caffe's ceil-mode 3-wide, stride-2 max or sum along one axis, as three strided slices."""
+    n = x.shape[axis]
+    out = -(-(n - 3) // 2) + 1
+    pads = [(0, 0)] * x.ndim
+    pads[axis] = (0, 2 * (out - 1) + 3 - n)
+    x = jnp.pad(x, pads, constant_values=-jnp.inf if kind == "max" else 0)
+    a, b, c = (lax.slice_in_dim(x, i, i + 2 * (out - 1) + 1, 2, axis) for i in range(3))
+    return jnp.maximum(jnp.maximum(a, b), c) if kind == "max" else a + b + c
+
+
+def _in_bounds(n: int) -> np.ndarray:
+    """How many of each ceil-mode window's three inputs lie inside a length-``n`` axis."""
+    out = -(-(n - 3) // 2) + 1
+    return np.minimum(3, n - 2 * np.arange(out)).astype(np.float32)
+
+
+def caffe_pool(x: jax.Array, kind: str) -> jax.Array:
+    """Caffe's 3x3, stride-2 max or average pooling of NHWC maps, output size rounded up.
+
+    Equal to ``nn.max_pool`` / ``nn.avg_pool(..., count_include_pad=False)`` with the
+    right padding that gives Caffe's ceil-mode size (32 -> 16, 28 -> 14, 7 -> 3), but
+    written as a separable pair of three strided slices each. Its gradient is then made of
+    elementwise selects and pads; XLA:CPU's select-and-scatter for the overlapping max
+    pool's gradient is about 10x slower (``benchmarks/torch_vs_harness.py``). Ties share
+    the gradient instead of the first taking it.
+
+    Args:
+      x: ``(N, H, W, C)`` feature maps.
+      kind: ``"max"`` or ``"avg"`` (the mean over the in-bounds inputs of each window).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from experiments.models import caffe_pool
+      >>> x = jnp.arange(25.0).reshape(1, 5, 5, 1)
+      >>> caffe_pool(x, "max")[0, :, :, 0].tolist()
+      [[12.0, 14.0], [22.0, 24.0]]
+      >>> caffe_pool(x, "avg")[0, :, :, 0].tolist()
+      [[6.0, 8.0], [16.0, 18.0]]
+    """
+    if kind not in ("max", "avg"):
+        raise ValueError(f"kind must be 'max' or 'avg'; got {kind!r}")
+    y = _pool_along(_pool_along(x, 1, kind), 2, kind)
+    if kind == "avg":
+        counts = _in_bounds(x.shape[1])[:, None] * _in_bounds(x.shape[2])[None, :]
+        y = y / jnp.asarray(counts[None, :, :, None], y.dtype)
+    return y
 
 
 class ConvNetQuick(nn.Module):
@@ -524,19 +570,13 @@ class ConvNetQuick(nn.Module):
                 return {}
             return {"kernel_init": nn.initializers.normal(std)}
 
-        def pool(h, kind):
-            pad = (_caffe_pool_padding(h.shape[1]), _caffe_pool_padding(h.shape[2]))
-            if kind == "max":
-                return nn.max_pool(h, (3, 3), strides=(2, 2), padding=pad)
-            return nn.avg_pool(h, (3, 3), strides=(2, 2), padding=pad, count_include_pad=False)
-
         same = ((2, 2), (2, 2))
         x = _Conv(32, (5, 5), padding=same, name="conv1", **init(1e-4))(x)
-        x = nn.relu(pool(x, "max"))
+        x = nn.relu(caffe_pool(x, "max"))
         x = nn.relu(_Conv(32, (5, 5), padding=same, name="conv2", **init(0.01))(x))
-        x = pool(x, "avg")
+        x = caffe_pool(x, "avg")
         x = nn.relu(_Conv(64, (5, 5), padding=same, name="conv3", **init(0.01))(x))
-        x = pool(x, "avg")
+        x = caffe_pool(x, "avg")
         x = x.reshape(x.shape[0], -1)
         x = DropDense(64, self.dropout, name="ip1", **init(0.1))(x, train)
         return DropDense(self.num_classes, self.dropout, name="ip2", **init(0.1))(x, train)

@@ -190,6 +190,34 @@ def test_cpu_conv_matches_lax_values_gradients_and_vmap(x_shape, k_shape, stride
                 np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
 
 
+def _caffe_pool_loops(x: np.ndarray, kind: str) -> np.ndarray:
+    """Caffe's ceil-mode 3x3/2 pooling as explicit loops (the windows clipped at the edge)."""
+    n, h, w, c = x.shape
+    oh, ow = -(-(h - 3) // 2) + 1, -(-(w - 3) // 2) + 1
+    out = np.zeros((n, oh, ow, c), x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            win = x[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+            out[:, i, j] = win.max(axis=(1, 2)) if kind == "max" else win.mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("size", [(32, 32), (28, 28), (7, 7), (8, 5)])
+def test_caffe_pool_matches_loops_and_flax_gradient(kind, size):
+    x = jax.random.normal(jax.random.key(0), (2, *size, 3))
+    out = models_lib.caffe_pool(x, kind)
+    np.testing.assert_allclose(out, _caffe_pool_loops(np.asarray(x), kind), rtol=1e-6, atol=1e-6)
+    # The gradient equals Flax's pooling with the right padding that gives the ceil size.
+    pad = tuple((0, (o - 1) * 2 + 3 - s) for o, s in zip(out.shape[1:3], size, strict=True))
+    if kind == "max":
+        ref = lambda z: nn.max_pool(z, (3, 3), strides=(2, 2), padding=pad)
+    else:
+        ref = lambda z: nn.avg_pool(z, (3, 3), (2, 2), padding=pad, count_include_pad=False)
+    g = jax.grad(lambda z: jnp.sum(jnp.sin(models_lib.caffe_pool(z, kind))))(x)
+    np.testing.assert_allclose(g, jax.grad(lambda z: jnp.sum(jnp.sin(ref(z))))(x), atol=1e-6)
+
+
 def test_cpu_conv_stays_canonical_inside_scan():
     """The kernel gradient inside a scan body must not be a non-canonical convolution."""
     x, k = jnp.ones((4, 12, 12, 3)), jnp.ones((5, 5, 3, 6))
