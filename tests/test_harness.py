@@ -341,7 +341,12 @@ def test_one_replica_equals_plain_run(single, data):
     assert [e["lr"] for e in result.history] == pytest.approx([0.05, 0.005, 0.005])
 
 
-def test_vmapped_replicas_equal_separate_runs(single, pair_single):
+@pytest.mark.parametrize("replica_loop", [True, False], ids=["lax.map", "vmap"])
+def test_replicas_equal_separate_runs(data, single, replica_loop):
+    """R replicas stepped together (mapped or vmapped) equal R one-seed runs."""
+    assert single.replica_loop  # the CPU default
+    both = Trainer(_TINY, data, _PROTOCOL, mesh=single.mesh, replica_loop=replica_loop)
+    pair_single = both.run([5, 7], quiet=True)
     close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)
     for r, seed in enumerate([5, 7]):
         alone = single.run([seed], quiet=True)
