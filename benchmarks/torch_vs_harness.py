@@ -153,6 +153,7 @@ def _markdown(rows, meta) -> str:
         f"Command: `{meta['command']}`. torch {meta['torch']}, jax {meta['jax']}; batch "
         f"{BATCH}; ms per step per replica, minimum of {meta['repeats']} alternating runs of "
         f"{meta['steps']} steps. Goal: harness <= torch.",
+        *([f"Conditions: {meta['conditions']}."] if meta.get("conditions") else []),
         "",
         "| model | R | torch | harness | harness / torch | goal |",
         "|---|---|---|---|---|---|",
