@@ -35,6 +35,13 @@ its epoch's order with ``i = t mod (N // B)``, and uses the dropout key
 ``jax.random.fold_in(dropout_key, t)``. Runs that share a seed share initial parameters,
 data order and dropout keys: that is what pairs the arms of an experiment.
 
+**Augmentation.** With ``augment=`` an :class:`experiments.augment.PadCropFlip` (a
+:class:`Trainer`/:func:`train` argument, off by default), every training batch is augmented
+per example inside the scan, from the key
+:func:`experiments.augment.augment_key` ``(data_key, t)``: deterministic in the seed and the
+step, so a resumed run equals an uninterrupted one. Without it the compiled programs, the
+checkpoint fingerprint and every number are those of a harness that has no augmentation.
+
 **Step-aware models.** A model whose class sets ``takes_step = True`` is called in training
 as ``model.apply(v, x, train=True, step=t, rngs=...)``, with ``t`` the int32 step count of
 the paragraph above (traced: one compiled segment serves every step), e.g. to feed a
@@ -74,6 +81,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import tensorboard
+from experiments.augment import PadCropFlip, augment_key
 
 __all__ = [
     "ArrayData",
@@ -269,17 +277,19 @@ def _put(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
-def _fingerprint(model: nn.Module, data: ArrayData, cfg: TrainConfig, seeds) -> str:
+def _fingerprint(
+    model: nn.Module, data: ArrayData, cfg: TrainConfig, seeds, augment: PadCropFlip | None = None
+) -> str:
     text = re.sub(r" at 0x[0-9a-f]+", "", repr(model))
-    blob = json.dumps(
-        {
-            "model": text,
-            "config": dataclasses.asdict(cfg),
-            "seeds": [int(s) for s in seeds],
-            "data": [data.name, data.fingerprint(), list(data.x_train.shape)],
-        },
-        sort_keys=True,
-    )
+    record = {
+        "model": text,
+        "config": dataclasses.asdict(cfg),
+        "seeds": [int(s) for s in seeds],
+        "data": [data.name, data.fingerprint(), list(data.x_train.shape)],
+    }
+    if augment is not None:  # only then: runs without augmentation keep their fingerprints
+        record["augment"] = augment.describe()
+    blob = json.dumps(record, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -332,10 +342,12 @@ class Trainer:
         ``vmap``-ed step. Default: on CPU meshes, where R small steps beat one R-batched
         step (LeNet 21 vs 25 ms per replica step at R = 4, ``benchmarks/torch_vs_harness.py``);
         ``vmap`` elsewhere. The numbers are the same up to float rounding.
+      augment: augment every training batch per example on device (see the module doc),
+        e.g. :class:`experiments.augment.PadCropFlip` for NHWC images; None: no augmentation.
 
     Raises:
       ValueError: a batch size that is not a multiple of the device count, or larger than
-        the training set.
+        the training set; augmentation of inputs that are not NHWC images.
     """
 
     def __init__(
@@ -346,8 +358,15 @@ class Trainer:
         *,
         mesh: Mesh | None = None,
         replica_loop: bool | None = None,
+        augment: PadCropFlip | None = None,
     ):
         self.model, self.data, self.cfg = model, data, cfg
+        if augment is not None and data.x_train.ndim != 4:
+            raise ValueError(
+                f"augment={augment!r} needs NHWC image inputs; got training inputs of shape "
+                f"{data.x_train.shape}. Pass augment=None for flat inputs"
+            )
+        self.augment = augment
         self.mesh = make_mesh() if mesh is None else mesh
         devices = self.mesh.devices.size
         if cfg.batch_size % devices:
@@ -448,6 +467,9 @@ class Trainer:
             perm = lax.cond(fresh, lambda: order(step // spe), lambda: perm)
             idx = lax.dynamic_slice_in_dim(perm, pos * batch, batch, axis=1)
             xb, yb = sharded(x_train[idx]), sharded(y_train[idx])
+            if self.augment is not None:  # per example, from the replica's data key and step
+                aug = lambda k, x: self.augment(augment_key(k, step), x)
+                xb = sharded(jax.vmap(aug)(data_keys, xb))
             step_keys = jax.vmap(jax.random.fold_in, (0, None))(dropout_keys, step)
             replica_step = self._replica_step
             if self.takes_step:  # the step is shared by the replicas, not mapped
@@ -547,7 +569,9 @@ class Trainer:
         step, history, resumed_from = 0, [], None
         ckpt = None
         if checkpoint_dir is not None:
-            ckpt = _Checkpoints(checkpoint_dir, _fingerprint(self.model, self.data, cfg, seeds))
+            ckpt = _Checkpoints(
+                checkpoint_dir, _fingerprint(self.model, self.data, cfg, seeds, self.augment)
+            )
             restored = ckpt.restore(state)
             if restored is not None:
                 state, step, history = restored
@@ -733,8 +757,12 @@ def train(
     callback: Callable[[int, dict[str, Any]], None] | None = None,
     quiet: bool | None = None,
     desc: str | None = None,
+    augment: PadCropFlip | None = None,
 ) -> TrainResult:
     """Trains ``len(seeds)`` replicas of ``model`` on ``data``; see :class:`Trainer.run`.
+
+    ``augment`` (default None: none) augments every training batch on device, e.g.
+    :class:`experiments.augment.PadCropFlip` (see :class:`Trainer`).
 
     Examples:
       >>> import numpy as np
@@ -748,7 +776,7 @@ def train(
       >>> [entry["step"] for entry in result.history], len(result.final["test_acc"])
       ([2, 4], 2)
     """
-    trainer = Trainer(model, data, cfg, mesh=mesh)
+    trainer = Trainer(model, data, cfg, mesh=mesh, augment=augment)
     return trainer.run(
         seeds, checkpoint_dir=checkpoint_dir, callback=callback, quiet=quiet, desc=desc
     )
