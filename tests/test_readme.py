@@ -128,7 +128,7 @@ def _experiment_flags(section: str) -> set[str]:
     flags: set[str] = set()
     for block in re.findall(r"```bash\n(.*?)\n```", section, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            for command in line.split("python -m experiments")[1:]:
+            for command in re.split(r"python -m experiments(?=\s)", line)[1:]:
                 flags |= _flags(re.split(r'[;&|"]', command)[0])  # up to the next shell token
     prose = re.sub(r"```.*?```", "", section, flags=re.S)
     for span in re.findall(r"`(--[^`]+)`", prose):
@@ -137,7 +137,7 @@ def _experiment_flags(section: str) -> set[str]:
 
 
 def test_readme_experiment_presets_flags_and_data_defaults():
-    from experiments import data
+    from experiments import data, device_batch
     from experiments.__main__ import _parser
     from experiments.registry import PRESETS
 
@@ -148,7 +148,9 @@ def test_readme_experiment_presets_flags_and_data_defaults():
     options = {opt for action in _parser()._actions for opt in action.option_strings}
     mentioned = _experiment_flags(section)
     assert {"--preset", "--out", "--distributed"} <= mentioned
-    assert mentioned <= options, mentioned - options
+    assert mentioned <= options | device_batch.options(), mentioned - options
+    batch = re.findall(r"python -m experiments\.device_batch \w+ ([^#\n]*)", section)
+    assert batch and set().union(*map(_flags, batch)) <= device_batch.options()
     cache = re.search(r"cache in `\$(\w+)`, default\s+`([^`]+)`", section)
     assert cache is not None and cache.group(1) == data.DATA_DIR_ENV
     assert cache.group(2) == data._DEFAULT_DATA_DIR
