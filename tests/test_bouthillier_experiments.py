@@ -1,26 +1,23 @@
-"""The Bouthillier et al. (2015) experiments (random_dropout_mlp, backprojection): each smoke
-preset runs end to end and writes results with a verdict and a figure; the pieces they rely
-on (the sweep grid, the noisy activations, the back-projection arm's forward pass) are
+"""The Bouthillier et al. (2015) back-projection experiment (random_dropout_mlp has its own
+file): the smoke preset runs end to end and writes results with a verdict and a figure; the
+pieces it relies on (the noisy activations, the back-projection arm's forward pass) are
 checked on small inputs."""
 
 import json
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.integrate
 
 import dropjax
 from experiments import backprojection as bp
-from experiments import random_dropout_mlp as rdm
 from experiments.catalog import experiments
 from experiments.models import MLP
 from experiments.registry import RunContext, execute
 
 VERDICTS = {"reproduced", "not reproduced", "inconclusive"}
-NAMES = (rdm.NAME, bp.NAME)
+NAMES = (bp.NAME,)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -50,15 +47,6 @@ def test_smoke_writes_results_verdict_and_figure(smoke, name):
     assert "|---|" in table and results["verdict"] in table
 
 
-def test_smoke_random_dropout_comparisons(smoke):
-    results = smoke[rdm.NAME][0]["results"]
-    assert set(results["summary"]) == set(rdm.settings(rdm.PRESETS["smoke"]))
-    best = results["comparisons"]["best random vs best dropout"]
-    assert best["standard"] == results["best"]["standard"]
-    for key, s in results["summary"].items():
-        assert 0.0 <= s["mean"] <= 100.0 and s["n"] == 2, key
-
-
 def test_smoke_backprojection_figures_and_matching(smoke):
     payload, _, out_dir = smoke[bp.NAME]
     results = payload["results"]
@@ -69,71 +57,6 @@ def test_smoke_backprojection_figures_and_matching(smoke):
     # Back-projection reduces the mismatch relative to the clean input x itself.
     assert all(e["rel_to_noise"] < 1.0 for e in errors.values())
     assert set(results["summary"]) == set(bp.ARMS)
-
-
-def test_smoke_random_dropout_dropped_proportion_figure(smoke):
-    payload, _, out_dir = smoke[rdm.NAME]
-    results = payload["results"]
-    assert results["figures"] == ["smoke.png", "smoke_dropped_proportion.png"]
-    for name in results["figures"]:
-        assert (out_dir / name).read_bytes()[:8] == PNG
-    dropped = results["dropped_proportion"]
-    units = {name: row["units"] for name, row in dropped["layers"].items()}
-    assert units == {"Figure 1": 100, "input": 64, "hidden 1": 32, "hidden 2": 16}
-    p, draws = dropped["rate"], dropped["draws"]
-    for row in dropped["layers"].values():
-        n = row["units"]
-        # standard: mean p, sd sqrt(p q / N); random: mean p / 2 and a far wider spread
-        assert abs(row["standard"]["mean"] - p) < 5 * np.sqrt(p * (1 - p) / n / draws)
-        sd_random = np.sqrt(p * p / 12 + (p / 2 - p * p / 3) / n)
-        assert abs(row["random_rate"]["mean"] - p / 2) < 5 * sd_random / np.sqrt(draws)
-        assert row["random_rate"]["std"] > 1.3 * row["standard"]["std"]
-        for scheme in rdm.SCHEMES:
-            assert row[scheme]["ks_to_analytic"] < 1.5 * dropped["ks_critical_1pct"], scheme
-
-
-def test_dropped_pmf_matches_integrated_binomials():
-    n, p = 20, 0.3
-    pmf = rdm.dropped_pmf(n, p)
-    k = np.arange(n + 1)
-    binom = np.array([math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in k])
-    np.testing.assert_allclose(pmf["standard"], binom, rtol=1e-10, atol=1e-15)
-    mixture = [
-        scipy.integrate.quad(lambda r, i=i: math.comb(n, i) * r**i * (1 - r) ** (n - i), 0, p)[0]
-        / p
-        for i in k
-    ]
-    np.testing.assert_allclose(pmf["random_rate"], mixture, rtol=1e-7, atol=1e-14)
-    for scheme, m in rdm.dropped_moments(n, p).items():
-        frac = k / n
-        mean = float(np.sum(frac * pmf[scheme]))
-        std = float(np.sqrt(np.sum((frac - mean) ** 2 * pmf[scheme])))
-        assert m["mean"] == pytest.approx(mean, rel=1e-9)
-        assert m["std"] == pytest.approx(std, rel=1e-9)
-
-
-def test_dropped_counts_are_the_masks_zeros():
-    keys = jax.random.split(jax.random.key(3), 5)
-    n, p = 50, 0.4
-    std = np.asarray(rdm._dropped_counts(keys, n, jnp.float32(p), "standard"))
-    rnd = np.asarray(rdm._dropped_counts(keys, n, jnp.float32(p), "random_rate"))
-    for i, key in enumerate(keys):
-        assert std[i] == n - int(dropjax.keep_mask(key, (n,), p).sum())
-        # random_rate_dropout's documented recipe: rho = p * U(rate_key), mask at rho
-        rate_key, mask_key = jax.random.split(key)
-        rho = p * jax.random.uniform(rate_key, (), jnp.float32)
-        assert rnd[i] == n - int(dropjax.keep_mask(mask_key, (n,), rho).sum())
-
-
-def test_random_dropout_grid_merges_shared_points():
-    preset = rdm.PRESETS["quick"]
-    grid = rdm.settings(preset)
-    # sweeps (a) and (b) share (0.2, 0.5); random has its own three arms
-    assert len(grid) == 3 + 3 - 1 + 3
-    assert grid["dropout in 0.2 hid 0.5"] == ("standard", 0.2, 0.5)
-    assert grid["random [0,0.8]"] == ("random_rate", 0.8, 0.8)
-    paper = rdm.PRESETS["paper"]
-    assert paper.epochs == 501 and len(paper.input_sweep) == 8 and len(paper.random_sweep) == 9
 
 
 def _params(hidden=(6, 5), d=4, seed=0):
