@@ -1,51 +1,64 @@
 """Bouthillier et al. (2015), Sections 3.1 and 5.1-5.2: dropout noise projected back into
 the input space, and a deterministic network trained on the projections (Figures 2, 4, 5).
 
-Back-projection (Eq. 4-8): for a trained network with clean hidden activations
-:math:`f^{(i)}` and dropout-noised ones :math:`\\tilde f^{(i)}` (noise at every layer up to
-:math:`i`, Eq. 6, with the inverted scaling of Eq. 9/10), find by gradient descent an input
-:math:`x^{(i)*}` in the box [0, 1] whose clean activations at layer :math:`i` match the
-noisy activations at :math:`x` (one :math:`x^{(i)*}` per hidden layer, as in Eq. 8),
-with :func:`dropjax.backproject`.
+**Back-projection (Eq. 4-8).** For a trained ReLU MLP with clean hidden activations
+:math:`f^{(i)}` and dropout-noised ones :math:`\\tilde f^{(i)}` (Eq. 6: noise at every layer
+up to :math:`i`, with the inverted scaling of Eq. 9/10), find an input :math:`x^{(i)*}`
+whose clean activations at layer :math:`i` match the noisy activations at :math:`x`:
+:math:`\\min \\lVert f^{(i)}(x^{(i)*}) - \\tilde f^{(i)}(x)\\rVert^2`, one :math:`x^{(i)*}`
+per hidden layer as in Eq. 8 (``dropjax.backproject``). The paper takes 20 plain gradient
+steps; a ReLU MLP is badly conditioned for that (our earlier runs left 60 % / 87 % of the
+noise unmatched at layers 1/2), so we minimise the same objective with damped Gauss-Newton
+(``method="gauss_newton"``: per-example conjugate gradient on the Gauss-Newton system). No
+box constraint: the paper states none, and in [0, 1] the second layer's noise cannot be
+matched (the results show it). The matching error reported is
 
-Two parts:
+.. math::
 
-1. **Visualisation** (Figures 2 and 5). On the trained dropout network (replica 0 of the
-   ``dropout`` arm below), for a few test digits, several back-projected samples per hidden
-   layer under dropout (rate 0.5, one mask per sample) and under random dropout
-   (rho ~ U(0, 0.8) per layer per sample, Eq. 10). The figure has, per digit, one row per
-   (noise, layer): the original, then the samples. Reported: the relative matching error
-   :math:`\\lVert f^{(i)}(x^*) - \\tilde f^{(i)}(x)\\rVert / \\lVert \\tilde f^{(i)}(x) -
-   f^{(i)}(x)\\rVert` (1 = no better than :math:`x` itself, 0 = exact) and relative to
-   :math:`\\lVert \\tilde f^{(i)}(x)\\rVert`. The paper's Figures 2/5 use an autoencoder
-   with hidden dropout 0.4; here it is the classifier MLP, which the paper also uses for
-   its Figure 4.
-2. **Training on back-projected samples** (Figure 4, Sec. 5.2). Three arms with the same
-   seeds (shared initial parameters and data order; all arms are the same module so the
-   parameters are identical at initialisation):
+    e_i = \\lVert f^{(i)}(x^{(i)*}) - \\tilde f^{(i)}(x) \\rVert \\,/\\,
+          \\lVert \\tilde f^{(i)}(x) - f^{(i)}(x) \\rVert
 
-   * ``plain``: the MLP without noise;
-   * ``dropout``: hidden dropout at rate 0.5 (inverted);
-   * ``backproject``: a deterministic network; in each step half the batch is the clean
-     ``x`` and the other half is replaced by its :math:`x^*`, regenerated from the *current*
-     parameters (no gradient through them) with fresh dropout masks at both hidden layers
-     and a few jit-compiled heavy-ball steps of Eq. 8 with one :math:`x^*` matching both
-     layers at once (the paper: "we trained on x and x* solely rather than x, x(1)* and
-     x(2)*"). The paper alternates whole epochs of x and x* and regenerates x* once per
-     epoch with 20 SGD steps; mixing within the batch is a cheaper stand-in.
+pooled over the examples (Frobenius norms): 1 is no better than :math:`x` itself, 0 an
+exact match. The paper reports no number for it. For contrast we also report one
+:math:`x^*` for both layers at once (the paper's training shortcut, with
+:math:`\\lambda_i` = 1 / the layer's noise energy); its Appendix 8.1 argues such an
+:math:`x^*` cannot match both layers, and the numbers agree.
 
-The claim (Sec. 5.2): "Dropout can be replicated by projecting the noise back into the input
-and training a neural network deterministically on this generated data. There is not
-significant drop in accuracy". Figure 4's values are not in the text, so only the
-qualitative claim is compared. Verdict: ``not reproduced`` when the paired 95% interval of
-test error (backproject − dropout) lies above 0; else ``reproduced`` when backproject is
-significantly better than plain (its interval vs plain lies below 0), i.e. it recovers
-dropout's gain; else ``inconclusive``.
+**Figures 2 and 5.** On the trained dropout network (replica 0), for a few test digits,
+several :math:`x^{(i)*}` per hidden layer, each from its own mask: under dropout at 0.5
+(Figure 2) and under random dropout, :math:`\\rho \\sim U(0, 0.8)` per layer and example
+(Eq. 10, Figure 5). The paper draws these from an autoencoder with hidden dropout 0.4; we
+use the classifier MLP, which the paper also uses for Figure 4.
 
-Presets: ``smoke`` is scikit-learn's 8x8 digits, a 32-16 MLP, a few dozen steps; ``quick``
-is MNIST with a 512-256 MLP for only 3 epochs (the paper trains 501 epochs, then 150 more),
-4 replicas; ``paper`` a 1500-1500 MLP (one of the paper's four), 501 epochs, 20
-back-projection steps per batch.
+**Training on back-projected samples (Figure 4, Sec. 5.2).** Three arms with the same seeds
+(identical initial parameters, data order and dropout keys):
+
+* ``plain``: the MLP without noise;
+* ``dropout``: hidden dropout at 0.5 (inverted);
+* ``backproject``: a deterministic network. In each step half the batch is the clean
+  :math:`x`; the other half is split evenly over the hidden layers and replaced by
+  :math:`x^{(i)*}` (the paper's inputs :math:`(x, x^{(1)*}, x^{(2)*})`), each computed from
+  the *current* parameters (no gradient through it) with fresh masks. The paper alternates
+  an epoch of :math:`x` with an epoch of :math:`x^*` generated at the epoch's start; mixing
+  within the batch keeps the same half-and-half proportion with fresher :math:`x^*`.
+
+**Decision.** The claim: "Dropout can be replicated by projecting the noise back into the
+input and training a neural network deterministically on this generated data. There is not
+significant drop in accuracy". Tested as: backproject's test error is lower than plain's
+(:func:`experiments.stats.decide`, claimed sign −, paired over seeds), the headline; with two
+companions: dropout − plain (does dropout help in this regime at all?) and backproject −
+dropout read as an equivalence check (the interval inside (−δ, δ): no drop as large as δ).
+The paper gives no numbers (Figure 4 is a plot), so δ = ``DELTA`` = 0.5 points of test error
+is our choice of the smallest gain worth the name in this regime. Coverage is the fraction
+of the paper's training examples seen (501 epochs of 50,000 plus 150 of 60,000); below 1 the
+headline is *indicative*.
+
+Presets: ``smoke``: scikit-learn's 8x8 digits, a 32-16 MLP, a few dozen steps. ``quick``:
+the first 2,000 MNIST training images (a small training set, where dropout's advantage over
+a plain network shows within 40 epochs = 800 iterations; about 3 CPU-minutes on one core),
+a 512-256 MLP, 4 paired replicas; training x(i)* with 3 / 10 Gauss-Newton steps (layers 1 /
+2) of 10 CG iterations each. ``paper``: all 60,000 images, a 1500-1500 MLP (one of the
+paper's four), 501 epochs (without the paper's 150 further epochs on train + validation).
 """
 
 from __future__ import annotations
@@ -60,11 +73,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import dropjax
-from experiments import stats
+from experiments import plots, stats
 from experiments.models import DropDense
-from experiments.recipes import flat_images as load_data
-from experiments.registry import RunContext, register, save_figure_atomic
-from experiments.train import TrainConfig, train
+from experiments.recipes import flat_images
+from experiments.registry import RunContext, register
+from experiments.train import ArrayData, TrainConfig, train
 
 NAME = "backprojection"
 SOURCE = (
@@ -73,30 +86,39 @@ SOURCE = (
 )
 CLAIM = (
     "a deterministic network trained on inputs x and their back-projected dropout samples "
-    "x* reaches dropout's test error (no significant loss), improving on a plain network"
+    "x(i)* has a lower test error than a plain network (as dropout has), with no significant "
+    "loss against dropout"
 )
 PAPER_QUOTES = [
     "Results suggest that Dropout can be replicated by projecting the noise back into the "
     "input and training a neural network deterministically on this generated data. There "
     "is not significant drop in accuracy, it is even slightly better than Dropout in the "
     "case of CIFAR-10. (Sec. 5.2)",
-    "Figure 4's error percentages are shown only as plots; no values are in the text, so "
-    "only the qualitative claim is compared.",
+    "Figure 4's error percentages are shown only as plots; no values are in the text.",
 ]
 ARMS = ("plain", "dropout", "backproject")
+DELTA = 0.5  # test-error points; our choice (the paper gives no numbers)
+PAPER_EXAMPLES = 501 * 50_000 + 150 * 60_000  # 501 epochs on 50k, then 150 on 60k
+NOISES = {"standard": "dropout", "random_rate": "random dropout"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """Data, architecture, noise, back-projection settings, replicas and protocol."""
+    """Data, architecture, noise, back-projection budgets, replicas and protocol.
+
+    ``train_gn`` holds the Gauss-Newton steps per hidden layer for the training arm's
+    :math:`x^{(i)*}`; ``viz_gn`` those of the measured matching and the figures.
+    """
 
     dataset: str
+    train_size: int | None  # the first train_size training images (None: all)
     hidden: tuple[int, ...]
     rate: float  # hidden dropout rate (dropout arm and the backproject arm's noise)
-    random_max: float  # random dropout range [0, random_max] for the visualisation
-    bp_steps: int  # back-projection steps per training batch
-    bp_lr: float
-    viz_steps: int  # back-projection steps for the visualisation
+    random_max: float  # random dropout range [0, random_max] (Figure 5)
+    train_gn: tuple[int, ...]
+    train_cg: int
+    viz_gn: int
+    viz_cg: int
     viz_inputs: int
     viz_samples: int
     replicas: int
@@ -104,14 +126,62 @@ class Preset:
     batch_size: int
     learning_rate: float
     momentum: float = 0.9
+    damping: float = 1e-2
 
 
 PRESETS = {
-    "smoke": Preset("digits", (32, 16), 0.5, 0.8, 3, 0.05, 20, 2, 3, 2, 1, 64, 0.05),
-    "quick": Preset("mnist", (512, 256), 0.5, 0.8, 8, 0.05, 150, 3, 6, 4, 3, 100, 0.05),
-    "paper": Preset("mnist", (1500, 1500), 0.5, 0.8, 20, 0.05, 300, 4, 8, 3, 501, 100, 0.05),
+    "smoke": Preset(
+        dataset="digits",
+        train_size=None,
+        hidden=(32, 16),
+        rate=0.5,
+        random_max=0.8,
+        train_gn=(2, 3),
+        train_cg=4,
+        viz_gn=6,
+        viz_cg=6,
+        viz_inputs=2,
+        viz_samples=3,
+        replicas=2,
+        epochs=2,
+        batch_size=64,
+        learning_rate=0.05,
+    ),
+    "quick": Preset(
+        dataset="mnist",
+        train_size=2000,
+        hidden=(512, 256),
+        rate=0.5,
+        random_max=0.8,
+        train_gn=(3, 10),
+        train_cg=10,
+        viz_gn=30,
+        viz_cg=10,
+        viz_inputs=4,
+        viz_samples=6,
+        replicas=4,
+        epochs=40,
+        batch_size=100,
+        learning_rate=0.05,
+    ),
+    "paper": Preset(
+        dataset="mnist",
+        train_size=None,
+        hidden=(1500, 1500),
+        rate=0.5,
+        random_max=0.8,
+        train_gn=(3, 10),
+        train_cg=10,
+        viz_gn=30,
+        viz_cg=10,
+        viz_inputs=4,
+        viz_samples=8,
+        replicas=3,
+        epochs=501,
+        batch_size=100,
+        learning_rate=0.05,
+    ),
 }
-BP_MOMENTUM = 0.9
 
 
 def hidden_activations(params: dict[str, Any], x: jax.Array, n: int) -> list[jax.Array]:
@@ -144,29 +214,67 @@ def noisy_activations(
     return acts
 
 
+def backproject_layer(
+    params: dict[str, Any],
+    x: jax.Array,
+    target: jax.Array,
+    layer: int,
+    steps: int,
+    cg_steps: int,
+    damping: float,
+    bounds: tuple[float, float] | None = None,
+) -> dropjax.BackprojectResult:
+    """:math:`x^{(i)*}` for hidden layer ``layer`` (0-based): Eq. 8's term for that layer,
+    minimised by damped Gauss-Newton from ``x``."""
+    return dropjax.backproject(
+        lambda z: hidden_activations(params, z, layer + 1)[layer],
+        target,
+        x,
+        steps=steps,
+        method="gauss_newton",
+        cg_steps=cg_steps,
+        damping=damping,
+        bounds=bounds,
+    )
+
+
+_fit = jax.jit(backproject_layer, static_argnums=(3, 4, 5, 6))  # bounds traced: one compile
+UNBOUNDED = (-jnp.inf, jnp.inf)
+UNIT_BOX = (0.0, 1.0)
+
+
+def split_sizes(batch: int, layers: int) -> tuple[int, int]:
+    """``(clean, per_layer)``: half the batch is split evenly over the hidden layers' x(i)*,
+    the rest (at least half) stays clean."""
+    per_layer = batch // (2 * layers)
+    return batch - layers * per_layer, per_layer
+
+
 class BackprojMLP(nn.Module):
     """A ReLU MLP whose training forward pass is plain, dropout, or on back-projections.
 
     Attributes:
       hidden: hidden sizes.
       mode: ``plain``, ``dropout`` (hidden dropout at ``rate``) or ``backproject`` (half of
-        each training batch replaced by its x*, see the module doc).
-      rate: the hidden dropout rate.
-      bp_steps: back-projection steps per batch.
-      bp_lr: back-projection step size.
+        each training batch replaced by x(i)*, evenly over the layers; see the module doc).
+      rate: the hidden dropout rate (*not* the keep rate).
+      gn_steps: Gauss-Newton steps per hidden layer for the x(i)*.
+      cg_steps: conjugate-gradient iterations per Gauss-Newton step.
+      damping: the Gauss-Newton damping.
       num_classes: output size.
     """
 
     hidden: tuple[int, ...]
     mode: str = "plain"
     rate: float = 0.5
-    bp_steps: int = 8
-    bp_lr: float = 0.02
+    gn_steps: tuple[int, ...] = (2, 6)
+    cg_steps: int = 5
+    damping: float = 1e-2
     num_classes: int = 10
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """Logits; in training with mode ``backproject`` the second half of the batch is x*."""
+        """Logits; in training with mode ``backproject`` the batch's tail is x(i)*."""
         x = x.reshape(x.shape[0], -1)
         # Named as experiments.models.MLP's parameters (fc{i}/dense, out/dense), so the
         # initial parameters equal the MLP's for the same seed.
@@ -188,166 +296,281 @@ class BackprojMLP(nn.Module):
             return forward(x, self.make_rng("dropout"))
         if self.mode != "backproject":
             raise ValueError(f"unknown mode {self.mode!r}")
-        logits = forward(x)  # binds the parameters; also the clean half's logits
+        if len(self.gn_steps) != n:
+            raise ValueError(f"gn_steps needs one entry per hidden layer ({n})")
+        clean, per_layer = split_sizes(x.shape[0], n)
+        pieces = [forward(x[:clean])]  # binds the parameters; the clean part's logits
         params = {
             f"fc{i}": jax.lax.stop_gradient(layer.variables["params"])
             for i, layer in enumerate(layers)
         }
-        half = x.shape[0] // 2
-        xs = x[half:]
-        targets = noisy_activations(params, xs, n, self.make_rng("dropout"), self.rate, "standard")
-        res = dropjax.backproject(
-            lambda z: hidden_activations(params, z, n),
-            targets,
-            xs,
-            steps=self.bp_steps,
-            learning_rate=self.bp_lr,
-            momentum=BP_MOMENTUM,
-            bounds=(0.0, 1.0),
-        )
-        x_star = jax.lax.stop_gradient(res.x)
-        return jnp.concatenate([logits[:half], forward(x_star)], axis=0)
+        keys = jax.random.split(self.make_rng("dropout"), n)
+        for i in range(n):
+            xs = x[clean + i * per_layer : clean + (i + 1) * per_layer]
+            target = noisy_activations(params, xs, i + 1, keys[i], self.rate, "standard")[i]
+            res = backproject_layer(
+                params, xs, target, i, self.gn_steps[i], self.cg_steps, self.damping
+            )
+            pieces.append(forward(jax.lax.stop_gradient(res.x)))
+        return jnp.concatenate(pieces, axis=0)
 
 
-def _relative_errors(params, x, targets, x_star, layer: int, n: int) -> dict[str, float]:
-    clean = hidden_activations(params, x, n)[layer]
-    matched = hidden_activations(params, x_star, n)[layer]
-    residual = jnp.linalg.norm(matched - targets)
-    noise = jnp.linalg.norm(targets - clean)
-    size = jnp.linalg.norm(targets)
+def matching_error(clean: jax.Array, target: jax.Array, matched: jax.Array) -> float:
+    """:math:`\\lVert f(x^*) - \\tilde f(x)\\rVert / \\lVert \\tilde f(x) - f(x)\\rVert`,
+    pooled over the examples."""
+    noise = jnp.linalg.norm(target - clean)
+    return float(jnp.linalg.norm(matched - target) / jnp.maximum(noise, 1e-12))
+
+
+def _match_record(params, x, x_star, targets, n: int) -> dict[str, Any]:
+    clean = hidden_activations(params, x, n)
+    got = hidden_activations(params, x_star, n)
     return {
-        "rel_to_noise": float(residual / jnp.maximum(noise, 1e-12)),
-        "rel_to_target": float(residual / jnp.maximum(size, 1e-12)),
-        "x_displacement": float(jnp.mean(jnp.linalg.norm(x_star - x, axis=-1))),
+        "error": [matching_error(c, t, g) for c, t, g in zip(clean, targets, got, strict=True)],
+        "displacement": float(
+            jnp.mean(jnp.linalg.norm(x_star - x, axis=-1) / jnp.linalg.norm(x, axis=-1))
+        ),
+        "outside_unit_box": float(jnp.mean((x_star < 0.0) | (x_star > 1.0))),
     }
 
 
-def visualise(params, x: np.ndarray, preset: Preset, key: jax.Array) -> dict[str, Any]:
-    """x(i)* per hidden layer for ``viz_samples`` noise draws of each input, both noises."""
+def match(params, x: np.ndarray, preset: Preset, key: jax.Array) -> dict[str, Any]:
+    """x(i)* per hidden layer for ``viz_samples`` masks of each input, both noises.
+
+    Returns per ``noise/layer``: the samples (for the figures) and the matching record (the
+    error of every layer, the relative displacement ``||x* - x|| / ||x||``, the fraction of
+    pixels outside [0, 1]); ``joint``: one x* for all layers at once (dropout noise);
+    ``box``: per layer in the box [0, 1] (dropout noise).
+    """
     n = len(preset.hidden)
-    reps = preset.viz_samples
-    xr = jnp.repeat(jnp.asarray(x), reps, axis=0)  # (inputs * samples, d)
-    out: dict[str, Any] = {"samples": {}, "errors": {}, "losses": {}}
-    for kind, rate in (("standard", preset.rate), ("random_rate", preset.random_max)):
-        kkey = jax.random.fold_in(key, 0 if kind == "standard" else 1)
-        targets = noisy_activations(params, xr, n, kkey, rate, kind)
+    xr = jnp.repeat(jnp.asarray(x), preset.viz_samples, axis=0)
+    gn = (preset.viz_gn, preset.viz_cg, preset.damping)
+    samples, records = {}, {}
+    for j, kind in enumerate(NOISES):
+        rate = preset.rate if kind == "standard" else preset.random_max
+        targets = noisy_activations(params, xr, n, jax.random.fold_in(key, j), rate, kind)
         for layer in range(n):
-            fn = jax.jit(
-                lambda z, t, layer=layer: dropjax.backproject(
-                    lambda u: hidden_activations(params, u, n)[layer],
-                    t,
-                    z,
-                    steps=preset.viz_steps,
-                    learning_rate=preset.bp_lr,
-                    momentum=BP_MOMENTUM,
-                    bounds=(0.0, 1.0),
-                )
+            x_star = _fit(params, xr, targets[layer], layer, *gn, UNBOUNDED).x
+            name = f"{kind}/layer {layer + 1}"
+            samples[name] = np.asarray(x_star).reshape(len(x), preset.viz_samples, -1)
+            records[name] = _match_record(params, xr, x_star, targets, n)
+            if kind == "standard":
+                boxed = _fit(params, xr, targets[layer], layer, *gn, UNIT_BOX).x
+                records[f"box/layer {layer + 1}"] = _match_record(params, xr, boxed, targets, n)
+        if kind == "standard":
+            clean = hidden_activations(params, xr, n)
+            weights = [
+                float(1.0 / jnp.sum((t - c) ** 2)) for t, c in zip(targets, clean, strict=True)
+            ]
+            joint = dropjax.backproject(
+                lambda z: hidden_activations(params, z, n),
+                targets,
+                xr,
+                steps=preset.viz_gn,
+                method="gauss_newton",
+                cg_steps=preset.viz_cg,
+                damping=preset.damping,
+                layer_weights=weights,
+            ).x
+            records["joint"] = _match_record(params, xr, joint, targets, n)
+    return {"samples": samples, "records": records}
+
+
+def training_matching(params, x: np.ndarray, preset: Preset, key: jax.Array) -> list[float]:
+    """The matching error per layer that the training arm's x(i)* reach (its budget), on
+    the final ``backproject`` network, each layer's x(i)* from its own masks."""
+    n = len(preset.hidden)
+    x = jnp.asarray(x)
+    out = []
+    for i, k in enumerate(jax.random.split(key, n)):
+        target = noisy_activations(params, x, i + 1, k, preset.rate, "standard")[i]
+        x_star = _fit(
+            params, x, target, i, preset.train_gn[i], preset.train_cg, preset.damping, UNBOUNDED
+        ).x
+        out.append(
+            matching_error(
+                hidden_activations(params, x, i + 1)[i],
+                target,
+                hidden_activations(params, x_star, i + 1)[i],
             )
-            res = fn(xr, targets[layer])
-            name = f"{kind} layer {layer + 1}"
-            out["samples"][name] = np.asarray(res.x).reshape(len(x), reps, -1)
-            out["errors"][name] = _relative_errors(params, xr, targets[layer], res.x, layer, n)
-            out["losses"][name] = [float(res.losses[0]), float(res.losses[-1])]
+        )
     return out
 
 
-def training_matching(params, x: np.ndarray, preset: Preset, key: jax.Array) -> dict[str, Any]:
-    """The joint (one x* for all layers) matching error that training's x* reach, per layer.
+def load_data(name: str, train_size: int | None) -> ArrayData:
+    """The flattened dataset in [0, 1]; the first ``train_size`` training images."""
+    d = flat_images(name)
+    if train_size is None or train_size >= d.num_train:
+        return d
+    notes = f"{d.notes}; the first {train_size} training images"
+    return dataclasses.replace(
+        d, x_train=d.x_train[:train_size], y_train=d.y_train[:train_size], notes=notes
+    )
 
-    Measured on the final ``backproject`` network (replica 0) with the training settings
-    (``bp_steps`` steps, ``bp_lr``, fresh dropout masks at both layers).
-    """
-    n = len(preset.hidden)
-    x = jnp.asarray(x)
-    targets = noisy_activations(params, x, n, key, preset.rate, "standard")
-    res = jax.jit(
-        lambda z, t: dropjax.backproject(
-            lambda u: hidden_activations(params, u, n),
-            t,
-            z,
-            steps=preset.bp_steps,
-            learning_rate=preset.bp_lr,
-            momentum=BP_MOMENTUM,
-            bounds=(0.0, 1.0),
+
+def train_config(preset: Preset, num_train: int) -> TrainConfig:
+    """SGD with momentum; the test set is evaluated every few epochs."""
+    spe = num_train // preset.batch_size
+    return TrainConfig(
+        iterations=preset.epochs * spe,
+        batch_size=preset.batch_size,
+        learning_rate=preset.learning_rate,
+        momentum=preset.momentum,
+        eval_every=spe * max(1, preset.epochs // 10),
+        eval_batch_size=2000,
+    )
+
+
+def measure(preset: Preset, data: ArrayData, seeds: list[int], quiet: bool) -> dict[str, Any]:
+    """Trains the three arms on the same seeds; back-projects on the trained networks."""
+    cfg = train_config(preset, data.num_train)
+    arms, replica0 = {}, {}
+    for arm in ARMS:
+        model = BackprojMLP(
+            preset.hidden, arm, preset.rate, preset.train_gn, preset.train_cg, preset.damping
         )
-    )(x, targets)
+        result = train(model, data, cfg, seeds, quiet=quiet or None, desc=arm)
+        arms[arm] = result.to_json()
+        replica0[arm] = jax.tree.map(lambda a: a[0], result.state.params)
+    x_viz = data.x_test[: preset.viz_inputs]
+    matched = match(replica0["dropout"], x_viz, preset, jax.random.key(seeds[0] + 12345))
+    in_training = training_matching(
+        replica0["backproject"], data.x_train[:100], preset, jax.random.key(seeds[0] + 777)
+    )
     return {
-        f"layer {i + 1}": _relative_errors(params, x, targets[i], res.x, i, n) for i in range(n)
+        "train": cfg,
+        "arms": arms,
+        "x_viz": x_viz,
+        "matched": matched,
+        "training_matching": in_training,
     }
 
 
-def _plot_samples(x: np.ndarray, viz: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
+def summarise(arms: dict[str, Any]) -> dict[str, Any]:
+    """Final test error (%) per replica and its mean ± std, per arm."""
+    errors = {a: [100 * (1 - v) for v in arms[a]["final"]["test_acc"]] for a in ARMS}
+    return {"errors": errors, "summary": {a: stats.mean_std(errors[a]) for a in ARMS}}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _equivalence(decision: dict[str, Any]) -> str:
+    """backproject − dropout read for the paper's "no significant drop" (claimed sign +:
+    a *reproduced* interval means backproject is worse)."""
+    return {
+        "refuted": f"equivalent within δ = {DELTA:g}: no drop as large as δ",
+        "reproduced": "backproject worse than dropout: a drop",
+        "contradicted": "backproject better than dropout by more than δ",
+    }.get(decision["verdict"], "inconclusive")
+
+
+def decide(errors: dict[str, list[float]], coverage: float) -> dict[str, Any]:
+    """The paired comparisons, decided against ``DELTA``; the headline and its evidence."""
+    comparisons = {}
+    for name, arm, base, sign in (
+        ("backproject − plain", "backproject", "plain", -1),
+        ("dropout − plain", "dropout", "plain", -1),
+        ("backproject − dropout", "backproject", "dropout", +1),
+    ):
+        diff = stats.paired_difference(errors[base], errors[arm])
+        comparisons[name] = {
+            "difference": diff,
+            **stats.decide(diff, sign, DELTA, coverage=coverage),
+        }
+    eq = comparisons["backproject − dropout"]
+    eq["reading"] = _equivalence(eq)
+    head = comparisons["backproject − plain"]
+    return {
+        "comparisons": comparisons,
+        "coverage": coverage,
+        "verdict": head["headline"],
+        "evidence": stats.evidence(head, coverage=coverage, substitute=False, delta=DELTA),
+    }
+
+
+def _plot_samples(x: np.ndarray, samples: dict, kind: str, path: Path, title: str) -> None:
     side = int(round(np.sqrt(x.shape[-1])))
-    names = list(viz["samples"])
-    reps = viz["samples"][names[0]].shape[1]
+    names = [k for k in samples if k.startswith(f"{kind}/")]
+    reps = samples[names[0]].shape[1]
     rows = len(x) * len(names)
-    fig, axes = plt.subplots(rows, reps + 1, figsize=(1.0 * (reps + 1) + 1.6, 1.0 * rows))
-    axes = np.atleast_2d(axes)
+    fig, axes = plots.figure(rows, reps + 1, (0.9 * (reps + 1) + 1.2, 0.9 * rows + 0.8))
     for i in range(len(x)):
         for j, name in enumerate(names):
             r = i * len(names) + j
             axes[r, 0].imshow(x[i].reshape(side, side), cmap="gray", vmin=0, vmax=1)
             for s in range(reps):
-                img = viz["samples"][name][i, s].reshape(side, side)
+                img = np.clip(samples[name][i, s].reshape(side, side), 0.0, 1.0)
                 axes[r, s + 1].imshow(img, cmap="gray", vmin=0, vmax=1)
-            axes[r, 0].set_ylabel(
-                name.replace("random_rate", "random")
-                .replace("standard", "dropout")
-                .replace(" layer", "\nh"),
-                fontsize=7,
-                rotation=0,
-                ha="right",
-                va="center",
-            )
+            axes[r, 0].set_ylabel(f"x({j + 1})*", fontsize=8, rotation=0, ha="right", va="center")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_title("x", fontsize=8)
     for s in range(reps):
-        axes[0, s + 1].set_title(f"x* #{s + 1}", fontsize=8)
+        axes[0, s + 1].set_title(f"mask {s + 1}", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
+    plots.save(fig, path, dpi=100)
 
 
 def _plot_errors(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    fig, axes = plots.figure(1, 2, (9, 3.6))
+    axes = axes[0]
     for arm in ARMS:
         curves = results["arms"][arm]["curves"]
         steps = [c["step"] for c in curves]
         err = 100 * (1 - np.array([c["test_acc"] for c in curves]))
         axes[0].plot(steps, err.mean(1), marker="o", label=arm)
     axes[0].set_xlabel("iteration")
-    axes[0].set_ylabel("test error (%)")
+    axes[0].set_ylabel("test error (%), mean over replicas")
     axes[0].legend(fontsize="small")
     axes[0].grid(alpha=0.3)
-    s = results["summary"]
-    axes[1].bar(
-        list(ARMS),
-        [s[a]["mean"] for a in ARMS],
-        yerr=[s[a]["std"] for a in ARMS],
+    errors = np.array([results["errors"][a] for a in ARMS])
+    xs = np.arange(len(ARMS))
+    axes[1].plot(xs, errors, color="0.7", marker=".", lw=0.8)
+    axes[1].errorbar(
+        xs,
+        errors.mean(1),
+        yerr=errors.std(1, ddof=1) if errors.shape[1] > 1 else None,
+        fmt="o",
+        color="C3",
         capsize=4,
-        color=["tab:blue", "tab:orange", "tab:green"],
+        label="mean ± std",
     )
+    axes[1].set_xticks(xs, ARMS)
     axes[1].set_ylabel("final test error (%)")
+    axes[1].legend(fontsize="small")
     axes[1].grid(alpha=0.3, axis="y")
     fig.suptitle(
-        f"Figure 4 test on {results['data']['name']}: mean ± std over "
-        f"{len(results['seeds'])} replicas",
+        f"Figure 4 test on {results['data']['name']} ({results['data']['num_train']} training "
+        f"images): {len(results['seeds'])} paired replicas (grey: one replica across arms)",
         fontsize="medium",
     )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
+    plots.save(fig, path, dpi=100)
+
+
+def render_figures(results: dict[str, Any], x_viz, samples, out_dir: Path, preset: str) -> list:
+    """Figures 2 and 5 (samples under dropout and random dropout) and the test errors,
+    named ``<preset>_<what>.png`` and written atomically (first process only)."""
+    cfg = results["config"]
+    n = len(cfg["hidden"])
+    noise = {
+        "standard": ("fig2_dropout_samples", f"dropout p={cfg['rate']:g}"),
+        "random_rate": (
+            "fig5_random_dropout_samples",
+            f"random dropout ρ~U(0, {cfg['random_max']:g})",
+        ),
+    }
+    names = []
+    for kind, (what, label) in noise.items():
+        e = [results["matching"][f"{kind}/layer {i + 1}"]["error"][i] for i in range(n)]
+        title = (
+            f"x(i)* under {label}, one mask per column; matching error e_i "
+            f"{', '.join(f'{v:.2f}' for v in e)}\n(shown clipped to [0, 1])"
+        )
+        plot = lambda _, path, kind=kind, title=title: _plot_samples(
+            x_viz, samples, kind, path, title
+        )
+        names.append(plots.publish(plot, results, out_dir, preset, what))
+    names.append(plots.publish(_plot_errors, results, out_dir, preset, "test_error"))
+    return names
 
 
 def _fmt_diff(d: dict[str, float]) -> str:
@@ -358,117 +581,95 @@ def _fmt_diff(d: dict[str, float]) -> str:
 
 def render(results: dict[str, Any]) -> str:
     """Markdown: matching errors, per-arm test error, paired differences, verdict."""
-    cfg = results["config"]
-    rows = [
-        "| noise, layer | rel. error vs noise | rel. error vs target | ‖x* − x‖ |",
-        "|---|---|---|---|",
-    ]
-    for name, e in results["backprojection"]["errors"].items():
-        rows.append(
-            f"| {name} | {e['rel_to_noise']:.3f} | {e['rel_to_target']:.3f} "
-            f"| {e['x_displacement']:.2f} |"
+    cfg, d = results["config"], results["data"]
+    n = len(cfg["hidden"])
+    head = " | ".join(f"error layer {i + 1}" for i in range(n))
+    rows = [f"| x* | {head} | ‖x* − x‖ / ‖x‖ | pixels outside [0, 1] |", "|---" * (n + 3) + "|"]
+    labels = {}
+    for kind, label in (("standard", "dropout"), ("random_rate", "random dropout")):
+        for i in range(n):
+            labels[f"{kind}/layer {i + 1}"] = f"x({i + 1})*, {label}"
+    for i in range(n):
+        labels[f"box/layer {i + 1}"] = f"x({i + 1})* in the box [0, 1], dropout"
+    labels["joint"] = "one x* for all layers (Eq. 8 with λ_i = 1 / noise energy), dropout"
+    for key, label in labels.items():
+        r = results["matching"].get(key)
+        if r is None:
+            continue
+        errs = " | ".join(
+            f"**{v:.3f}**" if key.endswith(f"layer {i + 1}") else f"{v:.3f}"
+            for i, v in enumerate(r["error"])
         )
+        rows.append(f"| {label} | {errs} | {r['displacement']:.2f} | {r['outside_unit_box']:.0%} |")
     arms = ["| arm | test error % (mean ± std) |", "|---|---|"]
     for arm in ARMS:
         s = results["summary"][arm]
         arms.append(f"| {arm} | {s['mean']:.2f} ± {s['std']:.2f} |")
-    comp = ["| comparison | Δ test error, pp [95% CI] |", "|---|---|"]
-    for label, d in results["comparisons"].items():
-        comp.append(f"| {label} | {_fmt_diff(d)} |")
+    comp = [
+        "| comparison | Δ test error, pp [95% CI] | verdict (δ = "
+        f"{DELTA:g}) | power for δ | pairs for 80 % |",
+        "|---|---|---|---|---|",
+    ]
+    for label, c in results["comparisons"].items():
+        verdict = c.get("reading", c["verdict"])
+        pairs = c["pairs_for_80pct"]
+        comp.append(
+            f"| {label} | {_fmt_diff(c['difference'])} | {verdict} "
+            f"| {c['power']:.2f} | {pairs if pairs is not None else '–'} |"
+        )
+    t = cfg["train"]
     lines = [
-        f"**Back-projection, MLP {'-'.join(map(str, cfg['hidden']))} on "
-        f"{results['data']['name']}** ({results['data']['source']}): {cfg['epochs']} epochs "
-        f"(paper: 501), hidden dropout {cfg['rate']:g}, {cfg['bp_steps']} back-projection "
-        f"steps per batch (lr {cfg['bp_lr']:g}); {len(results['seeds'])} paired replicas.",
+        f"**Back-projection, MLP {'-'.join(map(str, cfg['hidden']))} on {d['name']}** "
+        f"({d['source']}; {d['num_train']} training images, {d['num_test']} test): "
+        f"{cfg['epochs']} epochs = {t['iterations']} iterations of batch {t['batch_size']}, "
+        f"SGD lr {t['learning_rate']:g}, momentum {t['momentum']:g}; hidden dropout "
+        f"{cfg['rate']:g}; {len(results['seeds'])} paired replicas; coverage "
+        f"{results['coverage']:.2%} of the paper's training examples.",
         "",
-        f"Activation matching (x(i)* per layer, {cfg['viz_steps']} steps, "
-        f"{cfg['viz_inputs']} inputs × {cfg['viz_samples']} noise draws):",
+        f"Matching error e_i = ‖f(i)(x*) − f̃(i)(x)‖ / ‖f̃(i)(x) − f(i)(x)‖ (pooled over "
+        f"{cfg['viz_inputs']} test digits × {cfg['viz_samples']} masks; bold: the layer the "
+        f"x* was fitted to) on the trained dropout network; damped Gauss-Newton, "
+        f"{cfg['viz_gn']} steps × {cfg['viz_cg']} CG iterations, no box unless stated:",
         "",
         *rows,
         "",
-        "Joint x* as used in training (one x* for both layers, "
-        f"{cfg['bp_steps']} steps, final backproject network): "
-        + ", ".join(
-            f"{k} rel. error vs noise {v['rel_to_noise']:.3f}"
-            for k, v in results["backprojection"]["training_matching"].items()
-        )
+        "x(i)* as the backproject arm makes them in training (Gauss-Newton steps per layer "
+        f"{tuple(cfg['train_gn'])} × {cfg['train_cg']} CG iterations), on its final network: "
+        + ", ".join(f"e_{i + 1} = {v:.3f}" for i, v in enumerate(results["training_matching"]))
         + ".",
         "",
         *arms,
         "",
         *comp,
         "",
-        f'Verdict: **{results["verdict"]}**. Paper: "{PAPER_QUOTES[0]}" ({PAPER_QUOTES[1]})',
+        f"Headline (backproject − plain): **{results['verdict']}**. Paper: "
+        f'"{PAPER_QUOTES[0]}" ({PAPER_QUOTES[1]} δ is our choice.)',
     ]
     return "\n".join(lines)
 
 
 @register(NAME, "Dropout noise back-projected to the input (Bouthillier et al. Fig. 2/4/5)", render)
 def run(ctx: RunContext) -> dict[str, Any]:
-    """Trains plain, dropout and back-projection arms; visualises x* on the dropout net."""
+    """Trains plain, dropout and back-projection arms; back-projects on the trained nets."""
     preset = PRESETS[ctx.preset]
-    data = load_data(ctx.dataset or preset.dataset)
-    replicas = ctx.replicas or preset.replicas
-    seeds = [ctx.seed + r for r in range(replicas)]
-    spe = data.num_train // preset.batch_size
-    cfg = TrainConfig(
-        iterations=preset.epochs * spe,
-        batch_size=preset.batch_size,
-        learning_rate=preset.learning_rate,
-        momentum=preset.momentum,
-        eval_every=spe,
-        eval_batch_size=2000,
-    )
-    arms: dict[str, Any] = {}
-    states: dict[str, Any] = {}
-    for arm in ARMS:
-        model = BackprojMLP(
-            preset.hidden, arm, preset.rate, preset.bp_steps, preset.bp_lr, num_classes=10
-        )
-        result = train(model, data, cfg, seeds, quiet=ctx.quiet or None, desc=arm)
-        arms[arm] = result.to_json()
-        states[arm] = result.state
-    errors = {a: [100 * (1 - v) for v in arms[a]["final"]["test_acc"]] for a in ARMS}
-    summary = {a: stats.mean_std(errors[a]) for a in ARMS}
-    comparisons = {
-        "backproject − dropout": stats.paired_difference(errors["dropout"], errors["backproject"]),
-        "backproject − plain": stats.paired_difference(errors["plain"], errors["backproject"]),
-        "dropout − plain": stats.paired_difference(errors["plain"], errors["dropout"]),
-    }
-    vs_dropout = comparisons["backproject − dropout"]
-    vs_plain = comparisons["backproject − plain"]
-    if np.isfinite(vs_dropout["ci_low"]) and vs_dropout["ci_low"] > 0:
-        verdict = "not reproduced"
-    elif stats.verdict(vs_plain, -1) == "reproduced":
-        verdict = "reproduced"
-    else:
-        verdict = "inconclusive"
-
-    params = jax.tree.map(lambda a: a[0], states["dropout"].params)
-    x_viz = data.x_test[: preset.viz_inputs]
-    viz = visualise(params, x_viz, preset, jax.random.key(ctx.seed + 12345))
-    bp_params = jax.tree.map(lambda a: a[0], states["backproject"].params)
-    in_training = training_matching(bp_params, data.x_train[:100], preset, jax.random.key(7))
+    data = load_data(ctx.dataset or preset.dataset, preset.train_size)
+    seeds = [ctx.seed + r for r in range(ctx.replicas or preset.replicas)]
+    measured = measure(preset, data, seeds, ctx.quiet)
+    cfg = measured["train"]
+    summary = summarise(measured["arms"])
+    coverage = min(1.0, cfg.iterations * cfg.batch_size / PAPER_EXAMPLES)
     results = {
         "source": SOURCE,
         "claim": CLAIM,
         "config": {
             "model": "ReLU MLP, hidden dropout only (input noise is already in input space)",
-            "hidden": list(preset.hidden),
-            "rate": preset.rate,
-            "random_max": preset.random_max,
-            "bp_steps": preset.bp_steps,
-            "bp_lr": preset.bp_lr,
-            "bp_momentum": BP_MOMENTUM,
-            "bounds": [0.0, 1.0],
-            "viz_steps": preset.viz_steps,
-            "viz_inputs": preset.viz_inputs,
-            "viz_samples": preset.viz_samples,
-            "epochs": preset.epochs,
-            "replicas": replicas,
+            **{k: v for k, v in dataclasses.asdict(preset).items() if k != "dataset"},
+            "solver": "dropjax.backproject(method='gauss_newton'), no box",
             "train": dataclasses.asdict(cfg),
             "metric": "test error (%) after the last epoch",
             "visualised_network": "replica 0 of the dropout arm",
+            "coverage_basis": f"training examples seen / {PAPER_EXAMPLES} (501 epochs of "
+            "50,000 + 150 of 60,000)",
         },
         "data": data.describe(),
         "seeds": seeds,
@@ -478,27 +679,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
             "x* regenerated every epoch with 20 SGD steps (lr 300 layer 1, 30 layer 2); "
             "training alternates an epoch of x and an epoch of x*",
         },
-        "backprojection": {
-            "errors": viz["errors"],
-            "losses": viz["losses"],
-            "training_matching": in_training,
-        },
-        "summary": summary,
-        "comparisons": comparisons,
-        "verdict": verdict,
-        "arms": arms,
+        "matching": measured["matched"]["records"],
+        "training_matching": measured["training_matching"],
+        **summary,
+        **decide(summary["errors"], coverage),
+        "arms": measured["arms"],
     }
-    figure = ctx.out_dir / f"{ctx.preset}.png"
-    errors_figure = ctx.out_dir / f"{ctx.preset}_errors.png"
-    if jax.process_index() == 0:
-        _plot_samples(
-            x_viz,
-            viz,
-            figure,
-            f"Back-projected samples x(i)*, one per hidden layer i:\ndropout "
-            f"p={preset.rate:g}, random dropout rho~U(0,{preset.random_max:g})",
-        )
-        _plot_errors(results, errors_figure)
-    results["figure"] = figure.name
-    results["figures"] = [figure.name, errors_figure.name]
+    results["figures"] = render_figures(
+        results, measured["x_viz"], measured["matched"]["samples"], ctx.out_dir, ctx.preset
+    )
+    results["figure"] = results["figures"][0]
     return results
