@@ -15,7 +15,7 @@ dropout 0.5 before the last layer, SGD momentum 0.9 with weight decay):
   ``lax.scan`` with on-device shuffling, batch gathering, per-step keys and the replica
   ``vmap``;
 * ``bare, stock conv``: the bare step with ``flax.linen.Conv`` on ``lax.conv_general_dilated``
-  (what the model would use without :mod:`experiments.cpu_conv`), and the same in a
+  (what the model would use without :mod:`dropjax.cpu_conv`), and the same in a
   ``lax.scan``, which shows the XLA:CPU slowdown the harness avoids.
 
 Times are the minimum over repeats after a warm-up, in milliseconds per step.

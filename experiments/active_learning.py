@@ -70,10 +70,10 @@ import optax
 
 import dropjax
 from dropjax import acquisition, mc
+from dropjax.cpu_conv import conv_general_dilated
 from experiments import data as data_lib
 from experiments import stats
 from experiments.cells import Budget, runs_dir
-from experiments.cpu_conv import conv_general_dilated
 from experiments.registry import RunContext, register, save_figure_atomic, write_json_atomic
 
 NAME = "active_learning"

@@ -67,7 +67,7 @@ from jax import lax
 
 import dropjax
 import dropjax.linen
-from experiments.cpu_conv import conv_general_dilated, patch_conv
+from dropjax.cpu_conv import conv_general_dilated, patch_conv
 
 __all__ = [
     "DROPOUT_KINDS",
@@ -175,7 +175,7 @@ class DropoutConfig:
 
 NO_DROPOUT = DropoutConfig("none")
 
-# nn.Conv whose backward pass stays fast inside lax.scan on XLA:CPU (see experiments.cpu_conv).
+# nn.Conv whose backward pass stays fast inside lax.scan on XLA:CPU (see dropjax.cpu_conv).
 _Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 # LeNet's stride-1 5x5 convolutions: shifted slices and one matrix product (faster on CPU).
 _PatchConv = functools.partial(nn.Conv, conv_general_dilated=patch_conv)

@@ -8,6 +8,10 @@ not inside a ``while`` loop body (https://github.com/jax-ml/jax/issues/12868). S
 step inside ``lax.scan`` falls back to a naive loop nest: a LeNet step ran about 10x slower
 in a scan than as a separately jitted step.
 
+This is not dropout, but every Flax convolutional network trained inside ``lax.scan`` on a
+CPU meets it (the experiments' LeNet, ConvNet-Quick and ResNets do), so it ships with the
+library rather than hidden in the experiment harness.
+
 :func:`conv_general_dilated` is a drop-in for ``lax.conv_general_dilated`` (pass it to
 ``flax.linen.Conv(conv_general_dilated=...)``) that, for the plain 2-D NHWC/HWIO case,
 writes every convolution of the forward and backward pass in canonical form with explicit
@@ -150,7 +154,7 @@ def conv_general_dilated(
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> from experiments.cpu_conv import conv_general_dilated
+      >>> from dropjax.cpu_conv import conv_general_dilated
       >>> x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
       >>> dn = ("NHWC", "HWIO", "NHWC")
       >>> conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn).shape
@@ -213,7 +217,7 @@ def patch_conv(
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> from experiments.cpu_conv import patch_conv
+      >>> from dropjax.cpu_conv import patch_conv
       >>> x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((5, 5, 3, 4))
       >>> patch_conv(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")).shape
       (2, 4, 4, 4)
