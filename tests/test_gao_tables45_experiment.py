@@ -149,3 +149,10 @@ def test_verdicts_against_the_papers_effect():
     one_seed = finals(0.01)
     one_seed["augmented"] = {k: {0: 0.8} for k in ("0.1", "0.2", "0.3")}
     assert t45.decide(part, one_seed, **full)["verdict"] == "not tested"
+
+
+def test_docstring_examples():
+    import doctest
+
+    failures, tried = doctest.testmod(t45, optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0
