@@ -721,8 +721,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Runs the rounds (resuming from the checkpoint), summarises, plots."""
     preset = PRESETS[ctx.preset]
     data = load_data(ctx.dataset or preset.dataset, preset.test_subset)
-    num_seeds = ctx.replicas or preset.seeds
-    seeds = [ctx.seed + s for s in range(num_seeds)]
+    seeds = ctx.seeds(preset.seeds)
     quiet = ctx.quiet or bool(os.environ.get("CI"))
     start = time.perf_counter()
     state = run_loop(
@@ -748,7 +747,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         },
         "data": data.describe(),
         "seeds": seeds,
-        **summarise(state["history"], preset, num_seeds, substitute),
+        **summarise(state["history"], preset, len(seeds), substitute),
         "timing": {
             "wall_s": round(wall, 3),
             "resumed_from_round": state["resumed_from"],

@@ -331,6 +331,21 @@ def grid_for(ctx: RunContext, config: Any) -> Grid:
     return grid
 
 
+def run_grid(ctx: RunContext, config: Any, cells: list[Cell], measure) -> dict[str, dict]:
+    """Runs ``cells`` in run ``ctx``'s grid; returns ``{cell id: {"params", "result"}}``."""
+    done = grid_for(ctx, config).run(cells, measure)
+    return {c.id: {"params": c.params, "result": done[c.id]} for c in cells}
+
+
+def finished_cells(payload: dict[str, Any]) -> tuple[dict[str, dict], list[int]] | None:
+    """The finished cells of an unfinished run's results file and their seeds (sorted), or
+    None when no cell finished yet: what an experiment's ``partial`` hook starts from."""
+    records = payload["grid"]["cells"]
+    if not records:
+        return None
+    return records, sorted({s for r in records.values() for s in r["params"]["seeds"]})
+
+
 def merge_seed_groups(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One arm's training results from its seed-group cells, joined over seeds.
 

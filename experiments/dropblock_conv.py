@@ -74,8 +74,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import dropjax
-from experiments import recipes, stats
-from experiments.cells import Cell, grid_for
+from experiments import plots, recipes, stats
+from experiments.cells import Cell, finished_cells, run_grid
 from experiments.models import NO_DROPOUT, DropConv, max_pool_2x2
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
@@ -462,13 +462,11 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
     d = results["data"]
-    fig.suptitle(
+    title = (
         f"{d['name']}, {d['num_train']} training images: conv-map noise\n"
-        f"{len(results['seeds'])} paired replicas (grey lines: one replica across arms)",
-        fontsize="medium",
+        f"{len(results['seeds'])} paired replicas (grey lines: one replica across arms)"
     )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=110)
+    save_figure_atomic(fig, path, dpi=110, title=title)
 
 
 def _fmt(s: dict[str, float] | None) -> str:
@@ -576,32 +574,25 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every (arm, rate) cell with the same seeds; returns the paired comparison."""
     preset = PRESETS[ctx.preset]
     data = load_data(ctx.dataset or preset.dataset, preset.train_size)
-    replicas = ctx.replicas or preset.replicas
-    seeds = [ctx.seed + r for r in range(replicas)]
+    seeds = ctx.seeds(preset.replicas)
     config = {
         "train": dataclasses.asdict(preset.train),
         "data": [data.name, data.fingerprint()],
         "model": repr(make_model(preset, "dropblock", 0.0)),
         "ramp_steps": preset.ramp_steps,
     }
-    grid = grid_for(ctx, config)
     grid_cells = cells(preset, seeds)
-    done = grid.run(grid_cells, measure(preset, data, ctx.quiet))
-    records = {c.id: {"params": c.params, "result": done[c.id]} for c in grid_cells}
+    records = run_grid(ctx, config, grid_cells, measure(preset, data, ctx.quiet))
     results = _results(preset, data.describe(), records, seeds, len(grid_cells))
-    figure = ctx.out_dir / f"{ctx.preset}_accuracy_gap.png"
-    if jax.process_index() == 0:
-        _plot(results, figure)
-    results["figure"] = figure.name
+    results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "accuracy_gap")
     return results
 
 
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The results of an unfinished run, from the cells in its results file (the report)."""
     preset = PRESETS[payload["preset"]]
-    records = payload["grid"]["cells"]
-    if not records:
+    if (finished := finished_cells(payload)) is None:
         return None
-    seeds = sorted({s for r in records.values() for s in r["params"]["seeds"]})
+    records, seeds = finished
     data = next(iter(records.values()))["result"]["data"]
     return _results(preset, data, records, seeds, payload.get("cells_total", len(records)))

@@ -65,9 +65,9 @@ import jax
 import numpy as np
 
 from experiments import data as data_lib
-from experiments import recipes, stats
+from experiments import plots, recipes, stats
 from experiments.augment import PadCropFlip
-from experiments.cells import Cell, grid_for, merge_seed_groups
+from experiments.cells import Cell, finished_cells, grid_for, merge_seed_groups
 from experiments.models import DropoutConfig, build_model
 from experiments.protocols import RESNET_PAPER, describe_train, quick_protocol
 from experiments.registry import (
@@ -587,7 +587,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             f"{missing}"
         )
         return not_run_result(reason, CLAIM_TEXT, SOURCE, PAPER)
-    seeds = [ctx.seed + r for r in range(ctx.replicas or preset.replicas)]
+    seeds = ctx.seeds(preset.replicas)
     parts: dict[str, Any] = {}
     preset_parts = plan(preset, name, substitute is not None)
     runnable = []
@@ -623,24 +623,20 @@ def run(ctx: RunContext) -> dict[str, Any]:
             len(all_cells[part.table]),
         )
     results = _results(parts, seeds, substitute, name, preset_parts)
-    figure = ctx.out_dir / f"{ctx.preset}.png"
-    if jax.process_index() == 0:
-        _plot(results, figure)
-    results["figure"] = figure.name
+    results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "ablation")
     return results
 
 
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """Results from the finished cells of an unfinished run (the report's view)."""
     preset = PRESETS[payload["preset"]]
-    done = payload["grid"]["cells"]
-    if not done:
+    if (finished := finished_cells(payload)) is None:
         return None
+    done, seeds = finished
     first = next(iter(done.values()))["result"]
     data = first.get("data", {"name": preset.dataset, "source": "?", "preprocessing": "?"})
     substitute = data["name"] != preset.dataset
     preset_parts = plan(preset, preset.substitute or preset.dataset, substitute)
-    seeds = sorted({s for r in done.values() for s in r["params"]["seeds"]})
     parts = {}
     for part in preset_parts:
         records = {i: r for i, r in done.items() if i.startswith(f"{part.table}/")}

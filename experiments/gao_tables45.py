@@ -71,9 +71,9 @@ import jax
 import numpy as np
 
 from experiments import data as data_lib
-from experiments import recipes, stats
+from experiments import plots, recipes, stats
 from experiments.augment import PadCropFlip
-from experiments.cells import Cell, grid_for, merge_seed_groups
+from experiments.cells import Cell, finished_cells, grid_for, merge_seed_groups
 from experiments.models import DropoutConfig, build_model
 from experiments.protocols import RESNET_PAPER, describe_train, quick_protocol
 from experiments.registry import RunContext, not_run_result, register, save_figure_atomic
@@ -521,13 +521,11 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="x-small")
     axes[1][0].legend(fontsize="x-small")
-    fig.suptitle(
+    title = (
         f"Gao et al. Tables 4-5 and Fig. 3: standard vs augmented, mean over "
-        f"{len(results['seeds'])} paired replicas",
-        fontsize="medium",
+        f"{len(results['seeds'])} paired replicas"
     )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100, title=title)
 
 
 def _paper_rows(table: str, dataset: str, part: dict[str, Any] | None) -> list[str]:
@@ -645,7 +643,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every part whose data (or substitute) and hardware are here, as grid cells."""
     preset = PRESETS[ctx.preset]
     parts = _select(preset, ctx.dataset)
-    seeds = [ctx.seed + r for r in range(ctx.replicas or preset.replicas)]
+    seeds = ctx.seeds(preset.replicas)
     cache: dict[str, str | None] = {}
     plan = {p.key: resolve(p, cache) for p in parts}
     runnable = [p for p in parts if plan[p.key][0] is not None]
@@ -680,20 +678,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
         total = len(all_cells[part.key])
         out[part.key] = _part_results(part, datasets[part.key].describe(), records, total)
     results = _results(out, seeds, config)
-    figure = ctx.out_dir / f"{ctx.preset}.png"
-    if jax.process_index() == 0:
-        _plot(results, figure)
-    results["figure"] = figure.name
+    results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "tables45")
     return results
 
 
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """Results from the finished cells of an unfinished run (the report's view)."""
     preset = PRESETS[payload["preset"]]
-    done = payload["grid"]["cells"]
-    if not done:
+    if (finished := finished_cells(payload)) is None:
         return None
-    seeds = sorted({s for r in done.values() for s in r["params"]["seeds"]})
+    done, seeds = finished
     out: dict[str, Any] = {}
     for part in preset.parts:
         prefix = f"{part.table}/{part.dataset}/"

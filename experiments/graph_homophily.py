@@ -101,7 +101,7 @@ import numpy as np
 import optax
 
 import dropjax
-from experiments import stats
+from experiments import plots, stats
 from experiments.models import GCN, DropoutConfig
 from experiments.registry import RunContext, register, save_figure_atomic
 
@@ -498,13 +498,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
             title="(b) effect of dropout (arm - baseline)",
         )
         ax2.legend(fontsize=7)
-    fig.suptitle(
+    title = (
         f"{results['preset']}: {results['config']['nodes']} nodes, "
-        f"{results['config']['seeds']} seeds (paired)",
-        fontsize="medium",
+        f"{results['config']['seeds']} seeds (paired)"
     )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=110)
+    save_figure_atomic(fig, path, dpi=110, title=title)
 
 
 def _ci(d: dict[str, Any]) -> str:
@@ -561,8 +559,8 @@ def render(results: dict[str, Any]) -> str:
 def run(ctx: RunContext) -> dict[str, Any]:
     """Measures every (K, h, seed, arm), summarises, decides, plots."""
     preset = PRESETS[ctx.preset]
-    replicas = ctx.replicas or preset.seeds
-    seeds = [ctx.seed + r for r in range(replicas)]
+    seeds = ctx.seeds(preset.seeds)
+    replicas = len(seeds)
     start = time.time()
     records = measure(preset, seeds, quiet=ctx.quiet)
     summary = summarise(records)
@@ -577,8 +575,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         **decide(summary),
         "time_s": round(time.time() - start, 2),
     }
-    figure = ctx.out_dir / f"{ctx.preset}_accuracy_vs_homophily.png"
-    if jax.process_index() == 0:
-        plot(results, figure)
-    results["figure"] = figure.name
+    results["figure"] = plots.publish(
+        plot, results, ctx.out_dir, ctx.preset, "accuracy_vs_homophily"
+    )
     return results

@@ -45,11 +45,10 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from experiments import recipes, stats
-from experiments.cells import Cell, grid_for, merge_seed_groups
+from experiments import plots, recipes, stats
+from experiments.cells import Cell, finished_cells, merge_seed_groups, run_grid
 from experiments.models import DropoutConfig, LeNet
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, step_sgd, train
@@ -322,23 +321,17 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every cell (seed group × rate × arm) with paired seeds; decides the claim."""
     preset = PRESETS[ctx.preset]
     data = load_data(ctx.dataset or preset.dataset)
-    replicas = ctx.replicas or preset.replicas
-    seeds = [ctx.seed + r for r in range(replicas)]
+    seeds = ctx.seeds(preset.replicas)
     config = {
         "train": dataclasses.asdict(preset.train),
         "data": [data.name, data.fingerprint()],
         "backward_rate": BACKWARD_RATE,
         "model": "LeNet",
     }
-    grid = grid_for(ctx, config)
     grid_cells = cells(preset, seeds)
-    done = grid.run(grid_cells, measure(preset, data, ctx.quiet))
-    records = {c.id: {"params": c.params, "result": done[c.id]} for c in grid_cells}
+    records = run_grid(ctx, config, grid_cells, measure(preset, data, ctx.quiet))
     results = _results(preset, data.describe(), records, seeds, len(grid_cells))
-    figure = ctx.out_dir / f"{ctx.preset}.png"
-    if jax.process_index() == 0:
-        _plot(results, figure)
-    results["figure"] = figure.name
+    results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "accuracy_loss")
     return results
 
 
@@ -370,10 +363,9 @@ def _results(preset, data: dict, records, seeds, total: int) -> dict[str, Any]:
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The results of an unfinished run, from the cells in its results file (the report)."""
     preset = PRESETS[payload["preset"]]
-    records = payload["grid"]["cells"]
-    if not records:
+    if (finished := finished_cells(payload)) is None:
         return None
-    seeds = sorted({s for r in records.values() for s in r["params"]["seeds"]})
+    records, seeds = finished
     total = payload.get("cells_total", len(records))
     first = next(iter(records.values()))
     data = first["result"].get("data") or {"name": preset.dataset, "source": "see cells"}

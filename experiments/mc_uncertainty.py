@@ -799,8 +799,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     full = load_data(ctx.dataset or preset.dataset)
     data, x_hold, y_hold = split_holdout(full, preset.holdout)
     x_ood, ood_desc = ood_inputs(preset.ood, full)
-    replicas = ctx.replicas or preset.replicas
-    seeds = [ctx.seed + r for r in range(replicas)]
+    seeds = ctx.seeds(preset.replicas)
+    replicas = len(seeds)
     cfg = DropoutConfig("standard", RATE)
     model = LeNet(num_classes=10, dropout=cfg)
     all_seeds = member_seeds(seeds, preset.members)

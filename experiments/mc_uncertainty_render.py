@@ -138,14 +138,12 @@ def plot_metrics(results: dict[str, Any], example: dict[str, Any], path: Path) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     rate = results["config"]["dropout"]["rate"]
-    fig.suptitle(
+    title = (
         f"MC dropout vs temperature scaling vs deep ensemble, LeNet on "
         f"{results['data']['name']} (dropout {rate:g}): mean and 95 % CI over "
-        f"{len(results['seeds'])} seeds",
-        fontsize="medium",
+        f"{len(results['seeds'])} seeds"
     )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=90)
+    save_figure_atomic(fig, path, dpi=90, title=title)
 
 
 def plot_reliability(results: dict[str, Any], example: dict[str, Any], path: Path) -> None:
@@ -161,13 +159,11 @@ def plot_reliability(results: dict[str, Any], example: dict[str, Any], path: Pat
         ax.legend(loc="upper left", fontsize="x-small")
     for ax in list(axes.flat)[len(probs) :]:
         ax.set_visible(False)
-    fig.suptitle(
+    title = (
         f"Reliability diagrams on the {results['data']['name']} test set, seed "
-        f"{results['seeds'][0]} ({bins} equal-width bins)",
-        fontsize="medium",
+        f"{results['seeds'][0]} ({bins} equal-width bins)"
     )
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=80)
+    save_figure_atomic(fig, path, dpi=80, title=title)
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -80,6 +80,10 @@ class RunContext:
         """``<out>/<name>/<preset>.json``."""
         return self.out_dir / f"{self.preset}.json"
 
+    def seeds(self, replicas: int) -> list[int]:
+        """The run's seeds: ``seed, seed + 1, ...``, ``self.replicas`` of them or ``replicas``."""
+        return [self.seed + r for r in range(self.replicas or replicas)]
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -164,10 +168,16 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
-def save_figure_atomic(fig, path: Path, *, dpi: int = 110) -> None:
-    """Saves a matplotlib figure via a temp file and ``os.replace``, then closes it."""
+def save_figure_atomic(fig, path: Path, *, dpi: int = 110, title: str | None = None) -> None:
+    """Saves a matplotlib figure via a temp file and ``os.replace``, then closes it.
+
+    With ``title``, first sets it as the figure's title and tightens the layout.
+    """
     import matplotlib.pyplot as plt
 
+    if title is not None:
+        fig.suptitle(title, fontsize="medium")
+        fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ import optax
 import dropjax
 import dropjax.linen as djnn
 from experiments import data as data_lib
-from experiments import stats
+from experiments import plots, stats
 from experiments.cells import Cell, grid_for
 from experiments.registry import RunContext, register, save_figure_atomic
 from experiments.train import ArrayData, TrainConfig, Trainer
@@ -486,8 +486,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Trains each arm's seeds (one cell per arm), measures, decides the claim."""
     preset = PRESETS[ctx.preset]
     data = load_data(ctx.dataset or preset.dataset)
-    replicas = ctx.replicas or preset.replicas
-    seeds = [ctx.seed + r for r in range(replicas)]
+    seeds = ctx.seeds(preset.replicas)
+    replicas = len(seeds)
     cfg = preset.protocol.config(data.num_train)
     config = {
         "train": dataclasses.asdict(cfg),
@@ -521,8 +521,5 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "arms": {r["params"]["arm"]: r["result"] for r in records.values()},
     }
     results["verdict"] = results["decision"]["verdict"]
-    figure = ctx.out_dir / f"{ctx.preset}.png"
-    if jax.process_index() == 0:
-        _plot(results, figure)
-    results["figure"] = figure.name
+    results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "error_compression")
     return results

@@ -387,7 +387,7 @@ def test_cli_smoke_run_writes_results(tmp_path, monkeypatch, capsys):
     assert payload["status"] == "complete" and len(payload["grid"]["cells"]) == 3
     for cell in payload["grid"]["cells"].values():
         assert cell["environment"]["git_commit"] == env["git_commit"]
-    assert (out / "lenet_mnist" / "smoke.png").stat().st_size > 0
+    assert (out / "lenet_mnist" / "smoke_accuracy_loss.png").stat().st_size > 0
     assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]  # no checkpoint left
 
 
