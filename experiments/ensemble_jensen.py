@@ -44,6 +44,7 @@ so the coverage is 1.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -57,7 +58,6 @@ import scipy.stats
 
 import dropjax
 from experiments import plots, stats, tolerance
-from experiments.presets import seeded
 from experiments.registry import RunContext, register
 
 NAME = "ensemble_jensen"
@@ -70,28 +70,35 @@ ARCHS = ("linear", "softmax_regression", "mlp_relu", "mlp_tanh")
 NONLINEAR = ("mlp_relu", "mlp_tanh")
 JENSEN_ARCHS = ("mlp_relu", "mlp_tanh")  # the hidden layer's Jensen gap is recorded
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(
-        d_in=6, hidden=4, classes=3, batch=16, rates=(0.2, 0.5, 0.8), seeds=3, mc_masks=4000
-    ),
-    "quick": dict(
-        d_in=10,
-        hidden=6,
-        classes=3,
-        batch=32,
-        rates=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-        seeds=10,
-        mc_masks=40_000,
-    ),
-    "paper": dict(
-        d_in=12,
-        hidden=6,
-        classes=3,
-        batch=64,
-        rates=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-        seeds=30,
-        mc_masks=200_000,
-    ),
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """The random networks, rates and Monte Carlo budget of one preset.
+
+    Attributes:
+      d_in: input features.
+      hidden: hidden units (every mask over them is enumerated: 2**hidden terms).
+      classes: output classes.
+      batch: inputs per network.
+      rates: dropout rates p.
+      seeds: networks, one per seed.
+      mc_masks: dropjax masks of the Monte Carlo check of the enumeration.
+    """
+
+    d_in: int
+    hidden: int
+    classes: int
+    batch: int
+    rates: tuple[float, ...]
+    seeds: int
+    mc_masks: int
+
+
+ALL_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PRESETS = {
+    "smoke": Preset(6, 4, 3, batch=16, rates=(0.2, 0.5, 0.8), seeds=3, mc_masks=4000),
+    "quick": Preset(10, 6, 3, batch=32, rates=ALL_RATES, seeds=10, mc_masks=40_000),
+    "paper": Preset(12, 6, 3, batch=64, rates=ALL_RATES, seeds=30, mc_masks=200_000),
 }
 EXACT_TOL = 1e-10
 """An exactly enumerated gap below this counts as 0: float64 sums of up to 2**16 weighted
@@ -254,15 +261,15 @@ def hidden_jensen_gap(arch: str, params: dict, x: np.ndarray, rate: float) -> np
 
 
 # ------------------------------------------------------------------------------- measure
-def measure_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+def measure_seed(seed: int, preset: Preset) -> dict[str, Any]:
     """One random network and batch: the exact gaps of every architecture at every rate, the
     hidden layer's Jensen gap, and the Monte Carlo check of the ``mlp_relu`` enumeration."""
-    params = init_params(seed, cfg["d_in"], cfg["hidden"], cfg["classes"])
-    x = make_inputs(seed, cfg["batch"], cfg["d_in"])
+    params = init_params(seed, preset.d_in, preset.hidden, preset.classes)
+    x = make_inputs(seed, preset.batch, preset.d_in)
     entry: dict[str, Any] = {"seed": seed}
     for arch in ARCHS:
         entry[arch] = {}
-        for j, r in enumerate(cfg["rates"]):
+        for j, r in enumerate(preset.rates):
             g = gaps(arch, params, x, r)
             probs = g.pop("ensemble_probs")
             if arch in JENSEN_ARCHS:
@@ -272,7 +279,7 @@ def measure_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
                 g["hidden_jensen_negative_frac"] = float(np.mean(jg < 0))
             if arch == "mlp_relu":
                 key = jax.random.fold_in(jax.random.key(seed), j)
-                mean, se = mc_probs(key, params, x, r, cfg["mc_masks"])
+                mean, se = mc_probs(key, params, x, r, preset.mc_masks)
                 g["mc_abs_z_max"] = float(np.max(np.abs(mean - probs) / np.maximum(se, 1e-12)))
             entry[arch][str(r)] = g
     return entry
@@ -452,20 +459,21 @@ def render(results: dict[str, Any]) -> str:
 @register(NAME, "Weight scaling vs exact dropout-ensemble mean (Jensen gap)", render=render)
 def run(ctx: RunContext) -> dict[str, Any]:
     """Measure every network, summarise over networks, decide, plot."""
-    cfg = seeded(ctx, PRESETS)
-    cfg["archs"] = list(ARCHS)
+    preset = PRESETS[ctx.preset]
+    seeds = ctx.seeds(preset.seeds)
     start = time.time()
-    per_seed = [measure_seed(s, cfg) for s in cfg["seed_list"]]
-    summary = summarise(per_seed, cfg["rates"])
+    per_seed = [measure_seed(s, preset) for s in seeds]
+    summary = summarise(per_seed, preset.rates)
+    config = {**dataclasses.asdict(preset), "seeds": len(seeds), "seed_list": seeds}
     results = dict(
         claim=CLAIM,
         source=SOURCE,
-        config=cfg,
+        config={**config, "archs": list(ARCHS)},
         per_seed=per_seed,
         summary=summary,
-        trend=trend(summary, cfg["rates"]),
+        trend=trend(summary, preset.rates),
         tolerances=dict(exact=EXACT_TOL, gap=GAP_TOL, mc_abs_z=Z_LIMIT),
-        **decide(summary, cfg["rates"]),
+        **decide(summary, preset.rates),
     )
     results["figure"] = plots.publish(plot, results, ctx.out_dir, ctx.preset, NAME)
     results["time_s"] = round(time.time() - start, 2)

@@ -57,6 +57,7 @@ comparison, so the coverage is 1.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,6 @@ import numpy as np
 
 import dropjax
 from experiments import plots, stats, tolerance
-from experiments.presets import seeded
 from experiments.registry import RunContext, register
 
 NAME = "init_variance"
@@ -81,10 +81,30 @@ CONVENTIONS = ("inverted", "non_inverted")
 KINDS = ("he", "times_keep", "over_keep")
 KIND_FACTOR = {"he": lambda q: 1.0, "times_keep": lambda q: q, "over_keep": lambda q: 1.0 / q}
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(width=64, depth=12, batch=16, rates=(0.1, 0.5), seeds=2),
-    "quick": dict(width=256, depth=50, batch=32, rates=(0.1, 0.3, 0.5), seeds=6),
-    "paper": dict(width=256, depth=50, batch=128, rates=(0.1, 0.3, 0.5), seeds=16),
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """The networks, rates and seeds of one preset.
+
+    Attributes:
+      width: units per layer (every layer is square).
+      depth: layers (``plain``) or residual blocks (``residual``).
+      batch: standard normal inputs per seed.
+      rates: dropout rates p.
+      seeds: weight and input draws.
+    """
+
+    width: int
+    depth: int
+    batch: int
+    rates: tuple[float, ...]
+    seeds: int
+
+
+PRESETS = {
+    "smoke": Preset(width=64, depth=12, batch=16, rates=(0.1, 0.5), seeds=2),
+    "quick": Preset(width=256, depth=50, batch=32, rates=(0.1, 0.3, 0.5), seeds=6),
+    "paper": Preset(width=256, depth=50, batch=128, rates=(0.1, 0.3, 0.5), seeds=16),
 }
 
 
@@ -224,10 +244,10 @@ MODES = {  # convention -> mode -> (per-rate mask rate, per-rate scale), from th
 }
 
 
-def measure_seed(arch: str, seed: int, cfg: dict[str, Any], rates: list[float]) -> dict:
+def measure_seed(arch: str, seed: int, preset: Preset, rates: list[float]) -> dict:
     """One seed's log2 second moments, ``{conv: {kind: {mode: (fwd [P, L], bwd [P, L])}}}``,
     and the plain network's weight variances (``rates[0]`` is the no-dropout reference)."""
-    width, depth, batch = cfg["width"], cfg["depth"], cfg["batch"]
+    width, depth, batch = preset.width, preset.depth, preset.batch
     rng = np.random.default_rng([seed, 1])
     x = jnp.asarray(rng.normal(size=(batch, width)), jnp.float32)
     u = jnp.asarray(rng.normal(size=(batch, width)), jnp.float32)
@@ -254,20 +274,20 @@ def measure_seed(arch: str, seed: int, cfg: dict[str, Any], rates: list[float]) 
     return {"moments": out, "weight_checks": checks if arch == "plain" else []}
 
 
-def measure(cfg: dict[str, Any]) -> dict[str, Any]:
+def measure(preset: Preset, seeds: list[int]) -> dict[str, Any]:
     """Every network, seed, convention, initialiser and mode: stacked over seeds,
     ``raw[arch][conv][kind][mode] = (fwd [S, P, L], bwd [S, P, L])``."""
-    rates = [0.0, *cfg["rates"]]  # index 0: the no-dropout reference
+    rates = [0.0, *preset.rates]  # index 0: the no-dropout reference
     raw: dict[str, Any] = {}
     weight_checks: list[dict[str, Any]] = []
     for arch in ARCHS:
-        seeds = [measure_seed(arch, s, cfg, rates) for s in cfg["seed_list"]]
-        weight_checks += [c for m in seeds for c in m["weight_checks"]]
+        done = [measure_seed(arch, s, preset, rates) for s in seeds]
+        weight_checks += [c for m in done for c in m["weight_checks"]]
         raw[arch] = {
             conv: {
                 kind: {
                     mode: tuple(
-                        np.stack([m["moments"][conv][kind][mode][i] for m in seeds]) for i in (0, 1)
+                        np.stack([m["moments"][conv][kind][mode][i] for m in done]) for i in (0, 1)
                     )
                     for mode in ("train", "eval")
                 }
@@ -275,7 +295,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
             }
             for conv in CONVENTIONS
         }
-    return {"rates": rates, "raw": raw, "weight_checks": weight_checks}
+    return {"rates": rates, "seeds": seeds, "raw": raw, "weight_checks": weight_checks}
 
 
 # ----------------------------------------------------------------------------- summarise
@@ -287,13 +307,13 @@ def _normalised(fwd: np.ndarray, bwd: np.ndarray, arch: str):
     return lf, lb, lf[..., -1], lb[..., 0]
 
 
-def summarise(measured: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+def summarise(measured: dict[str, Any], depth: int) -> dict[str, Any]:
     """Mean log2 curves, and per (network, convention, initialiser, rate) the excess growth
     over the no-dropout He network with the same seed (95 % intervals over seeds)."""
-    rates, raw, depth = measured["rates"], measured["raw"], cfg["depth"]
+    rates, raw = measured["rates"], measured["raw"]
     curves: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    per_seed: list[dict[str, Any]] = [dict(seed=s, totals=[]) for s in cfg["seed_list"]]
+    per_seed: list[dict[str, Any]] = [dict(seed=s, totals=[]) for s in measured["seeds"]]
     for arch in ARCHS:
         curves[arch] = {}
         for conv in CONVENTIONS:
@@ -369,12 +389,12 @@ def _direction(status: dict[str, str]) -> str:
     return "inconclusive"
 
 
-def decide(summary: list[dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]:
+def decide(summary: list[dict[str, Any]], preset: Preset) -> dict[str, Any]:
     """Per row, "the initialiser preserves the signal" as an identity check of the excess
     (forward and backward) against the margin; then per convention and initialiser over
     both networks and every rate; then the seed's direction and "must account for p"."""
     margins = {
-        f"{a}/{c}": equivalence_margin(a, c, cfg["rates"], cfg["depth"])
+        f"{a}/{c}": equivalence_margin(a, c, preset.rates, preset.depth)
         for a in ARCHS
         for c in CONVENTIONS
     }
@@ -503,18 +523,19 @@ def render(results: dict[str, Any]) -> str:
 @register(NAME, "Signal variance in deep ReLU/residual nets vs dropout-aware init", render=render)
 def run(ctx: RunContext) -> dict[str, Any]:
     """Measure every seed, summarise the excess growth, decide, plot."""
-    cfg = seeded(ctx, PRESETS)
-    cfg["residual_branch_scale"] = "1/sqrt(2 * depth)"
+    preset = PRESETS[ctx.preset]
+    seeds = ctx.seeds(preset.seeds)
     start = time.time()
-    measured = measure(cfg)
-    summarised = summarise(measured, cfg)
+    measured = measure(preset, seeds)
+    summarised = summarise(measured, preset.depth)
+    config = {**dataclasses.asdict(preset), "seeds": len(seeds), "seed_list": seeds}
     results = dict(
         claim=CLAIM,
         source=SOURCE,
-        config=cfg,
+        config={**config, "residual_branch_scale": "1/sqrt(2 * depth)"},
         weight_checks=measured["weight_checks"],
         **summarised,
-        **decide(summarised["summary"], cfg),
+        **decide(summarised["summary"], preset),
     )
     results["figure"] = plots.publish(plot, results, ctx.out_dir, ctx.preset, NAME)
     results["time_s"] = round(time.time() - start, 2)

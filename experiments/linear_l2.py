@@ -55,6 +55,7 @@ the claim's whole computation, so its coverage is 1.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,6 @@ from sklearn.linear_model import Ridge
 
 import dropjax
 from experiments import plots, stats, tolerance
-from experiments.presets import seeded
 from experiments.registry import RunContext, register
 
 NAME = "linear_l2"
@@ -85,27 +85,36 @@ DERIVATION = (
     "form (1/n)||y - Xw||^2 + lambda ||w||^2 with lambda = p/(1-p), the seed's formula."
 )
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(
-        n=64, d=5, rates=(0.1, 0.4, 0.7), seeds=3, steps=600, masks_per_step=16, mc_masks=4000
-    ),
-    "quick": dict(
-        n=200,
-        d=10,
-        rates=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-        seeds=6,
-        steps=4000,
-        masks_per_step=32,
-        mc_masks=40_000,
-    ),
-    "paper": dict(
-        n=500,
-        d=20,
-        rates=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-        seeds=20,
-        steps=20_000,
-        masks_per_step=64,
-        mc_masks=200_000,
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """The designs, rates and Monte Carlo budgets of one preset.
+
+    Attributes:
+      n: rows of each design.
+      d: features.
+      rates: dropout rates p.
+      seeds: designs, one per seed.
+      steps: gradient-descent steps on the dropout loss.
+      masks_per_step: masks averaged in each step.
+      mc_masks: masks of the Monte Carlo check of the expected loss.
+    """
+
+    n: int
+    d: int
+    rates: tuple[float, ...]
+    seeds: int
+    steps: int
+    masks_per_step: int
+    mc_masks: int
+
+
+ALL_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+PRESETS = {
+    "smoke": Preset(64, 5, (0.1, 0.4, 0.7), seeds=3, steps=600, masks_per_step=16, mc_masks=4000),
+    "quick": Preset(200, 10, ALL_RATES, seeds=6, steps=4000, masks_per_step=32, mc_masks=40_000),
+    "paper": Preset(
+        500, 20, ALL_RATES, seeds=20, steps=20_000, masks_per_step=64, mc_masks=200_000
     ),
 }
 RATIO_MARGIN = 0.05
@@ -265,10 +274,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def train_dropout_gd(cfg: dict[str, Any], data: list[tuple]) -> np.ndarray:
+def train_dropout_gd(preset: Preset, seeds: list[int], data: list[tuple]) -> np.ndarray:
     """Weights trained by gradient descent on the dropout loss, ``[seeds, rates, d]``; the
     step size is 1 / (2 x the largest eigenvalue of the expected mean-form Hessian)."""
-    rates, n = cfg["rates"], cfg["n"]
+    rates, n = preset.rates, preset.n
     lrs = np.array(
         [
             [1.0 / (2.0 * (np.linalg.eigvalsh(x.T @ x / n)[-1] + p / (1 - p))) for p in rates]
@@ -276,29 +285,29 @@ def train_dropout_gd(cfg: dict[str, Any], data: list[tuple]) -> np.ndarray:
         ],
         np.float32,
     )
-    keys = jnp.stack([jax.random.split(jax.random.key(s), len(rates)) for s in cfg["seed_list"]])
+    keys = jnp.stack([jax.random.split(jax.random.key(s), len(rates)) for s in seeds])
     w = _train_grid(
         keys,
         jnp.asarray(np.stack([x for x, _, _ in data]), jnp.float32),
         jnp.asarray(np.stack([y for _, y, _ in data]), jnp.float32),
         jnp.asarray(rates, jnp.float32),
         jnp.asarray(lrs),
-        cfg["steps"],
-        cfg["masks_per_step"],
+        preset.steps,
+        preset.masks_per_step,
     )
     return np.asarray(w, np.float64)
 
 
-def measure_mc(seed: int, x, y, cfg: dict[str, Any]) -> dict[float, dict[str, dict]]:
+def measure_mc(seed: int, x, y, preset: Preset) -> dict[float, dict[str, dict]]:
     """The Monte Carlo dropout loss against the closed form at the marginalised solution and
     at a random point, per rate."""
-    rates = cfg["rates"]
+    rates = preset.rates
     w_ms = [marginalized_solution(x, y, p) for p in rates]
     rng = np.random.default_rng(seed)
     w_fars = [w + rng.normal(size=x.shape[1]) for w in w_ms]
     ws = [w for pair in zip(w_ms, w_fars, strict=True) for w in pair]
     key = jax.random.fold_in(jax.random.key(seed), 1)
-    mean, se = mc_loss(key, x, y, np.stack(ws), np.repeat(rates, 2), cfg["mc_masks"])
+    mean, se = mc_loss(key, x, y, np.stack(ws), np.repeat(rates, 2), preset.mc_masks)
     out = {}
     for j, p in enumerate(rates):
         out[p] = {}
@@ -344,14 +353,14 @@ def measure_row(x, y, x_raw, w_gd: np.ndarray, p: float, mc: dict) -> dict[str, 
     )
 
 
-def measure(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+def measure(preset: Preset, seeds: list[int]) -> list[dict[str, Any]]:
     """Per seed: a design, dropout-trained weights and every comparison at every rate."""
-    data = [make_data(s, cfg["n"], cfg["d"]) for s in cfg["seed_list"]]
-    w_gd = train_dropout_gd(cfg, data)
+    data = [make_data(s, preset.n, preset.d) for s in seeds]
+    w_gd = train_dropout_gd(preset, seeds, data)
     per_seed = []
-    for i, (s, (x, y, x_raw)) in enumerate(zip(cfg["seed_list"], data, strict=True)):
-        mc = measure_mc(s, x, y, cfg)
-        rows = [measure_row(x, y, x_raw, w_gd[i, j], p, mc[p]) for j, p in enumerate(cfg["rates"])]
+    for i, (s, (x, y, x_raw)) in enumerate(zip(seeds, data, strict=True)):
+        mc = measure_mc(s, x, y, preset)
+        rows = [measure_row(x, y, x_raw, w_gd[i, j], p, mc[p]) for j, p in enumerate(preset.rates)]
         per_seed.append(dict(seed=s, rows=rows))
     return per_seed
 
@@ -486,15 +495,16 @@ def render(results: dict[str, Any]) -> str:
 @register(NAME, "Input dropout on least squares vs ridge with lambda = p/(1-p)", render=render)
 def run(ctx: RunContext) -> dict[str, Any]:
     """Measure every seed and rate, summarise over seeds, decide the identities, plot."""
-    cfg = seeded(ctx, PRESETS)
+    preset = PRESETS[ctx.preset]
+    seeds = ctx.seeds(preset.seeds)
     start = time.time()
-    per_seed = measure(cfg)
-    summary = summarise(per_seed, cfg["rates"])
+    per_seed = measure(preset, seeds)
+    summary = summarise(per_seed, preset.rates)
     results = dict(
         claim=CLAIM,
         source=SOURCE,
         derivation=DERIVATION,
-        config=cfg,
+        config={**dataclasses.asdict(preset), "seeds": len(seeds), "seed_list": seeds},
         per_seed=per_seed,
         summary=summary,
         tolerances=dict(TOLERANCES),

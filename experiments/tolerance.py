@@ -34,7 +34,7 @@ import scipy.stats
 
 from experiments import stats
 
-__all__ = ["CLAIMS", "check", "combine", "decide", "fmt_power", "point", "power"]
+__all__ = ["CLAIMS", "check", "combine", "decide", "fmt_power", "point", "power", "verdict"]
 
 CLAIMS = ("identity", "mismatch")
 
@@ -91,7 +91,18 @@ def power(claim: str, tol: float, sd: float, n: int, level: float = 0.95) -> flo
     return float(max(0.0, 2.0 * scipy.stats.norm.cdf(np.sqrt(n) * tol / sd - crit) - 1.0))
 
 
-def _verdict(checks: Sequence[str], claim: str) -> str:
+def verdict(checks: Sequence[str], claim: str = "identity") -> str:
+    """The verdict of a claim from its checks (see the module docstring): an identity is
+    ``reproduced`` when every check is ``within``, ``refuted`` when one is ``outside``; a
+    mismatch the other way round; else (no checks, or one undecided) ``inconclusive``.
+
+    Examples:
+      >>> from experiments.tolerance import verdict
+      >>> verdict(["within", "within"]), verdict(["within", "undecided", "outside"])
+      ('reproduced', 'refuted')
+      >>> verdict(["outside"], "mismatch"), verdict([])
+      ('reproduced', 'inconclusive')
+    """
     good, bad = ("within", "outside") if claim == "identity" else ("outside", "within")
     if checks and all(c == good for c in checks):
         return "reproduced"
@@ -130,12 +141,12 @@ def decide(
       'reproduced'
     """
     c = check(interval, tol)
-    verdict = _verdict([c], claim)
+    v = verdict([c], claim)
     return {
         "difference": interval,
         "check": c,
-        "verdict": verdict,
-        "headline": _headline(verdict, coverage, substitute),
+        "verdict": v,
+        "headline": _headline(v, coverage, substitute),
         "tolerance": tol,
         "claim": claim,
         "power": power(claim, tol, float(interval.get("std", float("nan"))), int(interval["n"])),
@@ -159,7 +170,7 @@ def combine(decisions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not decisions:
         return {"verdict": "not tested", "headline": "not tested", "power": None, "checks": 0}
     claim = decisions[0]["claim"]
-    verdict = _verdict([d["check"] for d in decisions], claim)
+    v = verdict([d["check"] for d in decisions], claim)
     coverage = min(d["coverage"] for d in decisions)
     substitute = any(d["substitute"] for d in decisions)
 
@@ -169,8 +180,8 @@ def combine(decisions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     weakest = min(decisions, key=key)
     return {
         **weakest,
-        "verdict": verdict,
-        "headline": _headline(verdict, coverage, substitute),
+        "verdict": v,
+        "headline": _headline(v, coverage, substitute),
         "coverage": coverage,
         "checks": len(decisions),
     }

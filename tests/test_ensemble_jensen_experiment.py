@@ -34,6 +34,9 @@ def test_smoke_writes_results_evidence_and_figure(smoke):
     ev = results["evidence"]
     assert ev["coverage"] == 1.0 and ev["pairs"] == 3 and ev["delta"] == ens.GAP_TOL
     assert results["verdict"] in ("reproduced", "refuted", "inconclusive")
+    keys = ["d_in", "hidden", "classes", "batch", "rates", "seeds", "mc_masks", "seed_list"]
+    assert list(results["config"]) == [*keys, "archs"]
+    assert results["config"]["rates"] == [0.2, 0.5, 0.8] and results["config"]["seeds"] == 3
     table = experiments()["ensemble_jensen"].render(results)
     assert table.startswith("|") and results["verdict"] in table
 

@@ -35,6 +35,8 @@ def test_smoke_writes_results_evidence_and_figure(smoke):
     assert ev["coverage"] == 1.0 and ev["pairs"] == 2
     assert ev["delta"] in results["equivalence_margin_bits"].values()
     assert results["verdict"] in ("reproduced", "refuted", "contradicted", "inconclusive")
+    keys = ["width", "depth", "batch", "rates", "seeds", "seed_list", "residual_branch_scale"]
+    assert list(results["config"]) == keys and results["config"]["seed_list"] == [0, 1]
     table = experiments()["init_variance"].render(results)
     assert table.startswith("|") and results["verdict"] in table
 
@@ -114,7 +116,7 @@ def _summary(excess):
     return rows
 
 
-CFG = {"rates": [0.5], "depth": 50}
+CFG = init.Preset(width=256, depth=50, batch=32, rates=(0.5,), seeds=6)
 TRUTH = {  # the mean-field picture: inverted wants x q, non-inverted wants / q
     ("inverted", "he"): (40.0, 50.0),
     ("inverted", "times_keep"): (-0.01, 0.01),

@@ -36,6 +36,8 @@ def test_smoke_writes_results_evidence_and_figure(smoke):
     assert ev["coverage"] == 1.0 and ev["data"] == "real" and ev["pairs"] == 3
     assert ev["delta"] == lin.RATIO_MARGIN and 0.0 <= ev["power"] <= 1.0
     assert results["verdict"] == "reproduced"
+    keys = ["n", "d", "rates", "seeds", "steps", "masks_per_step", "mc_masks", "seed_list"]
+    assert list(results["config"]) == keys and results["config"]["seed_list"] == [0, 1, 2]
     table = experiments()["linear_l2"].render(results)
     assert table.startswith("|") and "**reproduced**" in table
 

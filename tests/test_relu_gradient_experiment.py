@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import dropjax
 from experiments import relu_gradient as grad
@@ -32,6 +33,10 @@ def test_smoke_writes_results_evidence_and_figure(smoke):
     assert (out_dir / results["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ev = results["evidence"]
     assert ev["coverage"] == 1.0 and ev["data"] == "real" and ev["pairs"] == 3
+    cfg = results["config"]
+    assert list(cfg)[:9] == [*grad.Preset.__dataclass_fields__, "seed_list"]
+    assert cfg["seed_list"] == [0, 1, 2] and cfg["masks_per_estimate"] == 16 * 256
+    assert cfg["tolerance"] == grad.TOL and set(cfg["cases"]) == set(grad.CASES)
     table = experiments()["relu_gradient"].render(results)
     assert table.startswith("|") and "non-inverted" in table
 
@@ -145,13 +150,39 @@ def test_deviation_stats_unbiased_on_synthetic_chunks():
     assert abs(out0["dev2_unbiased"]) < 0.02 and out0["rel_dev_naive"] > 0.05
 
 
-def test_tolerance_check_and_statement_verdict():
+def _rule_on_squares(dev2: list[float]) -> str:
+    """The rule on the squared deviation, with scipy's t interval: within when its upper
+    bound is below TOL**2, outside when its lower bound is above, else undecided."""
+    n = len(dev2)
+    half = scipy.stats.t.ppf(0.975, n - 1) * np.std(dev2, ddof=1) / np.sqrt(n)
+    lo, hi = np.mean(dev2) - half, np.mean(dev2) + half
     tol2 = grad.TOL**2
-    assert grad.tolerance_check({"ci_low": -0.001, "ci_high": 0.9 * tol2}) == "within"
-    assert grad.tolerance_check({"ci_low": 1.1 * tol2, "ci_high": 1.0}) == "outside"
-    assert grad.tolerance_check({"ci_low": 0.5 * tol2, "ci_high": 2 * tol2}) == "undecided"
-    assert grad.tolerance_check({"ci_low": None, "ci_high": None}) == "undecided"
-    assert grad.statement_verdict(["within", "within"]) == "reproduced"
-    assert grad.statement_verdict(["within", "outside", "undecided"]) == "refuted"
-    assert grad.statement_verdict(["within", "undecided"]) == "inconclusive"
-    assert grad.statement_verdict([]) == "inconclusive"
+    return "within" if hi < tol2 else ("outside" if lo > tol2 else "undecided")
+
+
+def test_rate_check_follows_the_rule_on_squared_deviations():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for centre in (-0.001, 0.0005, 0.002, 0.0025, 0.003, 0.02):
+        for _ in range(6):
+            dev2 = {w: list(centre + 0.001 * rng.normal(size=6)) for w in grad.WRT}
+            row = {
+                w: {"g0": grad._ref_summary([{**_STATS, "dev2_unbiased": v} for v in dev2[w]])}
+                for w in grad.WRT
+            }
+            pair = [_rule_on_squares(dev2[w]) for w in grad.WRT]
+            want = (
+                "outside"
+                if "outside" in pair
+                else "within"
+                if set(pair) == {"within"}
+                else "undecided"
+            )
+            assert grad.rate_check(row, "g0") == want
+            seen.add(want)
+    assert seen == {"within", "outside", "undecided"}
+    one_seed = {w: {"g0": grad._ref_summary([{**_STATS, "dev2_unbiased": 0.0}])} for w in grad.WRT}
+    assert grad.rate_check(one_seed, "g0") == "undecided"  # no interval from one network
+
+
+_STATS = {"dev2_z": 0.0, "rel_dev_naive": 0.0, "noise_floor": 0.0}

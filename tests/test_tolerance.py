@@ -1,6 +1,8 @@
 """experiments.tolerance (verdicts of analytic claims): the interval-vs-tolerance checks, the
 verdicts of identities and mismatches, and the design power against scipy's laws."""
 
+import doctest
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -32,6 +34,20 @@ def test_identity_and_mismatch_verdicts_are_mirror_images():
     assert tolerance.combine(both)["checks"] == 2
     below = tolerance.decide(inside, 0.05, claim="identity", coverage=0.5)
     assert below["verdict"] == "reproduced" and below["headline"] == "indicative"
+
+
+def test_verdict_of_checks():
+    assert tolerance.verdict(["within"] * 3) == "reproduced"
+    assert tolerance.verdict(["within", "undecided"]) == "inconclusive"
+    assert tolerance.verdict(["undecided", "outside"]) == "refuted"
+    assert tolerance.verdict(["outside", "outside"], "mismatch") == "reproduced"
+    assert tolerance.verdict(["outside", "within"], "mismatch") == "refuted"
+    assert tolerance.verdict([]) == "inconclusive"
+
+
+def test_docstring_examples():
+    failures, tried = doctest.testmod(tolerance, optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0
 
 
 def test_power_matches_scipy():
