@@ -633,7 +633,9 @@ def render(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for label, c in results["comparisons"].items():
-        verdict = f"{c['verdict']}: {c['reading']}"
+        verdict = (
+            c["verdict"] if c["verdict"] == "inconclusive" else f"{c['verdict']}: {c['reading']}"
+        )
         pairs = c["pairs_for_80pct"]
         comp.append(
             f"| {label} | {_fmt_diff(c['difference'])} | {verdict} "
