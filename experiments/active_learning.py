@@ -715,7 +715,6 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     NAME,
     "MC dropout active learning on MNIST: BALD/BatchBALD/entropy/var-ratio vs random "
     "(Gal et al. 2017, Fig. 1; beyond the seeds)",
-    render=render,
 )
 def run(ctx: RunContext) -> dict[str, Any]:
     """Runs the rounds (resuming from the checkpoint), summarises, plots."""

@@ -78,7 +78,7 @@ from experiments import plots, recipes, stats
 from experiments.cells import Cell, finished_cells, run_grid
 from experiments.models import NO_DROPOUT, DropConv, max_pool_2x2
 from experiments.registry import RunContext, register, save_figure_atomic
-from experiments.train import ArrayData, TrainConfig, step_sgd, train
+from experiments.train import ArrayData, TrainConfig, step_sgd, train_cell
 
 NAME = "dropblock_conv"
 ARMS = ("none", "standard", "dropblock")
@@ -309,15 +309,10 @@ def measure(preset: Preset, data: ArrayData, quiet: bool):
 
     def run_cell(cell: Cell, checkpoint_dir: Path, budget) -> dict[str, Any]:
         p = cell.params
-        result = train(
-            make_model(preset, p["arm"], p["rate"]),
-            data,
-            preset.train,
-            p["seeds"],
-            checkpoint_dir=checkpoint_dir,
-            callback=budget.callback,
-            quiet=quiet or None,
-            desc=f"{p['arm']} {p['rate']:g}",
+        model = make_model(preset, p["arm"], p["rate"])
+        label = f"{p['arm']} {p['rate']:g}"
+        result = train_cell(
+            model, data, preset.train, cell, checkpoint_dir, budget, quiet=quiet, label=label
         )
         test_acc = [float(a) for a in result.final["test_acc"]]
         train_acc = clean_accuracy(clean, result.state.params, data.x_train, data.y_train)
@@ -567,8 +562,6 @@ def _results(preset: Preset, data: dict, records, seeds, total: int) -> dict[str
 @register(
     NAME,
     "DropBlock vs standard dropout on conv feature maps, over-fitting regime (explainer)",
-    render=render,
-    partial=lambda payload: partial(payload),
 )
 def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every (arm, rate) cell with the same seeds; returns the paired comparison."""

@@ -77,7 +77,7 @@ from experiments.registry import (
     save_figure_atomic,
 )
 from experiments.stats import fmt, fmt_diff
-from experiments.train import ArrayData, TrainConfig, train
+from experiments.train import ArrayData, TrainConfig, train_cell
 
 NAME = "gao_ablation"
 SOURCE = "Gao, Pei & Huang, Demystifying Dropout, ICML 2019, Section 4, Tables 1-2, Figures 1-2"
@@ -469,18 +469,13 @@ def measure(part: Part, data: ArrayData, quiet: bool):
 
     def run_cell(cell: Cell, checkpoint_dir: Path, budget) -> dict[str, Any]:
         p = cell.params
-        label = "plain" if p["rate"] is None else f"{p['arm']} {p['rate']:g}"
-        return train(
-            build_model(part.model, _dropout(p["arm"], p["rate"] or 0.0)),
-            data,
-            part.train,
-            p["seeds"],
-            checkpoint_dir=checkpoint_dir,
-            callback=budget.callback,
-            quiet=quiet or None,
-            desc=f"{part.model} {label} seeds {p['seeds'][0]}-{p['seeds'][-1]}",
-            augment=PadCropFlip() if part.augmentation else None,
-        ).to_json() | {"data": data.describe()}
+        arm = "plain" if p["rate"] is None else f"{p['arm']} {p['rate']:g}"
+        model = build_model(part.model, _dropout(p["arm"], p["rate"] or 0.0))
+        augment = PadCropFlip() if part.augmentation else None
+        label = f"{part.model} {arm}"
+        args = (model, data, part.train, cell, checkpoint_dir, budget)
+        result = train_cell(*args, quiet=quiet, label=label, augment=augment)
+        return result.to_json() | {"data": data.describe()}
 
     return run_cell
 
@@ -574,8 +569,6 @@ def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) 
 @register(
     NAME,
     "Plain vs standard vs forward-only vs backward-only dropout (Gao et al. Tables 1-2)",
-    render=render,
-    partial=lambda payload: partial(payload),
 )
 def run(ctx: RunContext) -> dict[str, Any]:
     """Trains plain and every (arm, rate) cell with the same seeds; decides the claims."""

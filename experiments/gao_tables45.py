@@ -78,7 +78,7 @@ from experiments.models import DropoutConfig, build_model
 from experiments.protocols import RESNET_PAPER, describe_train, quick_protocol
 from experiments.registry import RunContext, not_run_result, register, save_figure_atomic
 from experiments.stats import fmt, fmt_diff
-from experiments.train import ArrayData, TrainConfig, train
+from experiments.train import ArrayData, TrainConfig, train_cell
 
 NAME = "gao_tables45"
 SOURCE = "Gao, Pei & Huang, Demystifying Dropout, ICML 2019, Section 6.2, Tables 4-5"
@@ -328,17 +328,11 @@ def measure(part: Part, data: ArrayData, quiet: bool):
         model = build_model(
             part.model, DropoutConfig(p["arm"], p["rate"], q), _num_classes(part.dataset)
         )
-        return train(
-            model,
-            data,
-            part.train,
-            p["seeds"],
-            checkpoint_dir=checkpoint_dir,
-            callback=budget.callback,
-            quiet=quiet or None,
-            desc=f"{part.key} {p['arm']} {p['rate']:g} seeds {p['seeds'][0]}-{p['seeds'][-1]}",
-            augment=PadCropFlip() if part.augment else None,
-        ).to_json() | {"data": data.describe()}
+        augment = PadCropFlip() if part.augment else None
+        label = f"{part.key} {p['arm']} {p['rate']:g}"
+        args = (model, data, part.train, cell, checkpoint_dir, budget)
+        result = train_cell(*args, quiet=quiet, label=label, augment=augment)
+        return result.to_json() | {"data": data.describe()}
 
     return run_cell
 
@@ -636,8 +630,6 @@ def _not_run(part: Part, reason: str) -> dict[str, Any]:
 @register(
     NAME,
     "Standard vs augmented dropout, ConvNet-Quick and ResNet-20 (Gao et al. Tables 4-5)",
-    render=render,
-    partial=lambda payload: partial(payload),
 )
 def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every part whose data (or substitute) and hardware are here, as grid cells."""

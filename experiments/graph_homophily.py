@@ -553,9 +553,7 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@register(
-    NAME, "GCN on K-class CSBMs: none/feature/edge/node dropout across homophily", render=render
-)
+@register(NAME, "GCN on K-class CSBMs: none/feature/edge/node dropout across homophily")
 def run(ctx: RunContext) -> dict[str, Any]:
     """Measures every (K, h, seed, arm), summarises, decides, plots."""
     preset = PRESETS[ctx.preset]

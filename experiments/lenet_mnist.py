@@ -51,7 +51,7 @@ from experiments import plots, recipes, stats
 from experiments.cells import Cell, finished_cells, merge_seed_groups, run_grid
 from experiments.models import DropoutConfig, LeNet
 from experiments.registry import RunContext, register, save_figure_atomic
-from experiments.train import ArrayData, TrainConfig, step_sgd, train
+from experiments.train import ArrayData, TrainConfig, step_sgd, train_cell
 
 NAME = "lenet_mnist"
 BACKWARD_RATE = 1e-4
@@ -125,15 +125,9 @@ def measure(preset: Preset, data: ArrayData, quiet: bool):
     def run_cell(cell: Cell, checkpoint_dir: Path, budget) -> dict[str, Any]:
         p = cell.params
         model = LeNet(num_classes=10, dropout=_dropout(p["arm"], p["rate"]))
-        result = train(
-            model,
-            data,
-            preset.train,
-            p["seeds"],
-            checkpoint_dir=checkpoint_dir,
-            callback=budget.callback,
-            quiet=quiet or None,
-            desc=f"{p['arm']} {p['rate']:g} seeds {p['seeds'][0]}-{p['seeds'][-1]}",
+        label = f"{p['arm']} {p['rate']:g}"
+        result = train_cell(
+            model, data, preset.train, cell, checkpoint_dir, budget, quiet=quiet, label=label
         )
         return {**result.to_json(), "data": data.describe()}
 
@@ -314,8 +308,6 @@ def render(results: dict[str, Any]) -> str:
 @register(
     NAME,
     "LeNet on MNIST: standard vs augmented dropout (Gao et al. Table 3)",
-    render=render,
-    partial=lambda payload: partial(payload),
 )
 def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every cell (seed group × rate × arm) with paired seeds; decides the claim."""

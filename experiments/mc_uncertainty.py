@@ -97,7 +97,13 @@ import dropjax.linen
 import dropjax.mc
 from dropjax import uncertainty as unc
 from experiments import stats
-from experiments.mc_uncertainty_render import at_path, plot_metrics, plot_reliability, render, rows
+from experiments.mc_uncertainty_render import (
+    at_path,
+    plot_metrics,
+    plot_reliability,
+    render,  # noqa: F401  (this experiment's render hook)
+    rows,
+)
 from experiments.models import DropDense, DropoutConfig, LeNet
 from experiments.recipes import lenet_images as load_data
 from experiments.registry import RunContext, register
@@ -791,7 +797,6 @@ def _example(arms: dict[str, Any], labels: np.ndarray, preset: Preset) -> dict[s
 @register(
     NAME,
     "MC dropout uncertainty vs temperature scaling and a deep ensemble (explainer claim)",
-    render,
 )
 def run(ctx: RunContext) -> dict[str, Any]:
     """Trains every network (seeds x members), builds the arms per seed, decides the claim."""

@@ -87,11 +87,32 @@ class RunContext:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """A registered experiment: its ``run`` and the module-level hooks beside it.
+
+    ``render`` and ``partial`` are the functions of those names in ``run``'s module
+    (looked up when asked for, so they may be defined after ``run``), unless given to
+    :func:`register`.
+    """
+
     name: str
     description: str
     run: Callable[[RunContext], dict[str, Any]]
-    render: Callable[[dict[str, Any]], str] | None = None
-    partial: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    render_fn: Callable[[dict[str, Any]], str] | None = None
+    partial_fn: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+
+    def _hook(self, name: str):
+        fn = self.run.__globals__.get(name)
+        return fn if callable(fn) else None
+
+    @property
+    def render(self) -> Callable[[dict[str, Any]], str] | None:
+        """``render(results) -> str``: the markdown the CLI prints and REPORT.md embeds."""
+        return self.render_fn or self._hook("render")
+
+    @property
+    def partial(self) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
+        """``partial(payload) -> results``: an unfinished grid's evidence (the report's)."""
+        return self.partial_fn or self._hook("partial")
 
 
 _REGISTRY: dict[str, Experiment] = {}
@@ -108,7 +129,8 @@ def register(
     ``render(results) -> str`` (optional) turns a results dict into the markdown table that
     the command line prints and REPORT.md embeds. ``partial(payload) -> results`` (optional,
     grid experiments) summarises the finished cells of an unfinished run's results file, so
-    the report can show the evidence gathered so far.
+    the report can show the evidence gathered so far. By default both are the module-level
+    functions named ``render`` and ``partial`` in ``run``'s module.
     """
 
     def wrap(run: Callable[[RunContext], dict[str, Any]]):

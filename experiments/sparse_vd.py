@@ -480,7 +480,6 @@ def render(results: dict[str, Any]) -> str:
 @register(
     NAME,
     "Sparse VD on LeNet-300-100: error and compression (Molchanov et al. Table 1)",
-    render=render,
 )
 def run(ctx: RunContext) -> dict[str, Any]:
     """Trains each arm's seeds (one cell per arm), measures, decides the claim."""

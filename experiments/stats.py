@@ -15,6 +15,7 @@ __all__ = [
     "fmt_diff",
     "decide",
     "evidence",
+    "headline_of",
     "mean_ci",
     "mean_std",
     "paired_difference",
@@ -132,6 +133,16 @@ def pairs_needed(
     return hi
 
 
+def headline_of(verdict_: str, coverage: float, substitute: bool) -> str:
+    """What a verdict may claim: *indicative* below full coverage (an inconclusive interval
+    stays inconclusive), labelled SUBSTITUTE at full coverage on substitute data."""
+    if verdict_ == "inconclusive":
+        return verdict_
+    if coverage < 1.0 - 1e-9:
+        return "indicative"
+    return f"{verdict_} (SUBSTITUTE data)" if substitute else verdict_
+
+
 def decide(
     diff: dict,
     claimed_sign: int,
@@ -189,14 +200,7 @@ def decide(
         else:
             verdict_ = "inconclusive"
     n, sd = int(diff.get("n", 0)), float(diff.get("std", float("nan")))
-    if verdict_ == "inconclusive":
-        headline = verdict_
-    elif coverage < 1.0 - 1e-9:
-        headline = "indicative"
-    elif substitute:
-        headline = f"{verdict_} (SUBSTITUTE data)"
-    else:
-        headline = verdict_
+    headline = headline_of(verdict_, coverage, substitute)
     return {
         "verdict": verdict_,
         "headline": headline,
@@ -234,14 +238,7 @@ def combine_decisions(decisions: list[dict]) -> dict:
         verdict_ = "inconclusive"
     coverage = min(d["coverage"] for d in decisions)
     substitute = any(d["substitute"] for d in decisions)
-    if verdict_ == "inconclusive":
-        headline = verdict_
-    elif coverage < 1.0 - 1e-9:
-        headline = "indicative"
-    elif substitute:
-        headline = f"{verdict_} (SUBSTITUTE data)"
-    else:
-        headline = verdict_
+    headline = headline_of(verdict_, coverage, substitute)
     return {"verdict": verdict_, "headline": headline, "coverage": coverage}
 
 

@@ -111,14 +111,6 @@ def verdict(checks: Sequence[str], claim: str = "identity") -> str:
     return "inconclusive"
 
 
-def _headline(verdict: str, coverage: float, substitute: bool) -> str:
-    if verdict == "inconclusive":
-        return verdict
-    if coverage < 1.0 - 1e-9:
-        return "indicative"
-    return f"{verdict} (SUBSTITUTE data)" if substitute else verdict
-
-
 def decide(
     interval: dict[str, Any],
     tol: float,
@@ -146,7 +138,7 @@ def decide(
         "difference": interval,
         "check": c,
         "verdict": v,
-        "headline": _headline(v, coverage, substitute),
+        "headline": stats.headline_of(v, coverage, substitute),
         "tolerance": tol,
         "claim": claim,
         "power": power(claim, tol, float(interval.get("std", float("nan"))), int(interval["n"])),
@@ -181,7 +173,7 @@ def combine(decisions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         **weakest,
         "verdict": v,
-        "headline": _headline(v, coverage, substitute),
+        "headline": stats.headline_of(v, coverage, substitute),
         "coverage": coverage,
         "checks": len(decisions),
     }

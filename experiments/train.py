@@ -93,6 +93,7 @@ __all__ = [
     "replica_keys",
     "step_sgd",
     "train",
+    "train_cell",
 ]
 
 
@@ -779,4 +780,33 @@ def train(
     trainer = Trainer(model, data, cfg, mesh=mesh, augment=augment)
     return trainer.run(
         seeds, checkpoint_dir=checkpoint_dir, callback=callback, quiet=quiet, desc=desc
+    )
+
+
+def train_cell(
+    model: nn.Module,
+    data: ArrayData,
+    cfg: TrainConfig,
+    cell: Any,
+    checkpoint_dir: str | os.PathLike[str],
+    budget: Any,
+    *,
+    quiet: bool,
+    label: str,
+    augment: PadCropFlip | None = None,
+) -> TrainResult:
+    """Trains one :class:`experiments.cells.Cell` (its ``params["seeds"]`` as replicas):
+    :func:`train` with the cell's checkpoint folder, the grid's budget as the callback (it
+    stops the run cleanly) and a progress bar ``"<label> seeds <first>-<last>"``."""
+    seeds = cell.params["seeds"]
+    return train(
+        model,
+        data,
+        cfg,
+        seeds,
+        checkpoint_dir=checkpoint_dir,
+        callback=budget.callback,
+        quiet=quiet or None,
+        desc=f"{label} seeds {seeds[0]}-{seeds[-1]}",
+        augment=augment,
     )
