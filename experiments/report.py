@@ -119,6 +119,8 @@ def build_report(out: Path = PUBLISHED) -> str:
             preset = payload["preset"]
             if payload.get("partial"):
                 preset += f" (partial: {payload['partial']})"
+                # An unfinished grid's verdict is an interim look at the evidence so far.
+                verdict = f"interim, {payload['partial']}: {verdict}"
             summary.append(
                 f"| {number} | {source} | {title} | `{name}` | {preset} | "
                 f"{device} | {coverage} | {power} | **{verdict}** |"
@@ -169,6 +171,8 @@ def build_report(out: Path = PUBLISHED) -> str:
         "and at 100 % on a substitute dataset it says so: *refuted (SUBSTITUTE data)*, for",
         "instance. *Power* is the design's chance to call the",
         "paper's δ reproduced, given its number of pairs and their observed spread. Rows",
+        "marked *interim* come from an unfinished grid (the cells finished so far): the",
+        "planned design is not complete and the verdict may change as cells land. Rows",
         "marked *legacy rule* were decided before verdicts recorded coverage and power:",
         "they are quick-preset runs at a few per cent of the protocol, to be rerun.",
         "",

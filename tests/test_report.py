@@ -2,6 +2,9 @@
 
 import json
 
+import numpy as np
+import scipy.stats
+
 from experiments import report
 
 
@@ -47,8 +50,12 @@ def test_a_partial_grid_run_is_rendered_with_coverage_and_power(tmp_path):
     assert "| 100% |" in row  # full-length cells: coverage of the paper's iterations
     d = [a - s for a, s in zip(aug, std, strict=True)]
     assert f"n={len(d)})" in row  # power is reported with its number of pairs
-    # The pooled verdict is computed from these four pairs: mean +0.0003, CI above 0?
-    assert row.rstrip().endswith("**reproduced** |") or "**inconclusive**" in row
+    # The pooled verdict from these four pairs, by the rule in the report's header (paired
+    # t-interval vs 0 and the paper's delta 0.0003), marked interim: the grid is unfinished.
+    lo, hi = scipy.stats.t.interval(0.95, len(d) - 1, loc=np.mean(d), scale=scipy.stats.sem(d))
+    expected = "reproduced" if lo > 0 else "refuted" if -3e-4 < lo and hi < 3e-4 else None
+    expected = expected or ("contradicted" if hi < 0 and lo < -3e-4 else "inconclusive")
+    assert row.rstrip().endswith(f"**interim, 2/15 cells: {expected}** |"), row
 
 
 def test_results_without_evidence_are_marked_legacy(tmp_path, monkeypatch):
