@@ -337,13 +337,15 @@ def run_grid(ctx: RunContext, config: Any, cells: list[Cell], measure) -> dict[s
     return {c.id: {"params": c.params, "result": done[c.id]} for c in cells}
 
 
-def finished_cells(payload: dict[str, Any]) -> tuple[dict[str, dict], list[int]] | None:
-    """The finished cells of an unfinished run's results file and their seeds (sorted), or
-    None when no cell finished yet: what an experiment's ``partial`` hook starts from."""
+def finished_cells(payload: dict[str, Any], presets: dict[str, Any]) -> tuple | None:
+    """``(preset, records, seeds)`` of an unfinished run's results file: its preset from
+    ``presets``, its finished cells and their seeds (sorted); None when no cell finished
+    yet. What an experiment's ``partial`` hook starts from."""
     records = payload["grid"]["cells"]
     if not records:
         return None
-    return records, sorted({s for r in records.values() for s in r["params"]["seeds"]})
+    seeds = sorted({s for r in records.values() for s in r["params"]["seeds"]})
+    return presets[payload["preset"]], records, seeds
 
 
 def merge_seed_groups(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -583,9 +583,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The results of an unfinished run, from the cells in its results file (the report)."""
-    preset = PRESETS[payload["preset"]]
-    if (finished := finished_cells(payload)) is None:
+    if (finished := finished_cells(payload, PRESETS)) is None:
         return None
-    records, seeds = finished
+    preset, records, seeds = finished
     data = next(iter(records.values()))["result"]["data"]
     return _results(preset, data, records, seeds, payload.get("cells_total", len(records)))

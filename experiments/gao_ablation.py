@@ -622,10 +622,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """Results from the finished cells of an unfinished run (the report's view)."""
-    preset = PRESETS[payload["preset"]]
-    if (finished := finished_cells(payload)) is None:
+    if (finished := finished_cells(payload, PRESETS)) is None:
         return None
-    done, seeds = finished
+    preset, done, seeds = finished
     first = next(iter(done.values()))["result"]
     data = first.get("data", {"name": preset.dataset, "source": "?", "preprocessing": "?"})
     substitute = data["name"] != preset.dataset

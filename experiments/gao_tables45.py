@@ -676,10 +676,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """Results from the finished cells of an unfinished run (the report's view)."""
-    preset = PRESETS[payload["preset"]]
-    if (finished := finished_cells(payload)) is None:
+    if (finished := finished_cells(payload, PRESETS)) is None:
         return None
-    done, seeds = finished
+    preset, done, seeds = finished
     out: dict[str, Any] = {}
     for part in preset.parts:
         prefix = f"{part.table}/{part.dataset}/"

@@ -354,10 +354,9 @@ def _results(preset, data: dict, records, seeds, total: int) -> dict[str, Any]:
 
 def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The results of an unfinished run, from the cells in its results file (the report)."""
-    preset = PRESETS[payload["preset"]]
-    if (finished := finished_cells(payload)) is None:
+    if (finished := finished_cells(payload, PRESETS)) is None:
         return None
-    records, seeds = finished
+    preset, records, seeds = finished
     total = payload.get("cells_total", len(records))
     first = next(iter(records.values()))
     data = first["result"].get("data") or {"name": preset.dataset, "source": "see cells"}

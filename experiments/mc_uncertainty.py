@@ -96,7 +96,7 @@ import numpy as np
 import dropjax.linen
 import dropjax.mc
 from dropjax import uncertainty as unc
-from experiments import stats
+from experiments import plots, stats
 from experiments.mc_uncertainty_render import (
     at_path,
     plot_metrics,
@@ -805,28 +805,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     data, x_hold, y_hold = split_holdout(full, preset.holdout)
     x_ood, ood_desc = ood_inputs(preset.ood, full)
     seeds = ctx.seeds(preset.replicas)
-    replicas = len(seeds)
-    cfg = DropoutConfig("standard", RATE)
-    model = LeNet(num_classes=10, dropout=cfg)
+    model = LeNet(num_classes=10, dropout=DropoutConfig("standard", RATE))
     all_seeds = member_seeds(seeds, preset.members)
     result = train(model, data, preset.train, all_seeds, quiet=ctx.quiet or None, desc=NAME)
     splits = {"test": data.x_test, "ood": x_ood, "holdout": x_hold}
-    fns = forward_fns(model)
-    per_seed, example = [], {}
-    timing: dict[str, list[float]] = {"deterministic": [], "mc": [], "ensemble": []}
-    for r, seed in enumerate(seeds):
-        nets = [  # member j of seed r is replica j * replicas + r of the training run
-            jax.tree.map(lambda a, i=j * replicas + r: a[i], result.state.params)
-            for j in range(preset.members)
-        ]
-        key = jax.random.fold_in(jax.random.key(seed), 0x3C)  # independent of training keys
-        outputs, secs = predict_seed(model, fns, nets, splits, (data.y_test, y_hold), key, preset)
-        for k, v in secs.items():
-            timing[k].append(v)
-        metrics, arms = evaluate_seed(outputs, preset.num_samples)
-        per_seed.append(metrics)
-        if r == 0:
-            example = _example(arms, data.y_test, preset)
+    per_seed, example, timing = measure(model, result, splits, (data.y_test, y_hold), preset, seeds)
     coverage = min(1.0, preset.train.iterations / PAPER_ITERATIONS)
     substitute = not (full.name == "mnist" and preset.ood == "fashion_mnist")
     out = summarise(
@@ -836,28 +819,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "source": SOURCE,
         "claim": CLAIM,
         "quotes": list(QUOTES),
-        "config": {
-            "model": "LeNet (Caffe MNIST), standard dropout 0.5 on the input of the last layer",
-            "dropout": dataclasses.asdict(cfg),
-            "replicas": replicas,
-            "members": preset.members,
-            "member_seeds": f"seed + {MEMBER_STRIDE} * j, j = 0..M-1 (member 0 = the single "
-            "network of the other arms)",
-            "holdout": preset.holdout,
-            "num_samples": list(preset.num_samples),
-            "ece_bins": NUM_BINS,
-            "protocol_iterations": PAPER_ITERATIONS,
-            "fpr_at_tpr": TPR,
-            "train": dataclasses.asdict(preset.train),
-            "mc_method": "features of ip1 computed once; the ip2 dropout head sampled T times "
-            "with dropjax.mc.sample under dropjax.linen.mc_dropout (exact: LeNet's only "
-            "dropout is there); smaller T are prefixes of the T_max samples",
-            "temperature": "one temperature per arm and seed, fitted by NLL with "
-            "dropjax.uncertainty.temperature_scale on the held-out split (MC: on the log of "
-            "the MC average)",
-            "headline_T": max(preset.num_samples),
-            "deltas": {"auroc": DELTA_AUROC, "nll": DELTA_NLL, "ece": DELTA_ECE},
-        },
+        "config": _config(preset, model.dropout, len(seeds)),
         "data": data.describe(),
         "ood": {"name": preset.ood, "description": ood_desc, "num": int(len(x_ood))},
         "seeds": seeds,
@@ -869,10 +831,60 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "curves": {"seed0": example["curves"]},
         "training": result.to_json(),
     }
-    figures = [f"{ctx.preset}.png", f"{ctx.preset}_reliability.png"]
-    if jax.process_index() == 0:
-        plot_metrics(results, example, ctx.out_dir / figures[0])
-        plot_reliability(results, example, ctx.out_dir / figures[1])
-    results["figure"] = figures[0]
-    results["figures"] = figures
+    publish = lambda plot, what: plots.publish(
+        lambda res, path: plot(res, example, path), results, ctx.out_dir, ctx.preset, what
+    )
+    results["figures"] = [
+        publish(plot_metrics, "metrics"),
+        publish(plot_reliability, "reliability"),
+    ]
     return results
+
+
+def measure(model, result, splits, labels, preset: Preset, seeds: list[int]):
+    """Per seed: the arms' predictions on every split and their metrics; returns the
+    per-seed metrics, seed 0's arms (for the figures) and the prediction timings."""
+    fns = forward_fns(model)
+    replicas = len(seeds)
+    per_seed, example = [], {}
+    timing: dict[str, list[float]] = {"deterministic": [], "mc": [], "ensemble": []}
+    for r, seed in enumerate(seeds):
+        nets = [  # member j of seed r is replica j * replicas + r of the training run
+            jax.tree.map(lambda a, i=j * replicas + r: a[i], result.state.params)
+            for j in range(preset.members)
+        ]
+        key = jax.random.fold_in(jax.random.key(seed), 0x3C)  # independent of training keys
+        outputs, secs = predict_seed(model, fns, nets, splits, labels, key, preset)
+        for k, v in secs.items():
+            timing[k].append(v)
+        metrics, arms = evaluate_seed(outputs, preset.num_samples)
+        per_seed.append(metrics)
+        if r == 0:
+            example = _example(arms, labels[0], preset)
+    return per_seed, example, timing
+
+
+def _config(preset: Preset, cfg: DropoutConfig, replicas: int) -> dict[str, Any]:
+    """The run's configuration, as recorded in its results."""
+    return {
+        "model": "LeNet (Caffe MNIST), standard dropout 0.5 on the input of the last layer",
+        "dropout": dataclasses.asdict(cfg),
+        "replicas": replicas,
+        "members": preset.members,
+        "member_seeds": f"seed + {MEMBER_STRIDE} * j, j = 0..M-1 (member 0 = the single "
+        "network of the other arms)",
+        "holdout": preset.holdout,
+        "num_samples": list(preset.num_samples),
+        "ece_bins": NUM_BINS,
+        "protocol_iterations": PAPER_ITERATIONS,
+        "fpr_at_tpr": TPR,
+        "train": dataclasses.asdict(preset.train),
+        "mc_method": "features of ip1 computed once; the ip2 dropout head sampled T times "
+        "with dropjax.mc.sample under dropjax.linen.mc_dropout (exact: LeNet's only "
+        "dropout is there); smaller T are prefixes of the T_max samples",
+        "temperature": "one temperature per arm and seed, fitted by NLL with "
+        "dropjax.uncertainty.temperature_scale on the held-out split (MC: on the log of "
+        "the MC average)",
+        "headline_T": max(preset.num_samples),
+        "deltas": {"auroc": DELTA_AUROC, "nll": DELTA_NLL, "ece": DELTA_ECE},
+    }

@@ -66,6 +66,13 @@ def _coverage(results: dict[str, Any]) -> float | None:
     return None
 
 
+def _pct(fraction: float) -> str:
+    """A coverage as a percentage, with two significant digits below 1 % (0.23 %, not 0 %)."""
+    if 0 < fraction < 0.01:
+        return f"{100 * fraction:.2g}%"
+    return f"{fraction:.0%}"
+
+
 def _evidence(results: dict[str, Any]) -> tuple[str, str]:
     """The coverage and power cells of the summary table."""
     ev = results.get("evidence")
@@ -74,9 +81,9 @@ def _evidence(results: dict[str, Any]) -> tuple[str, str]:
         if cov is None:
             return "not recorded", "—"
         sub = (results.get("decision") or {}).get("substitute") or results.get("substitute")
-        return f"{cov:.0%}" + (" (SUBSTITUTE data)" if sub else ""), "— (not a paired test)"
+        return _pct(cov) + (" (SUBSTITUTE data)" if sub else ""), "— (not a paired test)"
     cov = ev.get("coverage")
-    cov_txt = "—" if cov is None else f"{cov:.0%}"
+    cov_txt = "—" if cov is None else _pct(cov)
     if ev.get("data") == "SUBSTITUTE":
         cov_txt += " (SUBSTITUTE data)"
     power = ev.get("power")

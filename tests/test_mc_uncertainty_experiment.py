@@ -246,7 +246,7 @@ def test_smoke_run(tmp_path):
     assert res["config"]["num_samples"] == [1, 2, 8] and res["config"]["members"] == 2
     for fig in res["figures"]:
         assert (ctx.out_dir / fig).stat().st_size > 0
-    assert res["figures"] == ["smoke.png", "smoke_reliability.png"]
+    assert res["figures"] == ["smoke_metrics.png", "smoke_reliability.png"]
 
     assert len(res["per_seed"]) == 3
     for seed in res["per_seed"]:
