@@ -410,25 +410,6 @@ def test_docstring_examples(module):
     assert tried > 0 and failures == 0
 
 
-def test_paper_numbers_are_table_3():
-    from experiments.lenet_mnist import PAPER_TABLE3
-
-    assert [PAPER_TABLE3["standard"][r] for r in (0.1, 0.2, 0.3, 0.4, 0.5)] == [
-        0.9916,
-        0.9922,
-        0.9918,
-        0.9917,
-        0.9922,
-    ]
-    assert [PAPER_TABLE3["augmented"][r] for r in (0.1, 0.2, 0.3, 0.4, 0.5)] == [
-        0.9918,
-        0.9923,
-        0.9925,
-        0.9920,
-        0.9925,
-    ]
-
-
 def test_results_path_layout():
     assert registry.results_path(Path("o"), "lenet_mnist", "quick") == Path(
         "o/lenet_mnist/quick.json"
