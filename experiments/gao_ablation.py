@@ -405,7 +405,7 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(
                     f"| ({key}) {cell['comparison']} | {fmt_diff(cell['difference'])} "
                     f"| {cell['difference']['n']} | {cell['delta']:.4f} | {cell['power']:.2f} "
-                    f"| {cell['verdict']} |"
+                    f"| {stats.shown(cell)} |"
                 )
         lines.append("")
         for key, claim in part["claims"].items():

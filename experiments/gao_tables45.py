@@ -545,7 +545,7 @@ def _paper_rows(table: str, dataset: str, part: dict[str, Any] | None) -> list[s
                 fmt_diff(comp["difference"]),
                 f"{comp['delta']:.4f}",
                 f"{comp['power']:.2f}",
-                comp["verdict"],
+                stats.shown(comp),
             ]
         else:
             ours = ["not run" if not ran else "– (not trained)"] + ["–"] * 5

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from dropjax import uncertainty as unc
+from experiments import stats
 from experiments.registry import save_figure_atomic
 
 __all__ = ["at_path", "plot_metrics", "plot_reliability", "render", "rows"]
@@ -236,7 +237,7 @@ def render(results: dict[str, Any]) -> str:
         power = "—" if d["power"] != d["power"] else f"{d['power']:.2f}"
         dec.append(
             f"| {d['label']} | {d['T']} | {_fmt_diff(d['difference'])} | {sign} | "
-            f"{d['delta']:g} | {power} | {d['verdict']} |"
+            f"{d['delta']:g} | {power} | {stats.shown(d)} |"
         )
     names = {"auroc_entropy": "AUROC (entropy)", "nll": "NLL", "ece": "ECE", "aece": "aECE"}
     keys = list(results["context"][0]["metrics"]) if results["context"] else []

@@ -24,7 +24,7 @@ initial parameters and data order, so differences are paired):
   the power of the design for it. Both are picked on the test set (the paper picks on a
   validation split), which biases both sides alike. Coverage is the fraction of the paper's
   651 epochs (501 + 150) a preset trains (quick: 4, 0.6 %); below 100 % the headline is
-  *indicative* whatever the interval says.
+  *indicative* unless the interval is inconclusive (:func:`experiments.stats.headline_of`).
 * **matched levels**: random [0, x] at input and hidden against dropout at rate x at input
   and hidden, for the x where the grid has such a dropout arm (the sweeps contain
   (0.5, 0.5) and (0.2, 0.2)).
@@ -215,12 +215,6 @@ def _compare(
     diff = stats.paired_difference(errors[base], errors[other])
     decision = stats.decide(diff, -1, DELTA, coverage=coverage, substitute=substitute)
     return {"standard": base, "random": other, "difference": diff, **decision}
-
-
-def headline(decision: dict[str, Any]) -> str:
-    """The summary's verdict: *indicative* below full coverage whatever the interval says
-    (REPORT.md's rule; :func:`stats.decide` keeps *inconclusive* there), else its headline."""
-    return "indicative" if decision["coverage"] < 1.0 - 1e-9 else decision["headline"]
 
 
 def _sweeps(cfg: dict[str, Any]) -> list[tuple[str, list[tuple[float, str]], str]]:
@@ -420,8 +414,8 @@ def render(results: dict[str, Any]) -> str:
         f"{results['decision']['verdict']}, decided against δ = {DELTA:g} pp, an assumed "
         f"effect size: Figure 6 gives no values). Protocol coverage "
         f"{results['evidence']['coverage']:.1%} ({cfg['epochs']} of the paper's "
-        f"{PAPER_EPOCHS} epochs; {results['evidence']['data']} data), so the headline is "
-        f"indicative below 100 %. Paper: "
+        f"{PAPER_EPOCHS} epochs; {results['evidence']['data']} data): below 100 % a "
+        f"decided interval is only indicative. Paper: "
         f'"{PAPER_QUOTES[0]}" ({PAPER_QUOTES[2]})',
     ]
     dropped = results.get("dropped_proportion")
@@ -493,7 +487,7 @@ def decide(
         "best": best,
         "comparisons": comparisons,
         "decision": {k: v for k, v in head.items() if k not in ("standard", "random")},
-        "verdict": headline(head),
+        "verdict": head["headline"],
         "evidence": stats.evidence(head, coverage=coverage, substitute=substitute, delta=DELTA),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -21,6 +22,7 @@ __all__ = [
     "paired_difference",
     "pairs_needed",
     "power",
+    "shown",
     "verdict",
 ]
 
@@ -257,6 +259,21 @@ def combine(verdicts: list[str]) -> str:
 def fmt(summary: dict[str, float]) -> str:
     """``mean ± std``."""
     return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+
+
+def shown(decision: dict[str, Any]) -> str:
+    """A decision as a table cell: its headline, with what the interval says when the
+    headline differs (below full coverage, on substitute data).
+
+    Examples:
+      >>> from experiments.stats import shown
+      >>> shown({"verdict": "reproduced", "headline": "indicative"})
+      'indicative (interval: reproduced)'
+      >>> shown({"verdict": "refuted", "headline": "refuted"})
+      'refuted'
+    """
+    verdict_, head = decision["verdict"], decision.get("headline", decision["verdict"])
+    return verdict_ if head == verdict_ else f"{head} (interval: {verdict_})"
 
 
 def fmt_diff(diff: dict[str, float]) -> str:
