@@ -360,4 +360,9 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     total = payload.get("cells_total", len(records))
     first = next(iter(records.values()))
     data = first["result"].get("data") or {"name": preset.dataset, "source": "see cells"}
-    return _results(preset, data, records, seeds, total)
+    results = _results(preset, data, records, seeds, total)
+    # The headline rests on the paired primary arms only: once all their planned cells are
+    # in, the verdict is final, whatever the secondary (elementwise) arm's cells.
+    planned = cells(preset, [seeds[0] + r for r in range(preset.replicas)])
+    results["interim"] = any(c.id not in records for c in planned if c.params["arm"] in PRIMARY)
+    return results

@@ -126,8 +126,10 @@ def build_report(out: Path = PUBLISHED) -> str:
             preset = payload["preset"]
             if payload.get("partial"):
                 preset += f" (partial: {payload['partial']})"
-                # An unfinished grid's verdict is an interim look at the evidence so far.
-                verdict = f"interim, {payload['partial']}: {verdict}"
+                # An unfinished grid's verdict is an interim look at the evidence so far,
+                # unless every cell the headline rests on is in (the experiment says so).
+                if res.get("interim", True):
+                    verdict = f"interim, {payload['partial']}: {verdict}"
             summary.append(
                 f"| {number} | {source} | {title} | `{name}` | {preset} | "
                 f"{device} | {coverage} | {power} | **{verdict}** |"
@@ -179,7 +181,8 @@ def build_report(out: Path = PUBLISHED) -> str:
         "instance. *Power* is the design's chance to call the",
         "paper's δ reproduced, given its number of pairs and their observed spread. Rows",
         "marked *interim* come from an unfinished grid (the cells finished so far): the",
-        "planned design is not complete and the verdict may change as cells land. Rows",
+        "planned design is not complete and the verdict may change as cells land (a",
+        "partial grid whose missing cells are all secondary arms is not interim). Rows",
         "marked *legacy rule* were decided before verdicts recorded coverage and power:",
         "they are quick-preset runs at a few per cent of the protocol, to be rerun.",
         "",

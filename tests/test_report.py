@@ -58,6 +58,40 @@ def test_a_partial_grid_run_is_rendered_with_coverage_and_power(tmp_path):
     assert row.rstrip().endswith(f"**interim, 2/15 cells: {expected}** |"), row
 
 
+def _verdict_of(d: list[float], delta: float = 3e-4) -> str:
+    """The header's rule on a paired t-interval (independent of experiments.stats)."""
+    lo, hi = scipy.stats.t.interval(0.95, len(d) - 1, loc=np.mean(d), scale=scipy.stats.sem(d))
+    if lo > 0:
+        return "reproduced"
+    if -delta < lo and hi < delta:
+        return "refuted"
+    return "contradicted" if hi < 0 else "inconclusive"
+
+
+def test_a_grid_missing_only_secondary_cells_is_not_interim(tmp_path):
+    rng = np.random.default_rng(0)
+    seeds, cells, diffs = [0, 1, 2, 3], {}, []
+    for rate in (0.5, 0.1, 0.2, 0.3, 0.4):
+        std = 0.992 + 0.0005 * rng.standard_normal(4)
+        aug = std + 0.0002 * rng.standard_normal(4)
+        diffs += list(aug - std)
+        for arm, acc in (("standard", std), ("augmented", aug)):
+            cells[f"rate={rate:g}/arm={arm}/seeds=0-3"] = _cell(arm, rate, seeds, acc.tolist())
+    payload = {
+        "experiment": "lenet_mnist",
+        "preset": "paper",
+        "status": "partial",
+        "cells_done": 10,
+        "cells_total": 15,
+        "grid": {"fingerprint": "x", "cells": cells},
+    }
+    (tmp_path / "lenet_mnist").mkdir()
+    (tmp_path / "lenet_mnist" / "paper.json").write_text(json.dumps(payload))
+    row = next(ln for ln in report.build_report(tmp_path).splitlines() if "`lenet_mnist`" in ln)
+    assert "paper (partial: 10/15 cells)" in row and "n=20)" in row
+    assert row.rstrip().endswith(f"| **{_verdict_of(diffs)}** |"), row  # final, not interim
+
+
 def test_results_without_evidence_are_marked_legacy(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "experiments", dict)  # no renderer: the summary row only
     payload = {
