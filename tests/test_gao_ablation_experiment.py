@@ -56,7 +56,7 @@ def test_ablation_smoke(tmp_path, data_dir):
 
 def test_ablation_paper_plans_the_substitute_protocol():
     """Without CIFAR-10 the paper preset trains Table 1's full protocol on Fashion-MNIST at
-    the three rates the sub-claims name (0.05 last), plain first, 4 seeds a cell."""
+    the three rates the sub-claims name (0.05 last), plain first, 2 seeds a cell."""
     from experiments.gao_ablation import PRESETS, cells, plan
 
     preset = PRESETS["paper"]
@@ -65,8 +65,17 @@ def test_ablation_paper_plans_the_substitute_protocol():
     assert table1.rates == (0.3, 0.005, 0.05) and table1.train.iterations == 9000
     assert table1.train.lr_boundaries == (4000,) and table1.train.learning_rate == 0.001
     ids = [c.id for c in cells(table1, [0, 1, 2, 3])]
-    assert ids[0] == "table1/plain/seeds=0-3" and len(ids) == 1 + 3 * 3
-    assert ids[-1] == "table1/backward@0.05/seeds=0-3"
+    assert len(ids) == len(set(ids)) == 2 * (1 + 3 * 3)  # two seed groups of two
+    first = ["plain"] + [
+        f"{a}@{r}" for r in ("0.3", "0.005") for a in ("standard", "forward", "backward")
+    ]
+    expected = [f"table1/{n}/seeds={g}" for g in ("0-1", "2-3") for n in first]
+    expected += [
+        f"table1/{a}@0.05/seeds={g}"
+        for g in ("0-1", "2-3")
+        for a in ("standard", "forward", "backward")
+    ]
+    assert ids == expected  # the sub-claims' rates for all seeds before the extra rate
     assert plan(preset, "cifar10", substitute=False)[0].rates == (0.3, 0.2, 0.1, 0.05, 0.01, 0.005)
 
 
