@@ -14,17 +14,12 @@ import dropjax
 from experiments import backprojection as bp
 from experiments.catalog import experiments
 from experiments.models import MLP
-from experiments.registry import RunContext, execute
-
-PNG = b"\x89PNG\r\n\x1a\n"
+from tests.smoke import PNG, run_preset
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("backprojection") / bp.NAME
-    ctx = RunContext(name=bp.NAME, preset="smoke", out_dir=out_dir, quiet=True)
-    payload, path = execute(bp.NAME, ctx)
-    return payload, path, out_dir
+    return run_preset(tmp_path_factory.mktemp("backprojection"), bp.NAME)
 
 
 def test_smoke_writes_results_evidence_and_figures(smoke):

@@ -11,17 +11,12 @@ import scipy.special
 
 from experiments import ensemble_jensen as ens
 from experiments.catalog import experiments
-from experiments.registry import RunContext, execute
-
-PNG = b"\x89PNG\r\n\x1a\n"
+from tests.smoke import PNG, run_preset
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("ensemble_jensen") / "ensemble_jensen"
-    ctx = RunContext(name="ensemble_jensen", preset="smoke", out_dir=out_dir, quiet=True)
-    payload, path = execute("ensemble_jensen", ctx)
-    return payload, path, out_dir
+    return run_preset(tmp_path_factory.mktemp("ensemble_jensen"), "ensemble_jensen")
 
 
 def test_smoke_writes_results_evidence_and_figure(smoke):

@@ -11,17 +11,12 @@ import pytest
 
 from experiments import init_variance as init
 from experiments.catalog import experiments
-from experiments.registry import RunContext, execute
-
-PNG = b"\x89PNG\r\n\x1a\n"
+from tests.smoke import PNG, run_preset
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("init_variance") / "init_variance"
-    ctx = RunContext(name="init_variance", preset="smoke", out_dir=out_dir, quiet=True)
-    payload, path = execute("init_variance", ctx)
-    return payload, path, out_dir
+    return run_preset(tmp_path_factory.mktemp("init_variance"), "init_variance")
 
 
 def test_smoke_writes_results_evidence_and_figure(smoke):

@@ -12,17 +12,12 @@ from sklearn.linear_model import Ridge
 
 from experiments import linear_l2 as lin
 from experiments.catalog import experiments
-from experiments.registry import RunContext, execute
-
-PNG = b"\x89PNG\r\n\x1a\n"
+from tests.smoke import PNG, run_preset
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("linear_l2") / "linear_l2"
-    ctx = RunContext(name="linear_l2", preset="smoke", out_dir=out_dir, quiet=True)
-    payload, path = execute("linear_l2", ctx)
-    return payload, path, out_dir
+    return run_preset(tmp_path_factory.mktemp("linear_l2"), "linear_l2")
 
 
 def test_smoke_writes_results_evidence_and_figure(smoke):

@@ -17,17 +17,12 @@ import scipy.stats
 import dropjax
 from experiments import random_dropout_mlp as rdm
 from experiments.catalog import experiments
-from experiments.registry import RunContext, execute
-
-PNG = b"\x89PNG\r\n\x1a\n"
+from tests.smoke import PNG, run_preset
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("random_dropout_mlp") / rdm.NAME
-    ctx = RunContext(name=rdm.NAME, preset="smoke", out_dir=out_dir, quiet=True)
-    payload, path = execute(rdm.NAME, ctx)
-    return payload, path, out_dir
+    return run_preset(tmp_path_factory.mktemp("random_dropout_mlp"), rdm.NAME)
 
 
 def test_smoke_writes_results_evidence_and_figures(smoke):

@@ -13,15 +13,12 @@ import scipy.stats
 import dropjax
 from experiments import relu_gradient as grad
 from experiments.catalog import experiments
-from experiments.registry import RunContext, execute
+from tests.smoke import PNG, run_preset
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("relu_gradient") / "relu_gradient"
-    ctx = RunContext(name="relu_gradient", preset="smoke", out_dir=out_dir, quiet=True)
-    payload, path = execute("relu_gradient", ctx)
-    return payload, path, out_dir
+    return run_preset(tmp_path_factory.mktemp("relu_gradient"), "relu_gradient")
 
 
 def test_smoke_writes_results_evidence_and_figure(smoke):
@@ -30,7 +27,7 @@ def test_smoke_writes_results_evidence_and_figure(smoke):
     results = json.loads(path.read_text())["results"]
     assert "seed 000" in results["source"] and results["claim"]
     assert results["figure"] == "smoke_relu_gradient.png"
-    assert (out_dir / results["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out_dir / results["figure"]).read_bytes()[:8] == PNG
     ev = results["evidence"]
     assert ev["coverage"] == 1.0 and ev["data"] == "real" and ev["pairs"] == 3
     cfg = results["config"]
