@@ -198,7 +198,14 @@ PRESETS = {
         4,
         (
             Part("table1", "convnet_quick", ALL_RATES, quick_protocol(9000, 4000, eval_every=500)),
-            Part("table2", "resnet20", ALL_RATES, RESNET_PAPER, PAD_CROP_FLIP, True),
+            Part(
+                "table2",
+                "resnet20",
+                ALL_RATES,
+                RESNET_PAPER,
+                augmentation=PAD_CROP_FLIP,
+                needs_accelerator=True,
+            ),
         ),
     ),
 }

@@ -57,7 +57,7 @@ def test_ablation_smoke(tmp_path, data_dir):
 def test_ablation_paper_plans_the_substitute_protocol():
     """Without CIFAR-10 the paper preset trains Table 1's full protocol on Fashion-MNIST at
     the three rates the sub-claims name (0.05 last), plain first, 2 seeds a cell."""
-    from experiments.gao_ablation import PRESETS, cells, plan
+    from experiments.gao_ablation import PAD_CROP_FLIP, PRESETS, cells, plan
 
     preset = PRESETS["paper"]
     parts = plan(preset, "fashion_mnist", substitute=True)
@@ -77,6 +77,9 @@ def test_ablation_paper_plans_the_substitute_protocol():
     ]
     assert ids == expected  # the sub-claims' rates for all seeds before the extra rate
     assert plan(preset, "cifar10", substitute=False)[0].rates == (0.3, 0.2, 0.1, 0.05, 0.01, 0.005)
+    table2 = parts[1]  # ResNet-20: augmented, full test set, never run on a CPU-only machine
+    assert table2.model == "resnet20" and table2.test_subset is None
+    assert table2.augmentation == PAD_CROP_FLIP and table2.needs_accelerator
 
 
 def test_claims_are_decided_against_the_papers_effects():
