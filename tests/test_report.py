@@ -1,6 +1,7 @@
 """REPORT.md rendering: coverage and power columns, partial grid runs, legacy verdicts."""
 
 import json
+import types
 
 import numpy as np
 import scipy.stats
@@ -104,3 +105,20 @@ def test_results_without_evidence_are_marked_legacy(tmp_path, monkeypatch):
     (tmp_path / "linear_l2" / "quick.json").write_text(json.dumps(payload))
     row = next(line for line in report.build_report(tmp_path).splitlines() if "`linear_l2`" in line)
     assert "not recorded" in row and "legacy rule" in row
+
+
+def test_an_undecided_partial_grid_gives_way_to_a_finished_smaller_preset(tmp_path, monkeypatch):
+    hooks = types.SimpleNamespace(render=None, partial=lambda payload: {"verdict": "not tested"})
+    monkeypatch.setattr(report, "experiments", lambda: {"linear_l2": hooks})
+    folder = tmp_path / "linear_l2"
+    folder.mkdir()
+    cell = {"params": {"seeds": [0]}, "environment": {}, "wall_s": 1.0}
+    partial = {"preset": "paper", "status": "partial", "cells_done": 1, "cells_total": 9}
+    partial["grid"] = {"cells": {"a": cell}}
+    (folder / "paper.json").write_text(json.dumps(partial))
+    quick = {"preset": "quick", "environment": {}, "results": {"verdict": "reproduced"}}
+    (folder / "quick.json").write_text(json.dumps(quick))
+    assert report.load_results(tmp_path, "linear_l2")["preset"] == "quick"
+    partial["grid"]["cells"] = {}  # and with no finished cell at all
+    (folder / "paper.json").write_text(json.dumps(partial))
+    assert report.load_results(tmp_path, "linear_l2")["preset"] == "quick"
