@@ -11,3 +11,6 @@ os.environ.setdefault("DROPJAX_RUNS", tempfile.mkdtemp(prefix="dropjax-test-runs
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# Fixtures shared by the experiments' tests (data_dir).
+pytest_plugins = ["tests.smoke"]

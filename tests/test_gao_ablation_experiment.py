@@ -3,36 +3,18 @@ not-run path when the data are missing."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from experiments import registry
-from experiments.registry import RunContext
+from tests.smoke import run_checked
 
 VERDICTS = {"reproduced", "not reproduced", "inconclusive", "not tested"}
-
-
-def _execute(name: str, tmp_path, preset: str = "smoke"):
-    ctx = RunContext(name=name, preset=preset, out_dir=tmp_path / "out" / name, quiet=True)
-    payload, path = registry.execute(name, ctx)
-    assert path == tmp_path / "out" / name / f"{preset}.json"
-    assert json.loads(path.read_text())["results"]["verdict"] == payload["results"]["verdict"]
-    return payload["results"], ctx.out_dir
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DROPJAX_DATA", str(tmp_path / "data"))
-    for var in ("DROPJAX_CIFAR10_DIR", "DROPJAX_CIFAR100_DIR", "DROPJAX_SVHN_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "data"
 
 
 def test_ablation_smoke(tmp_path, data_dir):
     from experiments.gao_ablation import PAPER, render
 
-    results, out = _execute("gao_ablation", tmp_path)
+    payload, out = run_checked(tmp_path, "gao_ablation")
+    results = payload["results"]
     assert results["seeds"] == [0, 1] and results["data"]["name"] == "digits"
     part = results["parts"]["table1"]
     assert part["rates"] == [0.3, 0.005]

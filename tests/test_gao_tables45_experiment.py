@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import jax
 import pytest
 
 from experiments import gao_tables45 as t45
-from experiments import registry
-from experiments.registry import RunContext
-
-
-def _execute(tmp_path, preset: str = "smoke"):
-    ctx = RunContext(name=t45.NAME, preset=preset, out_dir=tmp_path / "out" / t45.NAME, quiet=True)
-    payload, path = registry.execute(t45.NAME, ctx)
-    assert path == tmp_path / "out" / t45.NAME / f"{preset}.json"
-    assert json.loads(path.read_text())["results"]["verdict"] == payload["results"]["verdict"]
-    return payload, ctx.out_dir
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DROPJAX_DATA", str(tmp_path / "data"))
-    for var in ("DROPJAX_CIFAR10_DIR", "DROPJAX_CIFAR100_DIR", "DROPJAX_SVHN_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "data"
+from tests.smoke import run_checked
 
 
 def _only(available: set[str], monkeypatch) -> None:
@@ -40,7 +21,7 @@ def _only(available: set[str], monkeypatch) -> None:
 
 
 def test_smoke_runs_both_tables_as_cells(tmp_path, data_dir):
-    payload, out = _execute(tmp_path)
+    payload, out = run_checked(tmp_path, t45.NAME)
     results = payload["results"]
     table4, table5 = results["cells"]["table4_synthetic"], results["cells"]["table5_synthetic"]
     assert table4["status"] == table5["status"] == "run"
@@ -66,7 +47,7 @@ def test_smoke_runs_both_tables_as_cells(tmp_path, data_dir):
 
 def test_not_run_without_any_data(tmp_path, data_dir, monkeypatch):
     _only(set(), monkeypatch)
-    payload, out = _execute(tmp_path, preset="quick")
+    payload, out = run_checked(tmp_path, t45.NAME, "quick")
     results = payload["results"]
     assert results["not_run"] is True and results["verdict"] == "not run"
     for dataset in ("svhn", "cifar10", "cifar100", "mnist", "fashion_mnist"):
