@@ -331,9 +331,30 @@ def grid_for(ctx: RunContext, config: Any) -> Grid:
     return grid
 
 
-def run_grid(ctx: RunContext, config: Any, cells: list[Cell], measure) -> dict[str, dict]:
-    """Runs ``cells`` in run ``ctx``'s grid; returns ``{cell id: {"params", "result"}}``."""
-    done = grid_for(ctx, config).run(cells, measure)
+def run_grid(
+    ctx: RunContext,
+    config: Any,
+    cells: list[Cell],
+    measure,
+    on_stop: Callable[[dict[str, dict]], None] | None = None,
+) -> dict[str, dict]:
+    """Runs ``cells`` in run ``ctx``'s grid; returns ``{cell id: {"params", "result"}}``.
+
+    ``on_stop(records)``, if given, is called with the finished cells' records (same form)
+    when the run stops before the grid is complete (budget spent, or ``--cells`` left the
+    rest to other processes), before :class:`BudgetExhausted` propagates: what an
+    experiment uses to draw its figures from the cells in so far.
+    """
+    grid = grid_for(ctx, config)
+    try:
+        done = grid.run(cells, measure)
+    except BudgetExhausted:
+        if on_stop is not None:
+            finished = {c.id: grid.done[c.id] for c in cells if c.id in grid.done}
+            on_stop(
+                {i: {"params": r["params"], "result": r["result"]} for i, r in finished.items()}
+            )
+        raise
     return {c.id: {"params": c.params, "result": done[c.id]} for c in cells}
 
 

@@ -321,10 +321,18 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "model": "LeNet",
     }
     grid_cells = cells(preset, seeds)
-    records = run_grid(ctx, config, grid_cells, measure(preset, data, ctx.quiet))
-    results = _results(preset, data.describe(), records, seeds, len(grid_cells))
-    results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "accuracy_loss")
-    return results
+
+    def summarise_and_draw(records) -> dict[str, Any]:
+        results = _results(preset, data.describe(), records, seeds, len(grid_cells))
+        results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "accuracy_loss")
+        return results
+
+    # A stopped run still draws the figure of its finished cells: Fig. 3 needs only the
+    # primary arms, which come first in the grid.
+    run_cell = measure(preset, data, ctx.quiet)
+    return summarise_and_draw(
+        run_grid(ctx, config, grid_cells, run_cell, on_stop=summarise_and_draw)
+    )
 
 
 def _results(preset, data: dict, records, seeds, total: int) -> dict[str, Any]:
@@ -365,4 +373,8 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     # in, the verdict is final, whatever the secondary (elementwise) arm's cells.
     planned = cells(preset, [seeds[0] + r for r in range(preset.replicas)])
     results["interim"] = any(c.id not in records for c in planned if c.params["arm"] in PRIMARY)
+    # The figure a stopped run drew from its finished cells, if it sits next to the file.
+    figure = plots.figure_name(payload["preset"], "accuracy_loss")
+    if "_path" in payload and (Path(payload["_path"]).parent / figure).exists():
+        results["figure"] = figure
     return results
