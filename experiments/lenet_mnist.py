@@ -204,11 +204,13 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rates = [r for r in results["config"]["rates"] if f"{r:g}" in results["arms"]["standard"]]
+    rates = sorted(r for r in results["config"]["rates"] if f"{r:g}" in results["arms"]["standard"])
     if not rates:
         return
     width = max(5.0, 4.0 * len(rates))
     fig, axes = plt.subplots(2, len(rates), figsize=(width, 6.4), squeeze=False)
+    colors = {arm: f"C{i}" for i, arm in enumerate(results["config"]["arms"])}
+    markers = {"standard": "o", "augmented": "x"}
     for col, rate in enumerate(rates):
         for arm in results["config"]["arms"]:
             entry = results["arms"][arm].get(f"{rate:g}")
@@ -226,13 +228,23 @@ def _plot(results: dict[str, Any], path: Path) -> None:
                 values = np.array([c[metric] for c in curves])
                 mean, std = values.mean(1), values.std(1)
                 label = arm if metric != "train_loss" else f"{arm} (train)"
-                axes[row][col].plot(steps, mean, style, label=label, marker="o", markersize=2)
-                axes[row][col].fill_between(steps, mean - std, mean + std, alpha=0.15)
+                ax, color = axes[row][col], colors[arm]
+                ax.plot(
+                    steps,
+                    mean,
+                    style,
+                    label=label,
+                    color=color,
+                    markersize=3,
+                    marker=markers.get(arm, "."),
+                )
+                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15)
         axes[0][col].set_title(f"forward rate {rate:g}: test accuracy")
         axes[1][col].set_title(f"rate {rate:g}: loss (Gao et al. Fig. 3)")
         axes[1][col].set_yscale("log")
         for ax in axes[:, col]:
-            ax.set_xlabel("iteration")
+            ax.set_xlabel("iteration (thousands)")
+            ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
     axes[1][0].legend(fontsize="small")
