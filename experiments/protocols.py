@@ -6,13 +6,46 @@ from typing import Any
 
 from experiments.train import TrainConfig, step_sgd
 
-__all__ = ["RESNET_PAPER", "describe_train", "quick_protocol"]
+__all__ = ["RESNET_PAPER", "describe_train", "epochs_protocol", "quick_protocol"]
 
 
 def quick_protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
     """Table 1's ConvNet-Quick protocol with ``iterations`` steps and one lr step."""
     base = {"batch_size": 100, "eval_every": 1000, "weight_decay": 0.004, "learning_rate": 0.001}
     return step_sgd(iterations, boundary, **{**base, **kw})
+
+
+def epochs_protocol(
+    epochs: int,
+    num_train: int,
+    batch_size: int,
+    learning_rate: float,
+    momentum: float,
+    *,
+    evals_per_epoch: int = 1,
+    epochs_per_eval: int = 1,
+) -> TrainConfig:
+    """Constant-rate SGD with momentum for ``epochs`` passes over ``num_train`` examples
+    (the MLP protocols of Bouthillier et al.). The test set is evaluated every
+    ``max(1, steps_per_epoch // evals_per_epoch) * epochs_per_eval`` steps.
+
+    Examples:
+      >>> from experiments.protocols import epochs_protocol
+      >>> cfg = epochs_protocol(40, 2000, 100, 0.05, 0.9, epochs_per_eval=4)
+      >>> cfg.iterations, cfg.eval_every
+      (800, 80)
+      >>> epochs_protocol(2, 2000, 100, 0.05, 0.9, evals_per_epoch=3).eval_every
+      6
+    """
+    steps_per_epoch = num_train // batch_size
+    return TrainConfig(
+        iterations=epochs * steps_per_epoch,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        eval_every=max(1, steps_per_epoch // evals_per_epoch) * epochs_per_eval,
+        eval_batch_size=2000,
+    )
 
 
 RESNET_PAPER = TrainConfig(

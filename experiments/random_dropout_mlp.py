@@ -68,6 +68,7 @@ import scipy.stats
 import dropjax
 from experiments import plots, recipes, stats, tolerance
 from experiments.models import MLP, DropoutConfig
+from experiments.protocols import epochs_protocol
 from experiments.registry import RunContext, register
 from experiments.train import TrainConfig, train
 
@@ -190,14 +191,13 @@ def _model(preset: Preset, kind: str, rin: float, rhid: float) -> MLP:
 
 
 def _config(preset: Preset, num_train: int) -> TrainConfig:
-    spe = num_train // preset.batch_size
-    return TrainConfig(
-        iterations=preset.epochs * spe,
-        batch_size=preset.batch_size,
-        learning_rate=preset.learning_rate,
-        momentum=preset.momentum,
-        eval_every=max(1, spe // preset.eval_per_epoch),
-        eval_batch_size=2000,
+    return epochs_protocol(
+        preset.epochs,
+        num_train,
+        preset.batch_size,
+        preset.learning_rate,
+        preset.momentum,
+        evals_per_epoch=preset.eval_per_epoch,
     )
 
 
