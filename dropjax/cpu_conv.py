@@ -119,17 +119,27 @@ def _is_nhwc(lhs, rhs, dimension_numbers) -> bool:
     return given == canonical
 
 
-def _plain_nhwc(
-    lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation, groups, batch_groups, out_type
-) -> bool:
+# The keyword options of ``lax.conv_general_dilated`` after its four positional arguments.
+_OPTIONS = (
+    "lhs_dilation",
+    "rhs_dilation",
+    "dimension_numbers",
+    "feature_group_count",
+    "batch_group_count",
+    "precision",
+    "preferred_element_type",
+)
+
+
+def _plain_nhwc(lhs, rhs, options: dict[str, Any]) -> bool:
     """A 2-D NHWC/HWIO convolution without dilation, groups or a preferred output type."""
     return (
-        _is_nhwc(lhs, rhs, dimension_numbers)
-        and all(d == 1 for d in (lhs_dilation or (1, 1)))
-        and all(d == 1 for d in (rhs_dilation or (1, 1)))
-        and groups == 1
-        and batch_groups == 1
-        and out_type is None
+        _is_nhwc(lhs, rhs, options["dimension_numbers"])
+        and all(d == 1 for d in (options["lhs_dilation"] or (1, 1)))
+        and all(d == 1 for d in (options["rhs_dilation"] or (1, 1)))
+        and options["feature_group_count"] == 1
+        and options["batch_group_count"] == 1
+        and options["preferred_element_type"] is None
     )
 
 
@@ -160,30 +170,9 @@ def conv_general_dilated(
       >>> conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn).shape
       (2, 8, 8, 4)
     """
-    simple = jax.default_backend() == "cpu" and _plain_nhwc(
-        lhs,
-        rhs,
-        dimension_numbers,
-        lhs_dilation,
-        rhs_dilation,
-        feature_group_count,
-        batch_group_count,
-        preferred_element_type,
-    )
-    if not simple:
-        return lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation,
-            dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count,
-            batch_group_count=batch_group_count,
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-        )
+    options = {name: value for name, value in locals().items() if name in _OPTIONS}
+    if not (jax.default_backend() == "cpu" and _plain_nhwc(lhs, rhs, options)):
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **options)
     strides = tuple(int(s) for s in window_strides)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
@@ -222,30 +211,9 @@ def patch_conv(
       >>> patch_conv(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")).shape
       (2, 4, 4, 4)
     """
-    simple = all(int(s) == 1 for s in window_strides) and _plain_nhwc(
-        lhs,
-        rhs,
-        dimension_numbers,
-        lhs_dilation,
-        rhs_dilation,
-        feature_group_count,
-        batch_group_count,
-        preferred_element_type,
-    )
-    if not simple:
-        return conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation,
-            rhs_dilation,
-            dimension_numbers,
-            feature_group_count,
-            batch_group_count,
-            precision,
-            preferred_element_type,
-        )
+    options = {name: value for name, value in locals().items() if name in _OPTIONS}
+    if not (all(int(s) == 1 for s in window_strides) and _plain_nhwc(lhs, rhs, options)):
+        return conv_general_dilated(lhs, rhs, window_strides, padding, **options)
     kh, kw, cin, cout = rhs.shape
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)

@@ -70,3 +70,31 @@ def test_cpu_conv_stays_canonical_inside_scan():
 
     assert labels(cpu_conv.conv_general_dilated) == {"b01f_01io->b01f"}
     assert labels(lax.conv_general_dilated) != {"b01f_01io->b01f"}  # what the workaround avoids
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"rhs_dilation": (2, 2), "dimension_numbers": DN},
+        {"lhs_dilation": (2, 1), "dimension_numbers": DN},
+        {"feature_group_count": 2, "dimension_numbers": DN},
+        {"dimension_numbers": ("NCHW", "OIHW", "NCHW")},
+        {"dimension_numbers": DN, "window_strides": (2, 2)},  # patch_conv: stride-1 only
+    ],
+)
+@pytest.mark.parametrize("conv", [cpu_conv.conv_general_dilated, cpu_conv.patch_conv])
+def test_convolutions_it_does_not_handle_are_lax_s(conv, options):
+    """Dilation, groups, other layouts (and strides, for patch_conv) go to lax unchanged."""
+    options = dict(options)
+    strides = options.pop("window_strides", (1, 1))
+    groups = options.get("feature_group_count", 1)
+    if options["dimension_numbers"][0] == "NCHW":
+        x_shape, k_shape = (2, 4, 9, 9), (6, 4 // groups, 3, 3)
+    else:
+        x_shape, k_shape = (2, 9, 9, 4), (3, 3, 4 // groups, 6)
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    k = jax.random.normal(jax.random.key(1), k_shape)
+    pads = ((1, 1), (1, 1))
+    ours = conv(x, k, strides, pads, **options)
+    ref = lax.conv_general_dilated(x, k, strides, pads, **options)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
