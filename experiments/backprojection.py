@@ -79,6 +79,7 @@ import numpy as np
 import dropjax
 from experiments import plots, stats
 from experiments.models import DropDense
+from experiments.protocols import epochs_protocol
 from experiments.recipes import flat_images
 from experiments.registry import RunContext, register
 from experiments.train import ArrayData, TrainConfig, train
@@ -416,15 +417,14 @@ def load_data(name: str, train_size: int | None) -> ArrayData:
 
 
 def train_config(preset: Preset, num_train: int) -> TrainConfig:
-    """SGD with momentum; the test set is evaluated every few epochs."""
-    spe = num_train // preset.batch_size
-    return TrainConfig(
-        iterations=preset.epochs * spe,
-        batch_size=preset.batch_size,
-        learning_rate=preset.learning_rate,
-        momentum=preset.momentum,
-        eval_every=spe * max(1, preset.epochs // 10),
-        eval_batch_size=2000,
+    """SGD with momentum; the test set is evaluated about ten times in the run."""
+    return epochs_protocol(
+        preset.epochs,
+        num_train,
+        preset.batch_size,
+        preset.learning_rate,
+        preset.momentum,
+        epochs_per_eval=max(1, preset.epochs // 10),
     )
 
 
