@@ -418,14 +418,7 @@ def load_data(name: str, train_size: int | None) -> ArrayData:
 
 def train_config(preset: Preset, num_train: int) -> TrainConfig:
     """SGD with momentum; the test set is evaluated about ten times in the run."""
-    return epochs_protocol(
-        preset.epochs,
-        num_train,
-        preset.batch_size,
-        preset.learning_rate,
-        preset.momentum,
-        epochs_per_eval=max(1, preset.epochs // 10),
-    )
+    return epochs_protocol(preset, num_train, epochs_per_eval=max(1, preset.epochs // 10))
 
 
 def measure(preset: Preset, data: ArrayData, seeds: list[int], quiet: bool) -> dict[str, Any]:

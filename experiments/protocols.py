@@ -16,33 +16,29 @@ def quick_protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
 
 
 def epochs_protocol(
-    epochs: int,
-    num_train: int,
-    batch_size: int,
-    learning_rate: float,
-    momentum: float,
-    *,
-    evals_per_epoch: int = 1,
-    epochs_per_eval: int = 1,
+    preset: Any, num_train: int, *, evals_per_epoch: int = 1, epochs_per_eval: int = 1
 ) -> TrainConfig:
-    """Constant-rate SGD with momentum for ``epochs`` passes over ``num_train`` examples
-    (the MLP protocols of Bouthillier et al.). The test set is evaluated every
-    ``max(1, steps_per_epoch // evals_per_epoch) * epochs_per_eval`` steps.
+    """Constant-rate SGD with momentum for ``preset.epochs`` passes over ``num_train``
+    examples in batches of ``preset.batch_size`` (``preset.learning_rate``,
+    ``preset.momentum``): the MLP protocols of Bouthillier et al. The test set is evaluated
+    every ``max(1, steps_per_epoch // evals_per_epoch) * epochs_per_eval`` steps.
 
     Examples:
+      >>> from types import SimpleNamespace
       >>> from experiments.protocols import epochs_protocol
-      >>> cfg = epochs_protocol(40, 2000, 100, 0.05, 0.9, epochs_per_eval=4)
+      >>> preset = SimpleNamespace(epochs=40, batch_size=100, learning_rate=0.05, momentum=0.9)
+      >>> cfg = epochs_protocol(preset, 2000, epochs_per_eval=4)
       >>> cfg.iterations, cfg.eval_every
       (800, 80)
-      >>> epochs_protocol(2, 2000, 100, 0.05, 0.9, evals_per_epoch=3).eval_every
+      >>> epochs_protocol(preset, 2000, evals_per_epoch=3).eval_every
       6
     """
-    steps_per_epoch = num_train // batch_size
+    steps_per_epoch = num_train // preset.batch_size
     return TrainConfig(
-        iterations=epochs * steps_per_epoch,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        momentum=momentum,
+        iterations=preset.epochs * steps_per_epoch,
+        batch_size=preset.batch_size,
+        learning_rate=preset.learning_rate,
+        momentum=preset.momentum,
         eval_every=max(1, steps_per_epoch // evals_per_epoch) * epochs_per_eval,
         eval_batch_size=2000,
     )

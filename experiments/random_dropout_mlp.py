@@ -191,14 +191,7 @@ def _model(preset: Preset, kind: str, rin: float, rhid: float) -> MLP:
 
 
 def _config(preset: Preset, num_train: int) -> TrainConfig:
-    return epochs_protocol(
-        preset.epochs,
-        num_train,
-        preset.batch_size,
-        preset.learning_rate,
-        preset.momentum,
-        evals_per_epoch=preset.eval_per_epoch,
-    )
+    return epochs_protocol(preset, num_train, evals_per_epoch=preset.eval_per_epoch)
 
 
 def _errors(result_json: dict[str, Any], last: int) -> list[float]:
