@@ -8,6 +8,7 @@ table (its ``render``), the verdict, the command that regenerates it and its fig
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,18 @@ def _figures(payload: dict[str, Any], name: str) -> list[str]:
     return [f"results/{name}/{f}" for f in names]
 
 
+def _cell_commits(payload: dict[str, Any]) -> str:
+    """For a grid run whose cells ran at more than one commit: which, and how many cells
+    each (a grid resumed across sessions; each cell records its own environment)."""
+    cells = (payload.get("grid") or {}).get("cells") or {}
+    commits = collections.Counter(
+        str(c.get("environment", {}).get("git_commit"))[:7] for c in cells.values()
+    )
+    if len(commits) < 2:
+        return ""
+    return "; its cells ran at " + ", ".join(f"`{c}` ({n})" for c, n in commits.items())
+
+
 def build_report(out: Path = PUBLISHED) -> str:
     """The report's markdown, built from the results files under ``out``."""
     table = experiments()
@@ -152,7 +165,8 @@ def build_report(out: Path = PUBLISHED) -> str:
                     ]
             body += [
                 f"**Verdict: {verdict}.** Preset `{preset}` on {device}, "
-                f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`.",
+                f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`"
+                f"{_cell_commits(payload)}.",
                 "",
                 f"Regenerate: `python -m experiments {name} --preset {payload['preset']} "
                 "--out experiments/results` (rerunning resumes an unfinished grid)",

@@ -91,6 +91,17 @@ def test_a_grid_missing_only_secondary_cells_is_not_interim(tmp_path):
     row = next(ln for ln in report.build_report(tmp_path).splitlines() if "`lenet_mnist`" in ln)
     assert "paper (partial: 10/15 cells)" in row and "n=20)" in row
     assert row.rstrip().endswith(f"| **{_verdict_of(diffs)}** |"), row  # final, not interim
+    text = report.build_report(tmp_path)
+    assert "its cells ran at" not in text  # one commit: nothing to say
+
+    # A grid resumed across sessions names its commits, with the number of cells of each.
+    for i, cell in enumerate(cells.values()):
+        cell["environment"] = {
+            **cell["environment"],
+            "git_commit": "1234567aaa" if i < 3 else "89abcdefff",
+        }
+    (tmp_path / "lenet_mnist" / "paper.json").write_text(json.dumps(payload))
+    assert "its cells ran at `1234567` (3), `89abcde` (7)." in report.build_report(tmp_path)
 
 
 def test_results_without_evidence_are_marked_legacy(tmp_path, monkeypatch):
