@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         "core on disjoint patterns, same --out: finished cells are merged under a lock)",
     )
     parser.add_argument(
+        "--forget",
+        metavar="REGEX",
+        help="grid experiments: remove the finished cells whose id matches from the results "
+        "file and exit, so that the next run trains them again (e.g. after a fix)",
+    )
+    parser.add_argument(
         "--time-budget",
         type=float,
         metavar="MINUTES",
@@ -169,6 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         time_budget=args.time_budget,
         cells=args.cells,
     )
+    if args.forget is not None:
+        from experiments.cells import forget_cells
+
+        try:
+            gone = forget_cells(ctx.results_file, args.forget)
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(str(err))
+        print(f"removed {len(gone)} cells from {ctx.results_file}: {', '.join(gone) or '-'}")
+        return 0
     try:
         with _data_and_curves(args, args.name):
             payload, path = execute(args.name, ctx)

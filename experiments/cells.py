@@ -300,6 +300,45 @@ class Grid:
         return {c.id: self.done[c.id]["result"] for c in cells}
 
 
+def forget_cells(results_file: Path, pattern: str) -> list[str]:
+    """Removes the finished cells whose id matches ``pattern`` from a grid's results file,
+    so that the next run of the same command trains them again (e.g. after a fix to the
+    code they ran at); returns their ids. The file becomes ``partial``; the write takes
+    the grid's lock, so processes running other cells of the grid keep theirs.
+
+    Raises:
+      FileNotFoundError: there is no such results file.
+      ValueError: the file holds no grid.
+    """
+    results_file = Path(results_file)
+    if not results_file.exists():
+        raise FileNotFoundError(f"no results file {results_file}; check --out and --preset")
+    lock = results_file.with_name(f".{results_file.name}.lock")
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        payload = json.loads(results_file.read_text())
+        grid = payload.get("grid")
+        if grid is None:
+            raise ValueError(f"{results_file} holds no grid of cells: rerun it instead")
+        cells = grid.get("cells", {})
+        total = payload.get("cells_total") or (payload.get("results") or {}).get("cells_total")
+        gone = [cell_id for cell_id in cells if re.search(pattern, cell_id)]
+        if gone:
+            kept = {k: v for k, v in cells.items() if k not in gone}
+            write_json_atomic(
+                results_file,
+                {
+                    "experiment": payload.get("experiment"),
+                    "preset": payload.get("preset"),
+                    "status": "partial",
+                    "cells_done": len(kept),
+                    "cells_total": total or len(cells),
+                    "grid": {**grid, "cells": kept},
+                },
+            )
+    return gone
+
+
 def _hms(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)

@@ -456,6 +456,28 @@ def test_interrupted_grid_resumes_to_the_same_numbers(tmp_path, monkeypatch, cap
     )
     assert resumed["results"]["pooled"] == whole["results"]["pooled"]
 
+    # --forget removes finished cells (and only those); the next run trains them again,
+    # to the same numbers.
+    capsys.readouterr()
+    assert main([*args, "--out", str(out), "--forget", "arm=standard/"]) == 0
+    assert "removed 1 cells" in capsys.readouterr().out
+    forgot = json.loads((out / "lenet_mnist" / "smoke.json").read_text())
+    assert forgot["status"] == "partial" and forgot["cells_done"] == 2
+    assert (
+        forgot["cells_total"] == 3
+        and "rate=0.5/arm=standard/seeds=0-1" not in forgot["grid"]["cells"]
+    )
+    assert main([*args, "--out", str(out)]) == 0
+    again = json.loads((out / "lenet_mnist" / "smoke.json").read_text())
+    assert again["status"] == "complete"
+    assert (
+        again["grid"]["cells"]["rate=0.5/arm=standard/seeds=0-1"]["result"]["final"]
+        == (whole["grid"]["cells"]["rate=0.5/arm=standard/seeds=0-1"]["result"]["final"])
+    )
+    with pytest.raises(SystemExit):  # no such results file: a usage error that says so
+        main([*args, "--out", str(tmp_path / "none"), "--forget", "x"])
+    assert "no results file" in capsys.readouterr().err
+
 
 def test_a_grid_refuses_cells_of_another_configuration(tmp_path):
     from experiments.cells import Cell, Grid
