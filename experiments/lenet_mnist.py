@@ -279,7 +279,7 @@ def render(results: dict[str, Any]) -> str:
     header += "".join(f"| ours {a} | Δ {a} − std | verdict " for a in extra) + "|"
     rows = [header, "|---" * (7 + 3 * len(extra)) + "|"]
     s, comp = results["summary"], results["comparisons"]
-    for rate in cfg["rates"]:
+    for rate in sorted(cfg["rates"]):
         key = f"{rate:g}"
         paper = [PAPER_TABLE3[arm].get(rate) for arm in ("standard", "augmented")]
         paper_txt = [f"{p:.4f}" if p is not None else "–" for p in paper]
