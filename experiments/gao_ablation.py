@@ -394,7 +394,7 @@ def render(results: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         plain = fmt(part["summary"]["plain"]) if part["summary"]["plain"] else "–"
-        for rate in part["rates"]:
+        for rate in sorted(part["rates"], reverse=True):  # as the paper's columns
             k = f"{rate:g}"
             cells = [f"{paper['plain']:.4f}", plain]
             for arm in DROPOUT_ARMS:
