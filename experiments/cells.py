@@ -206,21 +206,9 @@ class Grid:
         if not self.write:
             return
         self.results_file.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.results_file.with_name(f".{self.results_file.name}.lock")
-        with open(lock, "w") as handle:  # other processes may run other cells of this grid
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with _locked(self.results_file):  # other processes may run other cells of this grid
             self.done = {**self._on_disk(), **self.done}
-            write_json_atomic(
-                self.results_file,
-                {
-                    "experiment": self.name,
-                    "preset": self.preset,
-                    "status": "partial",
-                    "cells_done": len(self.done),
-                    "cells_total": total,
-                    "grid": self.as_json(),
-                },
-            )
+            _write_partial(self.results_file, self.name, self.preset, total, self.as_json())
 
     def as_json(self) -> dict[str, Any]:
         """The finished cells and the fingerprint, as stored in the results file."""
@@ -313,9 +301,7 @@ def forget_cells(results_file: Path, pattern: str) -> list[str]:
     results_file = Path(results_file)
     if not results_file.exists():
         raise FileNotFoundError(f"no results file {results_file}; check --out and --preset")
-    lock = results_file.with_name(f".{results_file.name}.lock")
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with _locked(results_file):
         payload = json.loads(results_file.read_text())
         grid = payload.get("grid")
         if grid is None:
@@ -325,18 +311,37 @@ def forget_cells(results_file: Path, pattern: str) -> list[str]:
         gone = [cell_id for cell_id in cells if re.search(pattern, cell_id)]
         if gone:
             kept = {k: v for k, v in cells.items() if k not in gone}
-            write_json_atomic(
+            _write_partial(
                 results_file,
-                {
-                    "experiment": payload.get("experiment"),
-                    "preset": payload.get("preset"),
-                    "status": "partial",
-                    "cells_done": len(kept),
-                    "cells_total": total or len(cells),
-                    "grid": {**grid, "cells": kept},
-                },
+                payload.get("experiment"),
+                payload.get("preset"),
+                total or len(cells),
+                {**grid, "cells": kept},
             )
     return gone
+
+
+@contextlib.contextmanager
+def _locked(results_file: Path):
+    """Holds the grid's lock file beside ``results_file`` (every writer of it takes this)."""
+    with open(results_file.with_name(f".{results_file.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _write_partial(results_file: Path, name, preset, total: int, grid: dict[str, Any]) -> None:
+    """Writes an unfinished grid's results file: its finished cells, ``status: partial``."""
+    write_json_atomic(
+        results_file,
+        {
+            "experiment": name,
+            "preset": preset,
+            "status": "partial",
+            "cells_done": len(grid["cells"]),
+            "cells_total": total,
+            "grid": grid,
+        },
+    )
 
 
 def _hms(seconds: float) -> str:
@@ -389,9 +394,9 @@ def run_grid(
         done = grid.run(cells, measure)
     except BudgetExhausted:
         if on_stop is not None:
-            finished = {c.id: grid.done[c.id] for c in cells if c.id in grid.done}
+            done = {c.id: grid.done[c.id]["result"] for c in cells if c.id in grid.done}
             on_stop(
-                {i: {"params": r["params"], "result": r["result"]} for i, r in finished.items()}
+                {c.id: {"params": c.params, "result": done[c.id]} for c in cells if c.id in done}
             )
         raise
     return {c.id: {"params": c.params, "result": done[c.id]} for c in cells}
