@@ -17,8 +17,11 @@ layers), with SGD momentum 0.9 and weight decay, it times one training step:
 Both sides run in the same process, alternately, so that a busy machine slows both alike;
 the figure is the minimum over repeats, in milliseconds per step and per replica. Compare
 at the same thread count: pass ``--threads 1`` with XLA's single-thread flags (above), or
-``--threads 2`` without them. Results go to ``benchmarks/results/torch_vs_harness_<device>``
-``.{json,md}`` (atomically).
+``--threads 2`` without them, or split the batch over two host devices of one thread each
+(``--xla_force_host_platform_device_count=2`` with the single-thread flags: the harness's
+data-parallel mesh, faster than Eigen's two threads for ConvNet-Quick). Results go to
+``benchmarks/results/torch_vs_harness_<device>_<threads>t[_<n>devices].{json,md}``
+(atomically).
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--conditions", default="", help="what else ran, for the results file")
     args = parser.parse_args(argv)
     import torch
 
@@ -186,6 +190,7 @@ def main(argv=None) -> None:
         "torch": torch.__version__,
         "jax": jax.__version__,
         "steps": args.steps,
+        "conditions": args.conditions,
         "repeats": args.repeats,
         "command": (
             f'XLA_FLAGS="{os.environ["XLA_FLAGS"]}" ' if os.environ.get("XLA_FLAGS") else ""
@@ -193,7 +198,8 @@ def main(argv=None) -> None:
         + "python -m benchmarks.torch_vs_harness "
         + " ".join(argv or []),
     }
-    stem = RESULTS / f"torch_vs_harness_{device}_{args.threads}t"
+    split = f"_{jax.device_count()}devices" if jax.device_count() > 1 else ""
+    stem = RESULTS / f"torch_vs_harness_{device}_{args.threads}t{split}"
     write_json_atomic(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
     text = _markdown(rows, meta)
     tmp = stem.with_suffix(".md.tmp")
