@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
 
 import jax
 
-__all__ = ["device_label", "min_time", "temp_bytes"]
+__all__ = ["command_line", "device_label", "min_time", "temp_bytes"]
 
 
 def _block(out):
@@ -48,3 +49,27 @@ def device_label() -> str:
     dev = jax.devices()[0]
     kind = dev.device_kind if dev.platform != "cpu" else "cpu"
     return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
+
+
+def command_line(module: str, argv) -> str:
+    """The shell command that ran ``python -m module argv`` (with this ``XLA_FLAGS`` and CPU
+    affinity), for a results file; ``--conditions TEXT`` (a label, not a setting) is left out.
+
+    Examples:
+      >>> command_line("benchmarks.profile_step", ["--steps", "5", "--conditions", "busy"])[-36:]
+      'benchmarks.profile_step --steps 5'
+    """
+    args, skip = [], False
+    for arg in argv or []:
+        if skip:
+            skip = False
+        elif arg == "--conditions":
+            skip = True
+        elif not arg.startswith("--conditions="):
+            args.append(arg)
+    flags = os.environ.get("XLA_FLAGS")
+    pinned = ""
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < os.cpu_count():
+        pinned = "taskset -c " + ",".join(str(c) for c in sorted(os.sched_getaffinity(0))) + " "
+    prefix = (f'XLA_FLAGS="{flags}" ' if flags else "") + pinned
+    return prefix + " ".join(["python -m", module, *args])

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from benchmarks.common import device_label, min_time
+from benchmarks.common import command_line, device_label, min_time
 from dropjax import cpu_conv
 from experiments.registry import write_json_atomic
 
@@ -90,15 +90,12 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     rows = measure(args.channels, args.batch, args.repeats)
-    flags = os.environ.get("XLA_FLAGS")
     meta = {
         "device": device_label(),
         "jax": jax.__version__,
         "batch": args.batch,
-        "xla_flags": flags or "",
-        "command": (f'XLA_FLAGS="{flags}" ' if flags else "")
-        + "python -m benchmarks.cpu_conv_channels "
-        + " ".join(argv or []),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "command": command_line("benchmarks.cpu_conv_channels", argv),
     }
     stem = RESULTS / f"cpu_conv_channels_{meta['device']}"
     write_json_atomic(stem.with_suffix(".json"), {"meta": meta, "rows": rows})

@@ -35,6 +35,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmarks.common import command_line
 from experiments.models import ConvNetQuick, DropoutConfig, LeNet
 from experiments.registry import write_json_atomic
 from experiments.train import ArrayData, TrainConfig, Trainer
@@ -192,11 +193,7 @@ def main(argv=None) -> None:
         "steps": args.steps,
         "conditions": args.conditions,
         "repeats": args.repeats,
-        "command": (
-            f'XLA_FLAGS="{os.environ["XLA_FLAGS"]}" ' if os.environ.get("XLA_FLAGS") else ""
-        )
-        + "python -m benchmarks.torch_vs_harness "
-        + " ".join(argv or []),
+        "command": command_line("benchmarks.torch_vs_harness", argv),
     }
     split = f"_{jax.device_count()}devices" if jax.device_count() > 1 else ""
     stem = RESULTS / f"torch_vs_harness_{device}_{args.threads}t{split}"
