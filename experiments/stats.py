@@ -214,18 +214,23 @@ def decide(
     }
 
 
-def combine_decisions(decisions: list[dict]) -> dict:
+def combine_decisions(decisions: list[dict], *, every: bool = False) -> dict:
     """One verdict over several cells of a claim (each from :func:`decide`).
 
     Every cell reproduced: reproduced; any contradicted: contradicted; every cell refuted:
-    refuted; otherwise inconclusive. The headline follows the weakest evidence (the lowest
-    coverage, a substitute dataset) as in :func:`decide`; no cells: ``not tested``.
+    refuted; otherwise inconclusive. With ``every=True`` the claim asserts each of its cells
+    ("A beats B *and* C", "at every large rate"), so one refuted cell refutes it too. The
+    headline follows the weakest evidence (the lowest coverage, a substitute dataset) as in
+    :func:`decide`; no cells: ``not tested``.
 
     Examples:
       >>> from experiments.stats import combine_decisions
-      >>> cells = [{"verdict": "reproduced", "coverage": 1.0, "substitute": False}] * 2
-      >>> combine_decisions(cells)["headline"]
+      >>> rep = {"verdict": "reproduced", "coverage": 1.0, "substitute": False}
+      >>> combine_decisions([rep, rep])["headline"]
       'reproduced'
+      >>> ref = {**rep, "verdict": "refuted"}
+      >>> [combine_decisions([rep, ref], every=e)["verdict"] for e in (False, True)]
+      ['inconclusive', 'refuted']
     """
     if not decisions:
         return {"verdict": "not tested", "headline": "not tested"}
@@ -234,7 +239,7 @@ def combine_decisions(decisions: list[dict]) -> dict:
         verdict_ = "reproduced"
     elif any(v == "contradicted" for v in verdicts):
         verdict_ = "contradicted"
-    elif all(v == "refuted" for v in verdicts):
+    elif all(v == "refuted" for v in verdicts) or (every and "refuted" in verdicts):
         verdict_ = "refuted"
     else:
         verdict_ = "inconclusive"

@@ -5,9 +5,10 @@ Timings themselves are never asserted: they live in benchmarks/results.
 
 from __future__ import annotations
 
+import doctest
 import os
 
-from benchmarks import profile_step
+from benchmarks import common, profile_step
 from benchmarks.common import command_line
 
 
@@ -57,3 +58,8 @@ def test_op_layers_reads_pass_and_layer_from_the_op_name_metadata():
         "all-reduce.48": "all-reduce",
         "add_fusion": "loss, optimizer, batch",
     }
+
+
+def test_docstring_examples():
+    failures, tried = doctest.testmod(common)
+    assert tried > 0 and failures == 0

@@ -87,6 +87,12 @@ def test_claims_are_decided_against_the_papers_effects():
     # No effect at all where the paper has one: refuted (interval inside (-delta, delta)).
     flat = {**finals, "backward": {"0.3": up(0.01), "0.005": up(0.0)}}
     assert evaluate_claims(flat, (0.3, 0.005), coverage=1.0)["c"]["verdict"] == "refuted"
+    # (a) asserts both comparisons: standard no better than backward at 0.3 (paper's effect
+    # 0.009) refutes (a), although standard beats forward.
+    tie = {**finals, "backward": {"0.3": up(0.10), "0.005": up(0.02)}}
+    a = evaluate_claims(tie, (0.3, 0.005), coverage=1.0)["a"]
+    assert [c["verdict"] for c in a["cells"]] == ["reproduced", "refuted"]
+    assert a["verdict"] == "refuted"
     # The other side: contradicted.
     worse = {**finals, "backward": {"0.3": up(0.01), "0.005": up(-0.02)}}
     assert evaluate_claims(worse, (0.3, 0.005), coverage=1.0)["c"]["verdict"] == "contradicted"

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import catalog, protocols, registry
+from experiments import catalog, protocols, registry, stats
 from experiments import models as models_lib
 from experiments import train as train_lib
 from experiments.__main__ import main
@@ -404,7 +404,7 @@ def test_results_write_is_atomic(tmp_path):
     assert not fresh.exists() and os.listdir(fresh.parent) == []
 
 
-@pytest.mark.parametrize("module", [models_lib, train_lib, protocols])
+@pytest.mark.parametrize("module", [models_lib, train_lib, protocols, stats])
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0

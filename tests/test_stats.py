@@ -60,6 +60,11 @@ def test_combined_cells_take_the_weakest_evidence():
     assert stats.combine_decisions([rep, ref])["verdict"] == "inconclusive"
     assert stats.combine_decisions([ref, ref])["verdict"] == "refuted"
     assert stats.combine_decisions([rep, con])["verdict"] == "contradicted"
+    # A conjunction ("beats B and C"): one refuted cell refutes it; contradicted still wins.
+    assert stats.combine_decisions([rep, ref], every=True)["verdict"] == "refuted"
+    assert stats.combine_decisions([ref, con], every=True)["verdict"] == "contradicted"
+    inc = {**rep, "verdict": "inconclusive"}
+    assert stats.combine_decisions([rep, inc], every=True)["verdict"] == "inconclusive"
     assert stats.combine_decisions([rep, {**rep, "coverage": 0.1}])["headline"] == "indicative"
     sub = stats.combine_decisions([rep, {**rep, "substitute": True}])
     assert sub["headline"] == "reproduced (SUBSTITUTE data)"
