@@ -281,6 +281,9 @@ def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
     }
     if ctx.grids:  # the cells, each with the environment and commit it ran at
         payload["grid"] = ctx.grids[-1].as_json()
+        # The cells' training time, not this invocation's (which may only have summarised).
+        cells = payload["grid"].get("cells", {}).values()
+        payload["wall_time_s"] = round(sum(c.get("wall_s", 0.0) for c in cells), 1)
     path = results_path(ctx.out_dir.parent, name, ctx.preset)
     if payload["environment"]["process_index"] == 0:  # one writer on a multi-host run
         write_json_atomic(path, payload)
