@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dropjax
-from benchmarks.common import device_label, min_time
+from benchmarks.common import device_label, min_time, write_text_atomic
 
 HEADS, HEAD_DIM, RATE = 4, 64, 0.1
 RUN_LIMIT = 4 * 2**30  # do not run a configuration that needs more temp memory than this
@@ -233,12 +233,6 @@ def plot(payload, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.attention", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, T up to 4096")
@@ -250,7 +244,7 @@ def main(argv=None) -> None:
     if args.replot:
         stem = args.out / f"attention_{device_label()}"
         payload = json.loads(stem.with_suffix(".json").read_text())
-        _write_atomic(stem.with_suffix(".md"), markdown(payload))
+        write_text_atomic(stem.with_suffix(".md"), markdown(payload))
         plot(payload, stem.with_suffix(".png"))
         return
     start = time.time()
@@ -272,8 +266,8 @@ def main(argv=None) -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"attention_{payload['device']}"
-    _write_atomic(stem.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
-    _write_atomic(stem.with_suffix(".md"), markdown(payload))
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), markdown(payload))
     plot(payload, stem.with_suffix(".png"))
     print(markdown(payload))
 

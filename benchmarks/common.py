@@ -6,10 +6,11 @@ import os
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 
-__all__ = ["command_line", "device_label", "min_time", "temp_bytes"]
+__all__ = ["command_line", "device_label", "min_time", "temp_bytes", "write_text_atomic"]
 
 
 def _block(out):
@@ -74,3 +75,10 @@ def command_line(module: str, argv) -> str:
         pinned = "taskset -c " + ",".join(str(c) for c in sorted(os.sched_getaffinity(0))) + " "
     prefix = (f'XLA_FLAGS="{flags}" ' if flags else "") + pinned
     return prefix + " ".join(["python -m", module, *args])
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file, so no reader sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

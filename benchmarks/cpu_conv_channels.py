@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from benchmarks.common import command_line, device_label, min_time
+from benchmarks.common import command_line, device_label, min_time, write_text_atomic
 from dropjax import cpu_conv
 from experiments.registry import write_json_atomic
 
@@ -99,9 +99,7 @@ def main(argv=None) -> None:
     }
     stem = RESULTS / f"cpu_conv_channels_{meta['device']}"
     write_json_atomic(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
-    tmp = stem.with_suffix(".md.tmp")
-    tmp.write_text(_markdown(rows, meta))
-    os.replace(tmp, stem.with_suffix(".md"))
+    write_text_atomic(stem.with_suffix(".md"), _markdown(rows, meta))
     print(_markdown(rows, meta))
 
 

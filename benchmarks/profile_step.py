@@ -22,7 +22,6 @@ import argparse
 import collections
 import gzip
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import command_line, device_label
+from benchmarks.common import command_line, device_label, write_text_atomic
 from experiments.models import ConvNetQuick, DropoutConfig, LeNet
 from experiments.train import ArrayData, TrainConfig, Trainer
 
@@ -153,9 +152,7 @@ def main(argv=None) -> None:
     }
     stem = RESULTS / f"profile_{args.model}_{meta['device']}_{result['devices']}devices"
     text = _markdown(result, meta)
-    tmp = stem.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, stem.with_suffix(".md"))
+    write_text_atomic(stem.with_suffix(".md"), text)
     print(text)
 
 

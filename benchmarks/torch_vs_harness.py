@@ -35,7 +35,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import command_line
+from benchmarks.common import command_line, write_text_atomic
 from experiments.models import ConvNetQuick, DropoutConfig, LeNet
 from experiments.registry import write_json_atomic
 from experiments.train import ArrayData, TrainConfig, Trainer
@@ -199,9 +199,7 @@ def main(argv=None) -> None:
     stem = RESULTS / f"torch_vs_harness_{device}_{args.threads}t{split}"
     write_json_atomic(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
     text = _markdown(rows, meta)
-    tmp = stem.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, stem.with_suffix(".md"))
+    write_text_atomic(stem.with_suffix(".md"), text)
     print(text)
 
 

@@ -63,3 +63,11 @@ def test_op_layers_reads_pass_and_layer_from_the_op_name_metadata():
 def test_docstring_examples():
     failures, tried = doctest.testmod(common)
     assert tried > 0 and failures == 0
+
+
+def test_write_text_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "table.md"
+    path.write_text("old\n")
+    common.write_text_atomic(path, "new\n")
+    assert path.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
