@@ -12,8 +12,10 @@ XLA operation that ran on each device's thread and attributes it to a layer and 
 through the compiled HLO's ``op_name`` metadata: ``fwd conv1`` is the forward convolution
 of ``conv1`` and its fused neighbours, ``bwd conv1`` its gradient, ``all-reduce`` the
 gradient sum across devices (when the batch is split over several), including the wait for
-the slowest device. The table is in milliseconds per step and per device; it goes to
-``benchmarks/results/profile_<model>_<device>_<n>devices.md``.
+the slowest device. The table is in milliseconds per step and per device, or per thread
+when one device runs on XLA's thread pool (without the single-thread flags, independent
+operations run concurrently on the pool's threads, each on one thread); it goes to
+``benchmarks/results/profile_<model>_<device>_<n>devices_<1thread|pool>.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import collections
 import gzip
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -116,7 +119,9 @@ def _markdown(result: dict, meta: dict) -> str:
         key=lambda k: -max(d.get(k, 0.0) for d in result["ms_per_step"]),
     )
     n = len(result["ms_per_step"])
-    head = " | ".join(f"device {i}" for i in range(n))
+    # With XLA's thread pool one device's operations run on several threads.
+    unit = "device" if n == result["devices"] else "thread"
+    head = " | ".join(f"{unit} {i}" for i in range(n))
     lines = [
         f"## Harness step of {result['model']} by layer, {meta['device']}, "
         f"{result['devices']} device(s)",
@@ -150,7 +155,8 @@ def main(argv=None) -> None:
         "conditions": args.conditions,
         "command": command_line("benchmarks.profile_step", argv),
     }
-    stem = RESULTS / f"profile_{args.model}_{meta['device']}_{result['devices']}devices"
+    threads = "1thread" if "multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "") else "pool"
+    stem = RESULTS / f"profile_{args.model}_{meta['device']}_{result['devices']}devices_{threads}"
     text = _markdown(result, meta)
     write_text_atomic(stem.with_suffix(".md"), text)
     print(text)
