@@ -390,16 +390,19 @@ def run_grid(
     experiment uses to draw its figures from the cells in so far.
     """
     grid = grid_for(ctx, config)
+
+    def records(results: dict[str, Any]) -> dict[str, dict]:
+        return {
+            c.id: {"params": c.params, "result": results[c.id]} for c in cells if c.id in results
+        }
+
     try:
         done = grid.run(cells, measure)
     except BudgetExhausted:
         if on_stop is not None:
-            done = {c.id: grid.done[c.id]["result"] for c in cells if c.id in grid.done}
-            on_stop(
-                {c.id: {"params": c.params, "result": done[c.id]} for c in cells if c.id in done}
-            )
+            on_stop(records({cell_id: cell["result"] for cell_id, cell in grid.done.items()}))
         raise
-    return {c.id: {"params": c.params, "result": done[c.id]} for c in cells}
+    return records(done)
 
 
 def finished_cells(payload: dict[str, Any], presets: dict[str, Any]) -> tuple | None:
