@@ -261,6 +261,11 @@ def environment() -> dict[str, Any]:
     }
 
 
+def cells_wall_time(cells) -> float:
+    """A grid's training time in seconds: the sum of its finished cells' ``wall_s``."""
+    return round(sum(cell["wall_s"] for cell in cells), 1)
+
+
 def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
     """Runs experiment ``name`` and writes its results file; returns (payload, path)."""
     experiment = lookup(name)
@@ -282,8 +287,7 @@ def execute(name: str, ctx: RunContext) -> tuple[dict[str, Any], Path]:
     if ctx.grids:  # the cells, each with the environment and commit it ran at
         payload["grid"] = ctx.grids[-1].as_json()
         # The cells' training time, not this invocation's (which may only have summarised).
-        cells = payload["grid"].get("cells", {}).values()
-        payload["wall_time_s"] = round(sum(c.get("wall_s", 0.0) for c in cells), 1)
+        payload["wall_time_s"] = cells_wall_time(payload["grid"]["cells"].values())
     path = results_path(ctx.out_dir.parent, name, ctx.preset)
     if payload["environment"]["process_index"] == 0:  # one writer on a multi-host run
         write_json_atomic(path, payload)

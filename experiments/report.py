@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.catalog import CLAIMS, experiments
-from experiments.registry import PUBLISHED
+from experiments.registry import PUBLISHED, cells_wall_time
 
 __all__ = ["CLAIMS", "build_report", "load_results"]
 
@@ -45,7 +45,7 @@ def load_results(out: Path, name: str) -> dict[str, Any] | None:
             payload["partial"] = f"{payload['cells_done']}/{payload['cells_total']} cells"
             cells = list(payload["grid"]["cells"].values())
             payload["environment"] = cells[-1]["environment"]
-            payload["wall_time_s"] = round(sum(c["wall_s"] for c in cells), 1)
+            payload["wall_time_s"] = cells_wall_time(cells)
         return payload
     return None
 
