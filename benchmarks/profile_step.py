@@ -30,17 +30,11 @@ import tempfile
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from benchmarks.common import command_line, device_label, write_text_atomic
-from experiments.models import ConvNetQuick, DropoutConfig, LeNet
-from experiments.train import ArrayData, TrainConfig, Trainer
+from benchmarks.torch_vs_harness import JAX_NETS, synthetic_trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODELS = {
-    "lenet": (LeNet, (28, 28, 1), "LeNet"),
-    "convnet_quick": (ConvNetQuick, (32, 32, 3), "ConvNetQuick"),
-}
 
 
 def _op_layers(hlo_text: str, model_name: str) -> dict[str, str]:
@@ -68,20 +62,12 @@ def _op_layers(hlo_text: str, model_name: str) -> dict[str, str]:
 
 
 def profile(model_name: str, steps: int) -> dict:
-    cls, shape, hlo_name = MODELS[model_name]
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((1000, *shape), dtype=np.float32)
-    labels = rng.integers(0, 10, 1000).astype(np.int32)
-    data = ArrayData(images, labels, images[:100], labels[:100], "synthetic")
-    cfg = TrainConfig(
-        iterations=steps, batch_size=100, learning_rate=0.01, momentum=0.9,
-        weight_decay=5e-4, eval_every=steps,
-    )  # fmt: skip
-    trainer = Trainer(cls(dropout=DropoutConfig("standard", 0.5)), data, cfg)
+    model, shape = JAX_NETS[model_name]
+    trainer = synthetic_trainer(model, shape, steps)
     state = trainer.init([0])
     for _ in range(2):
         jax.block_until_ready(trainer.segment(state, 0, [0], steps))
-    layers = _op_layers(trainer._executables[("segment", steps, 1)].as_text(), hlo_name)
+    layers = _op_layers(trainer._executables[("segment", steps, 1)].as_text(), type(model).__name__)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             jax.block_until_ready(trainer.segment(state, 0, [0], steps))
@@ -144,7 +130,7 @@ def _markdown(result: dict, meta: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="convnet_quick")
+    parser.add_argument("--model", choices=sorted(JAX_NETS), default="convnet_quick")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--conditions", default="", help="what else ran, for the results file")
     args = parser.parse_args(argv)

@@ -99,7 +99,16 @@ def _torch_timer(torch, build, shape, replicas: int, steps: int):
     return run
 
 
-def _harness_timer(model, shape, replicas: int, steps: int):
+# The harness's models as benchmarked here: standard dropout 0.5, NHWC input shape.
+JAX_NETS = {
+    "lenet": (LeNet(dropout=DropoutConfig("standard", 0.5)), (28, 28, 1)),
+    "convnet_quick": (ConvNetQuick(dropout=DropoutConfig("standard", 0.5)), (32, 32, 3)),
+}
+
+
+def synthetic_trainer(model, shape, steps: int) -> Trainer:
+    """A harness :class:`Trainer` on 10 batches of Gaussian images of ``shape``, with the
+    benchmark's SGD (lr 0.01, momentum 0.9, weight decay 5e-4, batch 100)."""
     rng = np.random.default_rng(0)
     n = 10 * BATCH
     images = rng.standard_normal((n, *shape), dtype=np.float32)
@@ -109,7 +118,11 @@ def _harness_timer(model, shape, replicas: int, steps: int):
         iterations=steps, batch_size=BATCH, learning_rate=0.01, momentum=0.9,
         weight_decay=5e-4, eval_every=steps,
     )  # fmt: skip
-    trainer = Trainer(model, data, cfg)
+    return Trainer(model, data, cfg)
+
+
+def _harness_timer(model, shape, replicas: int, steps: int):
+    trainer = synthetic_trainer(model, shape, steps)
     seeds = list(range(replicas))
     state = trainer.init(seeds)
     return lambda: jax.block_until_ready(trainer.segment(state, 0, seeds, steps))
@@ -120,15 +133,11 @@ def measure(threads: int, steps: int, repeats: int, replica_counts) -> list[dict
 
     torch.set_num_threads(threads)
     torch_nets = _torch_models(torch)
-    jax_nets = {
-        "lenet": (LeNet(dropout=DropoutConfig("standard", 0.5)), (28, 28, 1)),
-        "convnet_quick": (ConvNetQuick(dropout=DropoutConfig("standard", 0.5)), (32, 32, 3)),
-    }
     rows = []
     for name in ("lenet", "convnet_quick"):
         for replicas in replica_counts:
             t_run = _torch_timer(torch, *torch_nets[name], replicas, steps)
-            h_run = _harness_timer(*jax_nets[name], replicas, steps)
+            h_run = _harness_timer(*JAX_NETS[name], replicas, steps)
             t_run(), h_run()  # warm-up, compile
             best = {"torch": float("inf"), "harness": float("inf")}
             for _ in range(repeats):  # alternate, so a busy machine slows both alike
