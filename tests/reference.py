@@ -67,3 +67,35 @@ def nested_keep_ref(key, shape, rate, extra_rate, broadcast_dims=()):
     if rate >= 1.0 or extra_rate >= 1.0:
         keep[...] = False
     return np.broadcast_to(keep, shape)
+
+
+# ------------------------------------------------------------ float32 rounding bounds
+F32_UNIT_ROUNDOFF = 2.0**-24
+"""u for float32 round-to-nearest: every operation is exact times (1 + e), |e| <= u."""
+
+
+def gamma(n):
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of n float32 roundings."""
+    nu = n * F32_UNIT_ROUNDOFF
+    return nu / (1.0 - nu)
+
+
+def assert_sum_close(actual, expected, magnitude, n, *, what=""):
+    """Two float32 evaluations of one exact sum of products agree within twice its bound.
+
+    A sum of ``n`` products, accumulated in any order (a loop, a vmapped batch, a blocked
+    matmul, another instruction set), is within ``gamma(n) * sum |terms|`` of the exact value
+    (Higham 2002, Sec. 3.1), so two evaluations differ by at most twice that. ``magnitude`` is
+    ``sum |terms|`` elementwise (e.g. ``|x| @ |w|``), computed by the test in float64. Bit
+    equality is the wrong test across programs that batch or order a reduction differently:
+    it holds on one CPU and fails on the next.
+    """
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    bound = 2.0 * gamma(n) * np.asarray(magnitude, np.float64) + np.finfo(np.float32).tiny
+    excess = np.abs(actual - expected) - bound
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert (excess <= 0).all(), (
+        f"{what}: {int((excess > 0).sum())} elements differ by more than the float32 "
+        f"accumulation bound over {n} terms (largest excess {excess.max():.3g})"
+    )

@@ -11,6 +11,7 @@ import pytest
 from jax import lax
 
 from dropjax import cpu_conv
+from tests.reference import assert_sum_close, gamma
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -27,10 +28,35 @@ _CONVS = [
 ]
 
 
+def _bounds(a, b, strides, padding, out, in_axes):
+    """Sums of |terms| of the output and of both gradients of ``sum(out * cos(out))``.
+
+    Each is the same linear map applied to absolute values: the convolution of |x| and |k|
+    for the output; the transposed convolutions of |g| (g = d loss / d out) for the
+    gradients, plus the output's own rounding carried through |g'| (g' = d g / d out).
+    """
+    conv = lambda a, b: lax.conv_general_dilated(a, b, strides, padding, dimension_numbers=DN)
+    one = lambda a, b: conv(jnp.abs(a), jnp.abs(b))
+    out_mag = jax.vmap(one, in_axes)(a, b)
+    g = jnp.abs(jnp.cos(out) - out * jnp.sin(out))
+    g2 = jnp.abs(2 * jnp.sin(out) + out * jnp.cos(out))
+
+    def transposed(a, b, cot):  # conv is linear in each argument: vjp at |a|, |b|
+        return jax.vjp(conv, jnp.abs(a), jnp.abs(b))[1](cot)
+
+    grad_mag = jax.vmap(transposed, (*in_axes, 0))(a, b, g)
+    carried = jax.vmap(transposed, (*in_axes, 0))(a, b, g2 * out_mag)
+    return out_mag, grad_mag, carried
+
+
 @pytest.mark.parametrize("x_shape, k_shape, strides, padding, vmaps", _CONVS)
 def test_cpu_conv_matches_lax_values_gradients_and_vmap(x_shape, k_shape, strides, padding, vmaps):
     x = jax.random.normal(jax.random.key(0), (3, *x_shape))
     k = jax.random.normal(jax.random.key(1), (3, *k_shape))
+    # Reduction lengths: the output sums kh*kw*cin products; the kernel gradient sums over
+    # batch and output positions; the input gradient over kh*kw*cout. One bound for all.
+    n_out = k_shape[0] * k_shape[1] * k_shape[2]
+    n = max(n_out, x_shape[0] * x_shape[1] * x_shape[2], n_out // k_shape[2] * k_shape[3]) + 4
 
     def loss(conv, a, b):
         out = conv(a, b, strides, padding, dimension_numbers=DN)
@@ -45,12 +71,14 @@ def test_cpu_conv_matches_lax_values_gradients_and_vmap(x_shape, k_shape, stride
             grad = jax.grad(functools.partial(loss, conv), argnums=(0, 1), has_aux=True)
             results.append(jax.jit(jax.vmap(grad, in_axes))(a, b))
         (ref_grads, ref_out), *others = results
-        for tol, (grads, out) in zip((1e-4, 1e-3), others, strict=True):
-            # The patch form sums in another order: float32 rounding of a sum of ~2,000
-            # terms of size ~1 (the kernel gradient) differs by up to ~1e-3 relative.
-            np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
-            for g, r in zip(grads, ref_grads, strict=True):
-                np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+        out_mag, grad_mag, carried = _bounds(a, b, strides, padding, ref_out, in_axes)
+        # Each gradient: its own sums' bound, plus the output's rounding (gamma(n_out) per
+        # unit of out_mag, on both sides) carried through g'.
+        grad_bound = [m + 2 * gamma(n_out) / gamma(n) * c for m, c in zip(grad_mag, carried)]
+        for grads, out in others:  # another summation order than lax's: float32 bounds
+            assert_sum_close(out, ref_out, out_mag, n_out, what="output")
+            for g, r, mag in zip(grads, ref_grads, grad_bound, strict=True):
+                assert_sum_close(g, r, np.broadcast_to(mag, np.shape(r)), n, what="gradient")
 
 
 def test_cpu_conv_stays_canonical_inside_scan():

@@ -13,7 +13,7 @@ from scipy.special import erfc
 
 import dropjax
 from dropjax._src.variants import _dropblock_gamma
-from tests.reference import bits_ref, keep_ref, sigma_bound
+from tests.reference import assert_sum_close, bits_ref, keep_ref, sigma_bound
 
 KEY = jax.random.key(0)
 
@@ -75,7 +75,11 @@ def test_vmap_over_keys_equals_python_loop(name):
     keys = jax.random.split(jax.random.key(3), 3)
     batched = jax.vmap(lambda k: op(k, x, 0.4))(keys)
     looped = jnp.stack([op(k, x, 0.4) for k in keys])
-    np.testing.assert_array_equal(batched, looped)
+    if name.startswith("dense"):  # a vmapped matmul sums in another order than a loop's
+        magnitude = np.abs(x) @ np.abs(W) / (1 - 0.4)  # bounds |x| @ |masked, scaled W|
+        assert_sum_close(batched, np.broadcast_to(looped, batched.shape), magnitude, 6 + 2)
+    else:  # elementwise: the same program on the same shapes, bit for bit
+        np.testing.assert_array_equal(batched, looped)
     assert not np.array_equal(looped[0], looped[1])  # the keys matter
 
 
@@ -136,9 +140,13 @@ def test_concrete_rate_out_of_range_raises(name, rate):
 @pytest.mark.parametrize("name", RATED)
 def test_rate_zero_is_identity(name):
     op, x = OPS[name][0], _input(name)
-    expected = x @ W if name.startswith("dense") else x
-    np.testing.assert_array_equal(op(KEY, x, 0.0), expected)
-    np.testing.assert_array_equal(jax.jit(op)(KEY, x, jnp.float32(0.0)), expected)  # traced 0
+    if name.startswith("dense"):  # another matmul than x @ W: equal up to float32 sums
+        expected, magnitude = np.asarray(x @ W), np.abs(x) @ np.abs(W)
+        assert_sum_close(op(KEY, x, 0.0), expected, magnitude, 6 + 2)
+        assert_sum_close(jax.jit(op)(KEY, x, jnp.float32(0.0)), expected, magnitude, 6 + 2)
+    else:
+        np.testing.assert_array_equal(op(KEY, x, 0.0), x)
+        np.testing.assert_array_equal(jax.jit(op)(KEY, x, jnp.float32(0.0)), x)  # traced 0
     if not name.startswith("dense"):
         assert op(None, x, 0.0) is x  # concrete 0 needs no key
 
