@@ -580,7 +580,7 @@ def summarise(
         )  # arm - random of the mean accuracy over rounds
         comparisons[arm]["mean_accuracy"] = {
             "difference": curve,
-            "verdict": stats.verdict(curve, +1),
+            "verdict": stats.verdict_of_sign(curve, +1),
         }
     primary = f"{THRESHOLDS[0]:g}"
     verdicts = [comparisons[arm][primary]["verdict"] for arm in BALD_TYPE]

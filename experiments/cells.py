@@ -132,6 +132,10 @@ class Cell:
         return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.id)
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def _fingerprint(config: Any) -> str:
     blob = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -154,6 +158,13 @@ class Grid:
       only: a regular expression: run only the cells whose id it matches (``--cells``). Several
         processes may run disjoint parts of one grid into the same results file, e.g. one per
         core: each write takes a lock and merges the cells other processes have written.
+      extends: configurations this one extends (the same cells, plus new ones): a results
+        file written under one of them is taken over, its cells kept, and rewritten under
+        this configuration's fingerprint at the next write.
+      specs: ``{key: decision spec (JSON-able)}``: each claim's decision rule, recorded in the
+        results file (``"specs_at_start"``, with its hash) before the first cell of this run
+        trains, unless the file already holds one for that key. Summaries compare it with
+        the spec in force then (:func:`experiments.stats.spec_hash`).
 
     Raises:
       ValueError: the results file holds cells of another configuration.
@@ -171,10 +182,15 @@ class Grid:
         checkpoint_root: Path | None = None,
         write: bool = True,
         only: str | None = None,
+        extends: Sequence[Any] = (),
+        specs: dict[str, Any] | None = None,
     ):
         self.name, self.preset = name, preset
         self.results_file = Path(results_file)
         self.fingerprint = _fingerprint(config)
+        self._accepted = {self.fingerprint, *(_fingerprint(c) for c in extends)}
+        self.specs = dict(specs or {})
+        self.specs_at_start: dict[str, Any] = {}
         self.budget = budget or Budget(None)
         self.quiet = quiet
         self.write = write
@@ -191,7 +207,8 @@ class Grid:
         grid = json.loads(self.results_file.read_text()).get("grid")
         if grid is None:
             return {}
-        if grid.get("fingerprint") != self.fingerprint:
+        self.specs_at_start = {**grid.get("specs_at_start", {}), **self.specs_at_start}
+        if grid.get("fingerprint") not in self._accepted:
             raise ValueError(
                 f"{self.results_file} holds cells of another configuration of "
                 f"{self.name}/{self.preset} (fingerprint {grid.get('fingerprint')} vs "
@@ -211,15 +228,37 @@ class Grid:
             _write_partial(self.results_file, self.name, self.preset, total, self.as_json())
 
     def as_json(self) -> dict[str, Any]:
-        """The finished cells and the fingerprint, as stored in the results file."""
-        return {"fingerprint": self.fingerprint, "cells": self.done}
+        """The finished cells, the fingerprint and the decision specs recorded at the start,
+        as stored in the results file."""
+        out: dict[str, Any] = {"fingerprint": self.fingerprint, "cells": self.done}
+        if self.specs_at_start:
+            out["specs_at_start"] = self.specs_at_start
+        return out
+
+    def _record_specs(self, total: int) -> None:
+        """Writes each spec the file does not hold yet, before the first cell trains."""
+        from experiments.stats import spec_hash
+
+        new = {
+            key: {"hash": spec_hash(spec), "spec": spec, "recorded": _now()}
+            for key, spec in self.specs.items()
+            if key not in self.specs_at_start
+        }
+        if new and self.write:
+            self.specs_at_start.update(new)
+            self._save_partial(total)
 
     def run(
         self,
         cells: Sequence[Cell],
         measure: Callable[[Cell, Path, Budget], dict[str, Any]],
+        *,
+        total: int | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Runs every unfinished cell; returns ``{cell id: measured result}`` for all cells.
+
+        ``total`` is the whole grid's cell count when ``cells`` is one stage of it (what the
+        results file reports as ``cells_total``; default ``len(cells)``).
 
         ``measure(cell, checkpoint_dir, budget)`` trains (resuming from ``checkpoint_dir``)
         and returns the cell's JSON-able result; it should pass ``budget.callback`` to the
@@ -246,6 +285,9 @@ class Grid:
                 + "; resuming",
                 file=sys.stderr,
             )
+        total = total or len(cells)
+        if todo:
+            self._record_specs(total)
         for cell in todo:
             self.budget.check(expected_s=0.0)
             self.budget.start_segment_clock()
@@ -259,10 +301,10 @@ class Grid:
                 "params": cell.params,
                 "result": result,
                 "wall_s": round(wall, 1),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "finished": _now(),
                 "environment": self._env,
             }
-            self._save_partial(len(cells))
+            self._save_partial(total)
             if self.write:
                 shutil.rmtree(self.checkpoint_dir(cell), ignore_errors=True)
             if not self.quiet:
@@ -350,7 +392,13 @@ def _hms(seconds: float) -> str:
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def grid_for(ctx: RunContext, config: Any) -> Grid:
+def grid_for(
+    ctx: RunContext,
+    config: Any,
+    *,
+    extends: Sequence[Any] = (),
+    specs: dict[str, Any] | None = None,
+) -> Grid:
     """The :class:`Grid` of run ``ctx``: cells go into ``ctx.results_file``, the budget is
     ``ctx.time_budget``, and the finished cells also land in the final results file
     (:func:`experiments.registry.execute` stores the run's last grid as ``"grid"``)."""
@@ -364,6 +412,8 @@ def grid_for(ctx: RunContext, config: Any) -> Grid:
         quiet=ctx.quiet,
         write=jax.process_index() == 0,
         only=ctx.cells,
+        extends=extends,
+        specs=specs,
     )
     # Multi-host: the finished cells are those of process 0's results file (the only one
     # written), and every process stops when process 0's budget runs out.

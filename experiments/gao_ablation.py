@@ -136,6 +136,8 @@ class Part:
       augmentation: the paper's augmentation for this table ("" for none); a non-empty value
         trains with :class:`experiments.augment.PadCropFlip` (pad 4, crop, flip).
       needs_accelerator: on a CPU-only machine the part is reported as not run.
+      train_subset: train on the first ``train_subset`` training images (None: all).
+      key: the part's name in the results and its cells' id prefix (default: ``table``).
     """
 
     table: str
@@ -145,6 +147,21 @@ class Part:
     test_subset: int | None = None
     augmentation: str = ""
     needs_accelerator: bool = False
+    train_subset: int | None = None
+    key: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.key or self.table
+
+    def config(self) -> dict[str, Any]:
+        """The part as the grid's configuration records it (the fields added later only
+        when set, so that the committed cells of older parts keep their fingerprint)."""
+        out = dataclasses.asdict(self)
+        for extra in ("train_subset", "key"):
+            if not out[extra]:
+                del out[extra]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +170,7 @@ class Preset:
 
     ``substitute_rates``: the rates trained on the substitute dataset (the three the
     sub-claims name, 0.05 last) instead of the part's rates; None keeps the part's.
+    ``substitute_parts``: parts trained only on the substitute dataset, after the others.
     """
 
     dataset: str
@@ -160,9 +178,16 @@ class Preset:
     replicas: int
     parts: tuple[Part, ...]
     substitute_rates: tuple[float, ...] | None = (0.3, 0.005, 0.05)
+    substitute_parts: tuple[Part, ...] = ()
 
 
 PAD_CROP_FLIP = "pad 4 + random 32x32 crop + horizontal flip"
+SUBSET = 5000
+"""The over-fitting substitute regime: the first 5,000 Fashion-MNIST training images."""
+SUBSET_KEY = "table1_fmnist5k"
+SUBSET_RATES = (0.05, 0.3, 0.2, 0.005, 0.1, 0.01)
+"""The rates of the over-fitting substitute, in the order their cells run: the control's
+0.05 first, then the sub-claims' 0.3, 0.2 and 0.005, then the other rates of Table 1."""
 
 PRESETS = {
     "smoke": Preset(
@@ -209,6 +234,16 @@ PRESETS = {
                 needs_accelerator=True,
             ),
         ),
+        substitute_parts=(
+            Part(
+                "table1",
+                "convnet_quick",
+                SUBSET_RATES,
+                quick_protocol(9000, 4000, eval_every=500),
+                train_subset=SUBSET,
+                key=SUBSET_KEY,
+            ),
+        ),
     ),
 }
 
@@ -242,61 +277,119 @@ def _dropout(arm: str, rate: float) -> DropoutConfig:
     return DropoutConfig("none") if arm == "plain" else DropoutConfig(arm, rate)
 
 
-# ------------------------------------------------------------------------------- statistics
-def _delta(table: str, base: str, other: str, rate: str) -> float:
-    """The paper's size of ``other - base`` at ``rate`` (Tables 1-2), as a positive δ."""
+# ------------------------------------------------------------------------------- decision
+def _value(table: str, arm: str, rate: str) -> float:
     paper = PAPER[table]
-    value = lambda arm: paper["plain"] if arm == "plain" else paper[arm][rate]
-    return max(abs(value(other) - value(base)), 1e-4)
+    return paper["plain"] if arm == "plain" else paper[arm][rate]
 
 
-def _paired(finals: dict[str, Any], arm: str, rate: str | None) -> dict[int, float]:
-    entry = finals["plain"] if arm == "plain" else finals[arm].get(rate)
-    return dict(entry) if entry else {}
+def _contrast(claim: str, other: str, base: str, rate: float, sign: int, source: str):
+    """``other - base`` at ``rate``, δ = Table 1's own difference (at least 1e-4)."""
+    k = f"{rate:g}"
+    delta = max(abs(_value("table1", other, k) - _value("table1", base, k)), 1e-4)
+    return stats.Contrast(claim, other, base, k, sign, round(delta, 6), source)
+
+
+SEC4 = "Sec. 4.2, observations on Tables 1-2"
+ALL_CLAIMS = {
+    **{k: (v, "every") for k, v in CLAIMS.items()},
+    "d": ("at p = 0.3 both forward and backward dropout degrade the plain network", "every"),
+    "e": ("at p = 0.05 both forward and backward dropout improve on the plain network", "every"),
+    "f": ("at p = 0.05 forward dropout outperforms backward dropout", "every"),
+    "g": (
+        "standard dropout improves on the plain network in almost all cases (Table 1 itself "
+        "has it below plain at 0.3, so 0.3 is left out)",
+        "almost-all",
+    ),
+    "h": (
+        "forward and backward dropout are inferior to standard dropout in almost all cases",
+        "almost-all",
+    ),
+}
+
+
+def _contrasts() -> tuple[stats.Contrast, ...]:
+    """Every comparison Section 4.2 states for Table 1, with its sign and Table 1's δ."""
+    out = []
+    for r in LARGE_RATES:
+        out += [_contrast("a", "standard", arm, r, +1, SEC4) for arm in ("forward", "backward")]
+        out.append(_contrast("b", "forward", "plain", r, -1, SEC4))
+    out.append(_contrast("c", "backward", "plain", SMALL_RATE, +1, SEC4))
+    out += [_contrast("d", arm, "plain", 0.3, -1, SEC4) for arm in ("forward", "backward")]
+    out += [_contrast("e", arm, "plain", 0.05, +1, SEC4) for arm in ("forward", "backward")]
+    out.append(_contrast("f", "forward", "backward", 0.05, +1, SEC4))
+    out += [_contrast("g", "standard", "plain", r, +1, SEC4) for r in ALL_RATES if r != 0.3]
+    for r in ALL_RATES:
+        out += [_contrast("h", "standard", arm, r, +1, SEC4) for arm in ("forward", "backward")]
+    return tuple(out)
+
+
+SPEC = stats.DecisionSpec(
+    claims=ALL_CLAIMS,
+    contrasts=_contrasts(),
+    pairs=4,
+    pooling="none: sub-claims (a), (b), (c) make the headline, each asserting all its cells",
+    headline=("a", "b", "c"),
+)
+"""Claim 2's decision on real CIFAR-10 and on the full Fashion-MNIST substitute (fixed
+2026-12-07: the first decision of the full-substitute cells under it is this re-summary)."""
+
+SPEC_SUBSET = dataclasses.replace(
+    SPEC,
+    control=_contrast("control", "standard", "plain", 0.05, +1, "Table 1: best rate"),
+    control_needs=("reproduced",),
+)
+"""The over-fitting substitute's decision, fixed before its first cell: the same contrasts,
+gated by a positive control: standard - plain at 0.05 (Table 1's best rate, +0.0068) must be
+*reproduced* at 4 paired seeds, else nothing is decided from this substitute."""
+
+SPEC_AT_CB17A82 = dataclasses.replace(
+    SPEC,
+    claims={k: (v, "all") for k, v in CLAIMS.items()},
+    contrasts=tuple(c for c in _contrasts() if c.claim in CLAIMS),
+    rule="gap-2026-11",
+)
+"""The rule in force when the full-substitute cells started (code at cb17a82; no hash was
+recorded then, so this is reconstructed from that code): the gap rule, sub-claims (a)-(c)
+only, each reproduced or refuted only when all its cells are."""
+
+
+def spec_for(part: Part) -> stats.DecisionSpec:
+    return SPEC_SUBSET if part.train_subset else SPEC
+
+
+def _paired(finals: dict[str, Any]):
+    def get(arm: str, rate: str) -> tuple[list[float], list[int]]:
+        entry = finals["plain"] if arm == "plain" else finals.get(arm, {}).get(rate)
+        entry = dict(entry or {})
+        seeds = sorted(entry)
+        return [entry[x] for x in seeds], seeds
+
+    return get
 
 
 def evaluate_claims(
     finals: dict[str, Any],
-    rates: tuple[float, ...],
+    spec: stats.DecisionSpec = SPEC,
     *,
-    table: str = "table1",
     coverage: float = 1.0,
     substitute: bool = False,
 ) -> dict[str, Any]:
-    """The per-claim cells, each decided against the paper's effect (:func:`stats.decide`).
+    """Every stated contrast decided against the paper's effect (:func:`stats.decide_contrasts`).
 
     ``finals["plain"]`` maps seed -> final test accuracy; ``finals[arm][rate_key]`` likewise.
     Only seeds both sides of a comparison have are paired; a comparison with fewer than two
     pairs is left out (not tested yet).
     """
-    large = [r for r in rates if r in LARGE_RATES]
-    specs: dict[str, list[tuple[str, str, str, int]]] = {"a": [], "b": [], "c": []}
-    for r in large:
-        k = f"{r:g}"
-        for arm in ("forward", "backward"):
-            specs["a"].append((arm, "standard", k, +1))
-        specs["b"].append(("plain", "forward", k, -1))
-    if SMALL_RATE in rates:
-        specs["c"].append(("plain", "backward", f"{SMALL_RATE:g}", +1))
-    out = {}
-    for key, items in specs.items():
-        cells = []
-        for base, other, k, sign in items:
-            b, o = _paired(finals, base, k), _paired(finals, other, k)
-            common = sorted(set(b) & set(o))
-            if len(common) < 2:
-                continue
-            diff = stats.paired_difference([b[x] for x in common], [o[x] for x in common])
-            delta = _delta(table, base, other, k)
-            decision = stats.decide(diff, sign, delta, coverage=coverage, substitute=substitute)
-            cells.append({"comparison": f"{other} - {base} @ {k}", "difference": diff, **decision})
-        combined = stats.combine_decisions(cells, every=True)  # each claim asserts all its cells
-        out[key] = {"claim": CLAIMS[key], "cells": cells, **combined}
-    return out
+    return stats.decide_contrasts(spec, _paired(finals), coverage=coverage, substitute=substitute)
 
 
-def overall(claims: dict[str, Any]) -> str:
-    """One headline over the tested claims (as :func:`stats.combine_decisions`)."""
+def overall(decided: dict[str, Any], spec: stats.DecisionSpec = SPEC) -> str:
+    """One headline over the headline sub-claims (as :func:`stats.combine_decisions`);
+    a failed positive control decides nothing."""
+    if decided.get("control_passed") is False:
+        return "not decided: positive control failed"
+    claims = {k: decided["claims"][k] for k in (spec.headline or decided["claims"])}
     tested = [c for c in claims.values() if c["verdict"] != "not tested"]
     if not tested:
         return "not tested"
@@ -372,6 +465,92 @@ def _paper_rows(table: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _pct(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{x:.2f}"
+
+
+def _decision_rows(claims: dict[str, Any], holm: bool) -> list[str]:
+    rows = [
+        "| claim | comparison | paired difference [95% CI] | Holm [95%] | n | δ (paper) "
+        "| P(reproduce \\| δ) | P(refute \\| 0) | P(refute \\| δ) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, claim in claims.items():
+        cells = claim["cells"]
+        adjusted = stats.holm([c["difference"] for c in cells]) if holm and cells else []
+        for i, cell in enumerate(cells):
+            h = f"[{adjusted[i][0]:+.4f}, {adjusted[i][1]:+.4f}]" if adjusted else "–"
+            rows.append(
+                f"| ({key}) | {cell['comparison']} | {fmt_diff(cell['difference'])} | {h} "
+                f"| {cell['difference']['n']} | {cell['delta']:.4f} "
+                f"| {_pct(cell.get('p_reproduce_delta', cell.get('power')))} "
+                f"| {_pct(cell.get('p_refute_zero'))} | {_pct(cell.get('p_refute_delta'))} "
+                f"| {stats.shown(cell)} |"
+            )
+    return rows
+
+
+def _render_decision(part: dict[str, Any]) -> list[str]:
+    """The part's control, every stated contrast, the sub-claims, and the rule's history."""
+    missing = part.get("missing_cells", [])
+    lines = [
+        f"Protocol coverage {part['coverage'] * part.get('coverage_cells', 1.0):.0%}: "
+        f"{part['coverage']:.0%} of the paper's iterations x "
+        f"{part.get('coverage_cells', 1.0):.0%} of Table 1's {TABLE_CELLS} cells "
+        f"({part['cells_done']}/{part['cells_total']} cells of this grid done)"
+        + (f"; not run: {', '.join(missing)}" if missing else "")
+        + ". δ = the paper's difference for the same comparison. P(reproduce | δ): this "
+        "design's chance to call the paper's effect reproduced if it is real; P(refute | 0) "
+        "and P(refute | δ): its chance to call it refuted when the truth is no effect, and "
+        "when the paper's effect is real (a false refutation). Holm: the interval adjusted "
+        "for the family of cells of that claim.",
+        "",
+    ]
+    control = part.get("control")
+    if control is not None:
+        passed = "**passed**" if part.get("control_passed") else "**failed**"
+        lines += [
+            f"Positive control ({control['comparison']}, must be reproduced at the paper's "
+            f"δ = {control['delta']:.4f}): {fmt_diff(control['difference'])}, "
+            f"{stats.shown(control)}: {passed}."
+            + ("" if part.get("control_passed") else " Nothing is decided from this part."),
+            "",
+        ]
+    lines += _decision_rows(part["claims"], holm=True)
+    lines.append("")
+    for key, claim in part["claims"].items():
+        lines.append(
+            f"- ({key}) {claim['claim']} [{claim.get('combination', 'every')}]: verdict "
+            f"**{claim['verdict']}**, headline **{claim['headline']}**"
+        )
+    spec = part.get("spec")
+    if spec:
+        lines += [
+            "",
+            f"Decision spec `{spec['hash']}` (rule `{spec['rule']}`); at the first cell: "
+            f"`{spec['at_start']}`"
+            + (
+                ""
+                if spec.get("at_start_recorded", True)
+                else " (reconstructed from the code "
+                "the first cells ran at; no hash was recorded then)"
+            )
+            + ".",
+        ]
+    if "at_start" in part:
+        old = part["at_start"]
+        lines += [
+            "",
+            f"**Rule changed after data.** Under the rule in force when these cells started "
+            f"(`{old['rule']}`, sub-claims combined only when all cells agree) the verdicts "
+            f"were:",
+            "",
+        ]
+        lines += [f"- ({k}) {c['claim']}: **{c['verdict']}**" for k, c in old["claims"].items()]
+        lines += ["", f"Overall under that rule: **{old['verdict']}**."]
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """Markdown: per part, paper vs ours per (arm, rate); then the claims and verdicts."""
     if results.get("not_run"):
@@ -381,9 +560,11 @@ def render(results: dict[str, Any]) -> str:
         lines += [f"**{results['substitute']}**", ""]
     for key, part in results["parts"].items():
         if part.get("status") == "not run":
-            lines += [f"**{PAPER[key]['title']}**: not run — {part['reason']}", ""]
+            title = PAPER[part.get("table", key)]["title"]
+            lines += [f"**{title}** ({key}): not run — {part['reason']}", ""]
             continue
         paper = PAPER[part["table"]]
+        lines += [f"### Part `{part.get('key', key)}`", ""]
         ds = part["data"]
         lines += [
             f"**{paper['title']}** — ours: {part['model']} on **{ds['name']}** ({ds['source']}; "
@@ -403,29 +584,7 @@ def render(results: dict[str, Any]) -> str:
                 ours = part["summary"][arm].get(k)
                 cells += [f"{paper[arm][k]:.4f}", fmt(ours) if ours else "–"]
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            f"Protocol coverage {part['coverage']:.0%} ({part['cells_done']}/"
-            f"{part['cells_total']} cells). δ = the paper's difference for the same "
-            "comparison; power = this design's chance to call δ reproduced.",
-            "",
-            "| claim | paired difference [95% CI] | n | δ (paper) | power | cell verdict |",
-            "|---|---|---|---|---|---|",
-        ]
-        for key, claim in part["claims"].items():
-            for cell in claim["cells"]:
-                lines.append(
-                    f"| ({key}) {cell['comparison']} | {fmt_diff(cell['difference'])} "
-                    f"| {cell['difference']['n']} | {cell['delta']:.4f} | {cell['power']:.2f} "
-                    f"| {stats.shown(cell)} |"
-                )
-        lines.append("")
-        for key, claim in part["claims"].items():
-            lines.append(
-                f"- ({key}) {claim['claim']}: verdict **{claim['verdict']}**, headline "
-                f"**{claim['headline']}**"
-            )
-        lines.append("")
+        lines += ["", *_render_decision(part), ""]
     lines.append(f"Overall: **{results['verdict']}** ({results['source']}).")
     for key, table in PAPER.items():
         ran = dict(_ran(results))
@@ -447,32 +606,50 @@ GROUP = 2  # seeds per cell
 
 
 def plan(preset: Preset, name: str, substitute: bool) -> list[Part]:
-    """The parts to train: on a substitute dataset, the sub-claims' rates."""
+    """The parts to train: on a substitute dataset, the sub-claims' rates, then the
+    substitute-only parts."""
     parts = []
     for part in preset.parts:
         if substitute and preset.substitute_rates is not None:
             part = dataclasses.replace(part, rates=preset.substitute_rates)
         parts.append(part)
-    return parts
+    return parts + list(preset.substitute_parts if substitute else ())
+
+
+def _cell(part: Part, group: list[int], arm: str, rate: float | None) -> Cell:
+    name = "plain" if rate is None else f"{arm}@{rate:g}"
+    tag = f"seeds={group[0]}-{group[-1]}"
+    return Cell(f"{part.id}/{name}/{tag}", {"arm": arm, "rate": rate, "seeds": group})
+
+
+def stages(part: Part, seeds: list[int]) -> list[list[Cell]]:
+    """The part's cells in the order they run, in stages.
+
+    A part with a positive control (the over-fitting substitute) runs the control's cells
+    first (plain and standard at its rate, every seed group), then the sub-claims' rates,
+    then the rest. Otherwise: for every seed group, plain and the first two rates' three
+    dropout arms (the rates the sub-claims name), then the other rates. Cells of two seeds
+    finish in well under an hour on one CPU core.
+    """
+    groups = [seeds[i : i + GROUP] for i in range(0, len(seeds), GROUP)]
+    control = spec_for(part).control
+    if control is None:
+        first = [("plain", None)] + [(a, r) for r in part.rates[:2] for a in DROPOUT_ARMS]
+        later = [(a, r) for r in part.rates[2:] for a in DROPOUT_ARMS]
+        plan_ = [first, later]
+    else:
+        rate = float(control.cell)
+        head = [("plain", None), ("standard", rate)]
+        named = [r for r in part.rates if r in (*LARGE_RATES, SMALL_RATE, rate)]
+        rest = [(a, r) for r in named for a in DROPOUT_ARMS if (a, r) not in head]
+        others = [(a, r) for r in part.rates if r not in named for a in DROPOUT_ARMS]
+        plan_ = [head, rest, others]
+    return [[_cell(part, g, a, r) for g in groups for a, r in stage] for stage in plan_]
 
 
 def cells(part: Part, seeds: list[int]) -> list[Cell]:
-    """(seed group, arm, rate), in the order they run: for every seed group, plain and the
-    first two rates' three dropout arms (the rates the sub-claims name), then the other
-    rates. Cells of two seeds finish in well under an hour on one CPU core."""
-    groups = [seeds[i : i + GROUP] for i in range(0, len(seeds), GROUP)]
-    first = [("plain", None)] + [(a, r) for r in part.rates[:2] for a in DROPOUT_ARMS]
-    later = [(a, r) for r in part.rates[2:] for a in DROPOUT_ARMS]
-    out = []
-    for stage in (first, later):
-        for group in groups:
-            tag = f"seeds={group[0]}-{group[-1]}"
-            for arm, rate in stage:
-                name = "plain" if rate is None else f"{arm}@{rate:g}"
-                out.append(
-                    Cell(f"{part.table}/{name}/{tag}", {"arm": arm, "rate": rate, "seeds": group})
-                )
-    return out
+    """Every cell of the part, in the order they run (:func:`stages`)."""
+    return [c for stage in stages(part, seeds) for c in stage]
 
 
 def measure(part: Part, data: ArrayData, quiet: bool):
@@ -516,34 +693,100 @@ def summarise(part: Part, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"runs": runs, "finals": finals, "summary": summary}
 
 
-def _part_results(part: Part, data: dict, records, substitute: bool, total: int) -> dict:
-    coverage = min(1.0, part.train.iterations / PAPER_ITERATIONS[part.table])
+TABLE_CELLS = 1 + len(DROPOUT_ARMS) * len(ALL_RATES)
+"""Table 1's cells: plain and three arms at six rates."""
+
+
+def _spec_at_start(part: Part, specs_at_start: dict[str, Any]) -> tuple[dict, bool]:
+    """The spec recorded when the part's first cell started, and whether it was recorded
+    then (False: reconstructed from the code its first cells ran at)."""
+    if part.id in specs_at_start:
+        return specs_at_start[part.id]["spec"], True
+    if part.id == "table1" and not part.train_subset:
+        return SPEC_AT_CB17A82.to_json(), False
+    return spec_for(part).to_json(), True
+
+
+def _part_results(
+    part: Part,
+    data: dict,
+    records,
+    substitute: bool,
+    total: int,
+    specs_at_start: dict[str, Any] | None = None,
+) -> dict:
+    iterations = min(1.0, part.train.iterations / PAPER_ITERATIONS[part.table])
     measured = summarise(part, records)
-    claims = evaluate_claims(
-        measured["finals"], part.rates, table=part.table, coverage=coverage, substitute=substitute
-    )
-    return {
+    ran = {"plain"} if measured["finals"].get("plain") else set()
+    ran |= {f"{a}@{k}" for a in DROPOUT_ARMS for k in measured["finals"][a]}
+    every = ["plain"] + [f"{a}@{r:g}" for r in ALL_RATES for a in DROPOUT_ARMS]
+    missing = [c for c in every if c not in ran]
+    spec = spec_for(part)
+    decided = evaluate_claims(measured["finals"], spec, coverage=iterations, substitute=substitute)
+    start_json, recorded = _spec_at_start(part, specs_at_start or {})
+    out = {
         "table": part.table,
+        "key": part.id,
         "model": part.model,
         "data": data,
         "rates": list(part.rates),
         "train": dataclasses.asdict(part.train),
-        "coverage": coverage,
+        "train_subset": part.train_subset,
+        "coverage": iterations,
+        "coverage_cells": len(ran) / TABLE_CELLS,
+        "missing_cells": missing,
         "cells_done": len(records),
         "cells_total": total,
         "augmentation_paper": part.augmentation or "none",
         "augmentation_applied": part.augmentation or "none",
         "summary": measured["summary"],
-        "claims": claims,
+        "claims": decided["claims"],
+        "control": decided["control"],
+        "control_passed": decided["control_passed"],
+        "spec": {
+            "hash": stats.spec_hash(spec),
+            "at_start": stats.spec_hash(start_json),
+            "at_start_recorded": recorded,
+            "rule": spec.rule,
+        },
         "runs": measured["runs"],
     }
+    if out["spec"]["hash"] != out["spec"]["at_start"]:  # the rule changed after the data
+        old = stats.DecisionSpec.from_json(start_json)
+        before = evaluate_claims(
+            measured["finals"], old, coverage=iterations, substitute=substitute
+        )
+        out["at_start"] = {
+            "rule": old.rule,
+            "claims": before["claims"],
+            "verdict": overall(before, old),
+        }
+    return out
+
+
+def _main_part(parts: dict[str, Any]) -> dict[str, Any]:
+    """The part the headline rests on: the over-fitting substitute once its control is
+    decided, else the first part."""
+    sub = parts.get(SUBSET_KEY)
+    if sub is not None and sub.get("status") != "not run" and sub.get("control") is not None:
+        return sub
+    return next(p for p in parts.values() if p.get("status") != "not run")
 
 
 def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) -> dict:
-    main = parts[preset_parts[0].table]  # Table 1 (never needs an accelerator)
+    main = _main_part(parts)
     ran = {k: p for k, p in parts.items() if p.get("status") != "not run"}
-    power = [c["power"] for claim in main["claims"].values() for c in claim["cells"]]
-    finite = [p for p in power if p == p]
+    heads = SPEC.headline
+    head_cells = [c for k in heads for c in main["claims"][k]["cells"]]
+    rates = [
+        c["p_refute_zero"] for c in head_cells if c.get("p_refute_zero") == c.get("p_refute_zero")
+    ]
+    power = [c["power"] for c in head_cells if c["power"] == c["power"]]
+    spec = spec_for(next(p for p in preset_parts if p.id == main["key"]))
+    verdict = overall({"claims": main["claims"], "control_passed": main["control_passed"]}, spec)
+    if "at_start" in main:
+        before = main["at_start"]["verdict"]
+        verdict += f" (rule changed after data; under the rule at the start: {before})"
     return {
         "source": SOURCE,
         "claim": CLAIM_TEXT + (f". {substitute_note}" if substitute_note else f", on {name}"),
@@ -551,7 +794,7 @@ def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) 
         "config": {
             "arms": list(ARMS),
             "replicas": len(seeds),
-            "parts": [dataclasses.asdict(p) for p in preset_parts],
+            "parts": [p.config() for p in preset_parts],
             "dropout_placement": "ConvNet-Quick: inputs of both fully connected layers "
             "(layer-exact forward/backward forms); ResNet: between the two convolutions of "
             "every block",
@@ -563,16 +806,16 @@ def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) 
         "summary": {k: p["summary"] for k, p in ran.items()},
         "comparisons": {k: p["claims"] for k, p in ran.items()},
         "claims": {k: c["headline"] for k, c in main["claims"].items()},
-        "verdict": overall(main["claims"]),
+        "main_part": main["key"],
+        "verdict": verdict,
         "evidence": {
-            "coverage": main["coverage"],
+            "coverage": main["coverage"] * main["coverage_cells"],
             "data": "SUBSTITUTE" if substitute_note else "real",
-            "power": min(finite) if finite else None,  # the weakest cell's
+            "power": min(power) if power else None,  # the weakest headline cell's
+            "p_reproduce_delta": min(power) if power else None,
+            "p_refute_zero": min(rates) if rates else None,
             "delta": None,
-            "pairs": min(
-                (c["difference"]["n"] for cl in main["claims"].values() for c in cl["cells"]),
-                default=0,
-            ),
+            "pairs": min((c["difference"]["n"] for c in head_cells), default=0),
         },
     }
 
@@ -597,7 +840,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     runnable = []
     for part in preset_parts:
         if part.needs_accelerator and jax.default_backend() == "cpu":
-            parts[part.table] = {
+            parts[part.id] = {
                 "status": "not run",
                 "table": part.table,
                 "model": part.model,
@@ -608,23 +851,47 @@ def run(ctx: RunContext) -> dict[str, Any]:
             }
         else:
             runnable.append(part)
-    datasets = {p.table: recipes.convnet_images(name, p.model, p.test_subset) for p in runnable}
-    config = {
-        "parts": [dataclasses.asdict(p) for p in runnable],
-        "data": {t: [d.name, d.fingerprint()] for t, d in datasets.items()},
+    datasets = {
+        p.id: recipes.convnet_images(name, p.model, p.test_subset, p.train_subset) for p in runnable
     }
-    grid = grid_for(ctx, config)
-    all_cells = {p.table: cells(p, seeds) for p in runnable}
+
+    def config_of(parts: list[Part]) -> dict[str, Any]:
+        return {
+            "parts": [p.config() for p in parts],
+            "data": {p.id: [datasets[p.id].name, datasets[p.id].fingerprint()] for p in parts},
+        }
+
+    config = config_of(runnable)
+    # The committed full-substitute cells ran before the over-fitting part existed: a file
+    # of theirs is taken over (same cells, same fingerprints), not refused.
+    legacy = config_of([p for p in runnable if not p.train_subset])
+    all_cells = {p.id: stages(p, seeds) for p in runnable}
+    total = sum(len(c) for stage in all_cells.values() for c in stage)
+    grid = grid_for(ctx, config, extends=[legacy])
+    grid.specs = {  # recorded before a part's first cell trains, never over an older record
+        p.id: spec_for(p).to_json()
+        for p in runnable
+        if not any(c.id in grid.done for st in all_cells[p.id] for c in st)
+    }
     for part in runnable:  # one grid, parts in order
-        grid.run(all_cells[part.table], measure(part, datasets[part.table], ctx.quiet))
+        measure_ = measure(part, datasets[part.id], ctx.quiet)
+        for i, stage in enumerate(all_cells[part.id]):
+            grid.run(stage, measure_, total=total)
+            if i == 0 and spec_for(part).control is not None:
+                records = {c.id: grid.done[c.id] for c in stage}
+                decided = evaluate_claims(summarise(part, records)["finals"], spec_for(part))
+                if not decided["control_passed"]:  # the design cannot see the effect
+                    break
     for part in runnable:
-        records = {c.id: grid.done[c.id] for c in all_cells[part.table]}
-        parts[part.table] = _part_results(
+        ids = [c.id for st in all_cells[part.id] for c in st]
+        records = {i: grid.done[i] for i in ids if i in grid.done}
+        parts[part.id] = _part_results(
             part,
-            datasets[part.table].describe(),
+            datasets[part.id].describe(),
             records,
             substitute is not None,
-            len(all_cells[part.table]),
+            len(ids),
+            grid.specs_at_start,
         )
     results = _results(parts, seeds, substitute, name, preset_parts)
     results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "ablation")
@@ -640,24 +907,26 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     data = first.get("data", {"name": preset.dataset, "source": "?", "preprocessing": "?"})
     substitute = data["name"] != preset.dataset
     preset_parts = plan(preset, preset.substitute or preset.dataset, substitute)
+    specs_at_start = payload["grid"].get("specs_at_start", {})
     parts = {}
     for part in preset_parts:
-        records = {i: r for i, r in done.items() if i.startswith(f"{part.table}/")}
+        records = {i: r for i, r in done.items() if i.startswith(f"{part.id}/")}
         if not records:
-            parts[part.table] = {
+            parts[part.id] = {
                 "status": "not run",
                 "table": part.table,
                 "model": part.model,
                 "reason": "no finished cell yet",
             }
             continue
+        first_data = next(iter(records.values()))["result"].get("data", data)
         total = len(cells(part, seeds))
-        parts[part.table] = _part_results(part, data, records, substitute, total)
+        parts[part.id] = _part_results(part, first_data, records, substitute, total, specs_at_start)
     note = (
         f"SUBSTITUTE DATASET: {preset.substitute} stands in for {preset.dataset}"
         if substitute
         else None
     )
-    if parts[preset_parts[0].table].get("status") == "not run":
+    if parts[preset_parts[0].id].get("status") == "not run":
         return None
     return _results(parts, seeds, note, preset.dataset, preset_parts)

@@ -71,7 +71,9 @@ def flat_images(name: str) -> ArrayData:
     )
 
 
-def convnet_images(name: str, model: str, test_subset: int | None = None) -> ArrayData:
+def convnet_images(
+    name: str, model: str, test_subset: int | None = None, train_subset: int | None = None
+) -> ArrayData:
     """A dataset prepared as the paper prepares it for ``model``.
 
     ConvNet-Quick sees raw pixel values (0..255) minus the per-channel training mean
@@ -84,12 +86,20 @@ def convnet_images(name: str, model: str, test_subset: int | None = None) -> Arr
       name: a :func:`experiments.data.load` name.
       model: ``convnet_quick`` or a ResNet name.
       test_subset: keep only the first ``test_subset`` test images.
+      train_subset: train on the first ``train_subset`` training images only (the training
+        mean is then that subset's: what the model sees).
 
     Raises:
       DatasetNotFoundError: the dataset is not available here (the message says how to get it).
     """
     ds = data_lib.load(name)
     notes = []
+    if train_subset is not None and train_subset < len(ds.y_train):
+        full = len(ds.y_train)
+        ds = dataclasses.replace(
+            ds, x_train=ds.x_train[:train_subset], y_train=ds.y_train[:train_subset]
+        )
+        notes.append(f"trained on the first {train_subset} of {full} training images")
     convnet = model == "convnet_quick"
     p = data_lib.preprocess(ds, scale=1.0 if convnet else 1 / 255, mean_subtract=True)
     notes.append(

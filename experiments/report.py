@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from experiments import stats
 from experiments.catalog import CLAIMS, experiments
 from experiments.registry import PUBLISHED, cells_wall_time
 
@@ -74,24 +77,50 @@ def _pct(fraction: float) -> str:
     return f"{fraction:.0%}"
 
 
-def _evidence(results: dict[str, Any]) -> tuple[str, str]:
-    """The coverage and power cells of the summary table."""
+def _sd_from_power(power: float, delta: float, n: int) -> float | None:
+    """The paired SD at which :func:`stats.power` of ``n`` pairs for ``delta`` is ``power``
+    (power falls strictly as the SD grows, so it is unique): for results written before
+    they recorded the refutation rates, which then follow from the same design."""
+    import scipy.optimize
+
+    if not (0.0 < power < 1.0) or n < 2 or delta <= 0:
+        return None
+    f = lambda log_sd: stats.power(delta, delta * float(np.exp(log_sd)), n) - power
+    try:  # between delta / 1000 (power 1) and 1000 delta (power about 0.025)
+        return delta * float(np.exp(scipy.optimize.brentq(f, -7.0, 7.0, xtol=1e-12)))
+    except ValueError:
+        return None
+
+
+def _rate(value: Any) -> str:
+    return "—" if value is None or value != value else f"{value:.2f}"
+
+
+def _evidence(results: dict[str, Any]) -> tuple[str, str, str]:
+    """The coverage, ``P(reproduce | δ)`` and ``P(refute | 0)`` cells of the summary table."""
     ev = results.get("evidence")
     if not ev:
         cov = _coverage(results)
         if cov is None:
-            return "not recorded", "—"
+            return "not recorded", "—", "—"
         sub = (results.get("decision") or {}).get("substitute") or results.get("substitute")
-        return _pct(cov) + (" (SUBSTITUTE data)" if sub else ""), "— (not a paired test)"
+        not_paired = "— (not a paired test)"
+        return _pct(cov) + (" (SUBSTITUTE data)" if sub else ""), not_paired, not_paired
     cov = ev.get("coverage")
     cov_txt = "—" if cov is None else _pct(cov)
     if ev.get("data") == "SUBSTITUTE":
         cov_txt += " (SUBSTITUTE data)"
-    power = ev.get("power")
-    power_txt = "—" if power is None or power != power else f"{power:.2f}"
-    if power is not None and power == power and ev.get("delta") is not None:
-        power_txt += f" (δ={ev['delta']:g}, n={ev.get('pairs', '?')})"
-    return cov_txt, power_txt
+    power = ev.get("p_reproduce_delta", ev.get("power"))
+    refute = ev.get("p_refute_zero")
+    delta, pairs = ev.get("delta"), ev.get("pairs")
+    if refute is None and power is not None and delta is not None and pairs:
+        sd = _sd_from_power(power, float(delta), int(pairs))
+        if sd is not None:
+            refute = stats.error_rates(float(delta), sd, int(pairs))["p_refute_zero"]
+    power_txt, refute_txt = _rate(power), _rate(refute)
+    if power is not None and power == power and delta is not None:
+        power_txt += f" (δ={delta:g}, n={pairs if pairs is not None else '?'})"
+    return cov_txt, power_txt, refute_txt
 
 
 def _figures(payload: dict[str, Any], name: str) -> list[str]:
@@ -116,8 +145,9 @@ def build_report(out: Path = PUBLISHED) -> str:
     """The report's markdown, built from the results files under ``out``."""
     table = experiments()
     summary = [
-        "| # | source | claim | experiment | preset | device | coverage | power | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| # | source | claim | experiment | preset | device | coverage "
+        "| P(reproduce \\| δ) | P(refute \\| 0) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     sections: list[str] = []
     for number, source, title, names in CLAIMS:
@@ -127,7 +157,7 @@ def build_report(out: Path = PUBLISHED) -> str:
                 registered = name in table
                 why = "no results committed yet" if registered else "experiment not implemented"
                 summary.append(
-                    f"| {number} | {source} | {title} | `{name}` | — | — | — | — | {why} |"
+                    f"| {number} | {source} | {title} | `{name}` | — | — | — | — | — | {why} |"
                 )
                 sections.append(f"## {number}. {title}\n\n{source}. **{why}.**\n")
                 continue
@@ -135,7 +165,7 @@ def build_report(out: Path = PUBLISHED) -> str:
             env = payload.get("environment", {})
             device = f"{env.get('device_kind', '?')} x{env.get('device_count', '?')}"
             verdict = _verdict(res)
-            coverage, power = _evidence(res)
+            coverage, power, refute = _evidence(res)
             preset = payload["preset"]
             if payload.get("partial"):
                 preset += f" (partial: {payload['partial']})"
@@ -145,7 +175,7 @@ def build_report(out: Path = PUBLISHED) -> str:
                     verdict = f"interim, {payload['partial']}: {verdict}"
             summary.append(
                 f"| {number} | {source} | {title} | `{name}` | {preset} | "
-                f"{device} | {coverage} | {power} | **{verdict}** |"
+                f"{device} | {coverage} | {power} | {refute} | **{verdict}** |"
             )
             body = [f"## {number}. {title}", ""]
             if res.get("claim"):
@@ -185,15 +215,21 @@ def build_report(out: Path = PUBLISHED) -> str:
         "records its data source, device, library versions and git commit in its JSON.",
         "",
         "How to read a verdict. A comparative claim is decided on the paired 95 % interval",
-        "of the difference, against the paper's effect size δ: *reproduced* (interval on the",
-        "claimed side of 0), *refuted* (interval inside (-δ, +δ): no effect as large as",
-        "claimed), *contradicted* (interval on the other side of 0, reaching past -δ), else",
-        "*inconclusive*. *Coverage* is the fraction of the paper's protocol (iterations or",
-        "epochs) the run trained; below 100 % the headline says *indicative* instead of",
-        "reproduced, refuted or contradicted (an inconclusive interval stays inconclusive),",
-        "and at 100 % on a substitute dataset it says so: *refuted (SUBSTITUTE data)*, for",
-        "instance. *Power* is the design's chance to call the",
-        "paper's δ reproduced, given its number of pairs and their observed spread. Rows",
+        "[lo, hi] of the difference in the claimed direction, against the paper's effect size",
+        "δ (`experiments.stats.verdict`, rule `monotone-2026-12`): *contradicted* if hi < 0;",
+        "*reproduced* if lo > 0 (*reproduced-smaller* when also hi < δ); *refuted* if lo <= 0",
+        "and hi < δ (no effect as large as claimed); else *inconclusive*. A narrower interval",
+        "never gets a weaker verdict. *Coverage* is the fraction of the paper's protocol the",
+        "run trained (iterations or epochs, times the fraction of the paper's table cells where",
+        "the experiment records it); below 100 % of the iterations the headline says",
+        "*indicative* instead of reproduced, refuted or contradicted (an inconclusive interval",
+        "stays inconclusive), and on a substitute dataset it says so: *refuted (SUBSTITUTE",
+        "data)*, for instance. *P(reproduce | δ)* is the design's chance to call the paper's",
+        "effect reproduced if it is real, and *P(refute | 0)* its chance to call it refuted when",
+        "the truth is no effect, both from its number of pairs and their observed spread (for",
+        "results written before the second was recorded, the spread is recovered from the",
+        "recorded power, which determines it). Rows marked *rule changed after data* show the",
+        "verdict under the decision spec recorded when the first cell ran as well. Rows",
         "marked *interim* come from an unfinished grid (the cells finished so far): the",
         "planned design is not complete and the verdict may change as cells land (a",
         "partial grid whose missing cells are all secondary arms is not interim). Rows",

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.integrate
 import scipy.stats
 
 __all__ = [
+    "RULES",
     "VERDICTS",
+    "Contrast",
+    "DecisionSpec",
+    "combine_by",
+    "decide_contrasts",
+    "spec_hash",
+    "error_rates",
+    "holm",
     "combine",
     "combine_decisions",
     "fmt",
@@ -24,6 +36,7 @@ __all__ = [
     "power",
     "shown",
     "verdict",
+    "verdict_of_sign",
 ]
 
 
@@ -74,9 +87,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
     return out
 
 
-def verdict(diff: dict, claimed_sign: int) -> str:
+def verdict_of_sign(diff: dict, claimed_sign: int) -> str:
     """``reproduced`` when the CI excludes 0 on the claimed side, ``not reproduced`` when it
-    excludes 0 on the other side, else ``inconclusive``."""
+    excludes 0 on the other side, else ``inconclusive`` (a sign-only reading, no δ)."""
     lo, hi = diff["ci_low"], diff["ci_high"]
     if not np.isfinite(lo) or not np.isfinite(hi):
         return "inconclusive"
@@ -85,8 +98,68 @@ def verdict(diff: dict, claimed_sign: int) -> str:
     return "reproduced" if hi < 0 else ("not reproduced" if lo > 0 else "inconclusive")
 
 
-VERDICTS = ("reproduced", "refuted", "contradicted", "inconclusive")
-"""The four outcomes of a comparative claim (see :func:`decide`)."""
+def verdict(lo: float, hi: float, delta: float) -> str:
+    """The verdict of a paired interval ``[lo, hi]`` of the difference in the claimed direction.
+
+    The claim is "the difference is positive, about ``delta``" (``delta > 0``, the paper's
+    effect). The rule is complete (every interval gets exactly one verdict) and monotone (an
+    interval inside another never gets a weaker verdict):
+
+    * ``"contradicted"``: ``hi < 0``, the effect runs the other way;
+    * ``"reproduced"``: ``lo > 0`` and ``hi >= delta``;
+    * ``"reproduced-smaller"``: ``lo > 0`` and ``hi < delta``: an effect in the claimed
+      direction, smaller than claimed;
+    * ``"refuted"``: ``lo <= 0`` and ``hi < delta`` (and ``hi >= 0``): no effect as large as
+      claimed;
+    * ``"inconclusive"``: anything else (``lo <= 0 <= ... `` and ``hi >= delta``: too wide),
+      or a non-finite bound.
+
+    Examples:
+      >>> from experiments.stats import verdict
+      >>> [verdict(lo, hi, 0.01) for lo, hi in [(0.002, 0.02), (0.001, 0.005), (-0.01, 0.005),
+      ...                                       (-0.03, -0.001), (-0.01, 0.03)]]
+      ['reproduced', 'reproduced-smaller', 'refuted', 'contradicted', 'inconclusive']
+    """
+    if not delta > 0:
+        raise ValueError(f"delta (the paper's effect size) must be positive; got {delta}")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if lo > hi:
+        raise ValueError(f"an interval needs lo <= hi; got [{lo}, {hi}]")
+    if hi < 0:
+        return "contradicted"
+    if lo > 0:
+        return "reproduced" if hi >= delta else "reproduced-smaller"
+    if hi < delta:
+        return "refuted"
+    return "inconclusive"
+
+
+def _verdict_gap(lo: float, hi: float, delta: float) -> str:
+    """The rule in force until 2026-12-07 (kept to render results decided under it).
+
+    reproduced if ``lo > 0``; refuted if ``(lo, hi)`` inside ``(-delta, delta)``;
+    contradicted if ``hi < 0`` and ``lo <= -delta``; else inconclusive. It has a gap (an
+    interval below 0 but inside ``-delta`` reads "refuted") and is not monotone.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if lo > 0:
+        return "reproduced"
+    if lo > -delta and hi < delta:
+        return "refuted"
+    if hi < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+RULES = {"monotone-2026-12": verdict, "gap-2026-11": _verdict_gap}
+"""Every verdict rule a committed result was decided under, by name; the first is current."""
+CURRENT_RULE = next(iter(RULES))
+
+
+VERDICTS = ("reproduced", "reproduced-smaller", "refuted", "contradicted", "inconclusive")
+"""The outcomes of a comparative claim (see :func:`verdict`)."""
 
 
 def power(delta: float, sd: float, n: int, level: float = 0.95) -> float:
@@ -145,6 +218,95 @@ def headline_of(verdict_: str, coverage: float, substitute: bool) -> str:
     return f"{verdict_} (SUBSTITUTE data)" if substitute else verdict_
 
 
+def error_rates(delta: float, sd: float, n: int, level: float = 0.95) -> dict[str, float]:
+    """What this design (``n`` pairs, paired SD ``sd``) calls, when the truth is 0 or δ.
+
+    The interval is ``mean ± t* s / sqrt(n)`` with ``t*`` the Student-t quantile; the mean is
+    normal around the true effect ``mu`` with SD ``sd / sqrt(n)`` and the sample SD ``s`` has
+    ``sd * sqrt(chi2(n-1) / (n-1))``'s law, independently. :func:`verdict` then calls
+
+    * *reproduced* (``lo > 0``, either wording) when ``mean > c s``, ``c = t* / sqrt(n)``:
+      probability ``P(reproduce | mu)``, the noncentral t tail (:func:`power` at ``mu = δ``);
+    * *refuted* (``lo <= 0`` and ``0 <= hi < δ``) when ``-c s <= mean < min(c s, δ - c s)``:
+      probability ``P(refute | mu)``, integrated over the law of ``s``.
+
+    Returns:
+      ``{"p_reproduce_delta", "p_refute_zero", "p_refute_delta"}``: the chance to call the
+      paper's effect reproduced when it is real, and to call it refuted when the truth is 0
+      (right) or δ (a false refutation). NaN without a finite positive SD or with n < 2.
+
+    Examples:
+      >>> from experiments.stats import error_rates
+      >>> r = error_rates(1.0, 1.0, 10)
+      >>> round(r["p_reproduce_delta"], 2), round(r["p_refute_zero"], 2)
+      (0.8, 0.77)
+    """
+    nan = float("nan")
+    if n < 2 or not np.isfinite(sd) or sd <= 0:
+        return {"p_reproduce_delta": nan, "p_refute_zero": nan, "p_refute_delta": nan}
+    df = n - 1
+    c = scipy.stats.t.ppf(0.5 + level / 2, df) / np.sqrt(n)
+    se = sd / np.sqrt(n)
+    chi = scipy.stats.chi(df, scale=sd / np.sqrt(df))  # the law of the sample SD
+
+    def p_refute(mu: float) -> float:
+        def density(s: float) -> float:
+            upper, lower = min(c * s, delta - c * s), -c * s  # upper > lower for every s > 0
+            cdf = scipy.stats.norm.cdf
+            return (cdf((upper - mu) / se) - cdf((lower - mu) / se)) * chi.pdf(s)
+
+        value = scipy.integrate.quad(density, 0.0, np.inf, limit=200)[0]
+        return float(min(max(value, 0.0), 1.0))
+
+    return {
+        "p_reproduce_delta": power(delta, sd, n, level),
+        "p_refute_zero": p_refute(0.0),
+        "p_refute_delta": p_refute(delta),
+    }
+
+
+def holm(diffs: Sequence[dict], level: float = 0.95) -> list[tuple[float, float]]:
+    """Holm-adjusted simultaneous intervals for a family of paired differences.
+
+    Each difference ``{"mean", "std", "n"}`` gets its two-sided t p-value for 0; sorted by
+    p-value, the ``i``-th (0-based) of ``m`` is tested at ``alpha / (m - i)``, and its interval
+    is the two-sided interval at that level (Holm's step-down; past the first non-rejection,
+    every remaining difference keeps the level of that step). The intervals carry Holm's
+    familywise error for the tests against 0; they are not simultaneous confidence intervals.
+
+    Examples:
+      >>> from experiments.stats import holm
+      >>> d = {"mean": 1.0, "std": 1.0, "n": 10}
+      >>> [round(lo, 2) for lo, hi in holm([d, d])]  # tested at 0.025, then at 0.05
+      [0.15, 0.28]
+    """
+    alpha = 1.0 - level
+    m = len(diffs)
+    pvals = []
+    for d in diffs:
+        se = d["std"] / np.sqrt(d["n"]) if d["n"] > 1 else float("nan")
+        t = d["mean"] / se if se > 0 else float("inf")
+        pvals.append(float(2 * scipy.stats.t.sf(abs(t), d["n"] - 1)) if se == se else 1.0)
+    order = np.argsort(pvals, kind="stable")
+    levels = [0.0] * m
+    step_alpha = alpha / m
+    for rank, i in enumerate(order):
+        step_alpha = alpha / (m - rank)
+        levels[i] = step_alpha
+        if pvals[i] > step_alpha:  # the first non-rejection: the rest keep this level
+            for j in order[rank + 1 :]:
+                levels[j] = step_alpha
+            break
+    out = []
+    for d, a in zip(diffs, levels, strict=True):
+        if d["n"] < 2:
+            out.append((float("nan"), float("nan")))
+            continue
+        half = scipy.stats.t.ppf(1 - a / 2, d["n"] - 1) * d["std"] / np.sqrt(d["n"])
+        out.append((float(d["mean"] - half), float(d["mean"] + half)))
+    return out
+
+
 def decide(
     diff: dict,
     claimed_sign: int,
@@ -152,18 +314,14 @@ def decide(
     *,
     coverage: float,
     substitute: bool = False,
+    rule: str = CURRENT_RULE,
 ) -> dict:
     """The verdict of a comparative claim, with the evidence it rests on.
 
     With the paired interval ``[lo, hi]`` of ``arm - baseline``, the claim "the difference
-    has sign ``claimed_sign`` and size about ``delta``" (``delta > 0``, the paper's effect) is:
-
-    * **reproduced**: the interval lies on the claimed side of 0;
-    * **refuted**: the interval lies inside ``(-delta, +delta)``: no effect as large as
-      claimed;
-    * **contradicted**: the interval lies on the other side of 0 and reaches past
-      ``-delta`` (in the claimed direction's terms);
-    * **inconclusive**: anything else (too wide to tell).
+    has sign ``claimed_sign`` and size about ``delta``" (``delta > 0``, the paper's effect) is
+    decided by :func:`verdict` on the interval in the claimed direction (or by the older
+    rule named ``rule``, see :data:`RULES`).
 
     ``coverage`` is the fraction of the paper's protocol (iterations or epochs) the run
     covered. Below 1 the headline is ``indicative``: the verdict is reported, but the run
@@ -172,8 +330,9 @@ def decide(
 
     Returns:
       ``{"verdict", "headline", "delta", "power", "pairs_for_80pct", "coverage",
-      "substitute"}``, where ``power`` is that of this design (its ``n`` and observed
-      ``std``) for an effect of ``delta``.
+      "substitute", "rule", "p_reproduce_delta", "p_refute_zero", "p_refute_delta"}``,
+      where ``power`` (= ``p_reproduce_delta``) and the two refutation rates are those of
+      this design (its ``n`` and observed ``std``, :func:`error_rates`).
 
     Examples:
       >>> from experiments.stats import decide
@@ -193,31 +352,28 @@ def decide(
         verdict_ = "inconclusive"
     else:
         lo, hi = (lo, hi) if claimed_sign > 0 else (-hi, -lo)  # claimed direction = up
-        if lo > 0:
-            verdict_ = "reproduced"
-        elif lo > -delta and hi < delta:
-            verdict_ = "refuted"
-        elif hi < 0:
-            verdict_ = "contradicted"
-        else:
-            verdict_ = "inconclusive"
+        verdict_ = RULES[rule](lo, hi, delta)
     n, sd = int(diff.get("n", 0)), float(diff.get("std", float("nan")))
     headline = headline_of(verdict_, coverage, substitute)
+    rates = error_rates(delta, sd, n)
     return {
         "verdict": verdict_,
         "headline": headline,
         "delta": delta,
-        "power": power(delta, sd, n),
+        "power": rates["p_reproduce_delta"],
         "pairs_for_80pct": pairs_needed(delta, sd),
         "coverage": coverage,
         "substitute": substitute,
+        "rule": rule,
+        **rates,
     }
 
 
 def combine_decisions(decisions: list[dict], *, every: bool = False) -> dict:
     """One verdict over several cells of a claim (each from :func:`decide`).
 
-    Every cell reproduced: reproduced; any contradicted: contradicted; every cell refuted:
+    Every cell reproduced: reproduced (``reproduced-smaller`` when some are only that); any
+    contradicted: contradicted; every cell refuted:
     refuted; otherwise inconclusive. With ``every=True`` the claim asserts each of its cells
     ("A beats B *and* C", "at every large rate"), so one refuted cell refutes it too. The
     headline follows the weakest evidence (the lowest coverage, a substitute dataset) as in
@@ -237,6 +393,8 @@ def combine_decisions(decisions: list[dict], *, every: bool = False) -> dict:
     verdicts = [d["verdict"] for d in decisions]
     if all(v == "reproduced" for v in verdicts):
         verdict_ = "reproduced"
+    elif all(v in ("reproduced", "reproduced-smaller") for v in verdicts):
+        verdict_ = "reproduced-smaller"
     elif any(v == "contradicted" for v in verdicts):
         verdict_ = "contradicted"
     elif all(v == "refuted" for v in verdicts) or (every and "refuted" in verdicts):
@@ -278,7 +436,7 @@ def shown(decision: dict[str, Any]) -> str:
       'refuted'
     """
     verdict_, head = decision["verdict"], decision.get("headline", decision["verdict"])
-    return verdict_ if head == verdict_ else f"{head} (interval: {verdict_})"
+    return head if head.startswith(verdict_) else f"{head} (interval: {verdict_})"
 
 
 def fmt_diff(diff: dict[str, float]) -> str:
@@ -306,3 +464,154 @@ def evidence(head: dict | None, *, coverage: float, substitute: bool, delta: flo
         "delta": delta,
         "pairs": head["difference"]["n"] if head else 0,
     }
+
+
+# ------------------------------------------------------------------------------- specs
+@dataclasses.dataclass(frozen=True)
+class Contrast:
+    """One stated comparison: ``other - base`` in the cell ``cell`` (a rate, say), claimed to
+    have sign ``sign`` and the paper's size ``delta`` (its own difference for that cell).
+
+    ``claim`` names the sub-claim it belongs to; ``source`` says where the paper states it.
+    """
+
+    claim: str
+    other: str
+    base: str
+    cell: str
+    sign: int
+    delta: float
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.other} - {self.base} @ {self.cell}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionSpec:
+    """A claim's decision, fixed before its data: what is compared, against what, and how
+    the cells combine.
+
+    Attributes:
+      claims: ``{key: (statement, combination)}``; the combination is one of
+        :data:`COMBINATIONS` (how that sub-claim's cells make its verdict).
+      contrasts: every stated comparison, each decided by :func:`verdict` against its own δ.
+      pairs: the planned number of paired seeds.
+      pooling: how the headline pools cells (words; "none": the sub-claims are the headline).
+      control: the positive control (a contrast the design must reproduce before anything is
+        decided from it), or None.
+      control_needs: the verdict the control must reach.
+      rule: the verdict rule (:data:`RULES`).
+      headline: the sub-claims the headline combines (all when empty).
+    """
+
+    claims: dict[str, tuple[str, str]]
+    contrasts: tuple[Contrast, ...]
+    pairs: int
+    pooling: str = "none"
+    control: Contrast | None = None
+    control_needs: tuple[str, ...] = ("reproduced",)
+    rule: str = CURRENT_RULE
+    headline: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DecisionSpec:
+        """The spec :meth:`to_json` wrote (as recorded in a results file)."""
+        control = data.get("control")
+        return cls(
+            claims={k: tuple(v) for k, v in data["claims"].items()},
+            contrasts=tuple(Contrast(**c) for c in data["contrasts"]),
+            pairs=data["pairs"],
+            pooling=data.get("pooling", "none"),
+            control=None if control is None else Contrast(**control),
+            control_needs=tuple(data.get("control_needs", ("reproduced",))),
+            rule=data.get("rule", CURRENT_RULE),
+            headline=tuple(data.get("headline", ())),
+        )
+
+
+def spec_hash(spec: dict[str, Any] | DecisionSpec) -> str:
+    """A short hash of a decision spec's canonical JSON (what the results file records).
+
+    Examples:
+      >>> from experiments.stats import spec_hash
+      >>> spec_hash({"b": 1, "a": [0.5]}) == spec_hash({"a": [0.5], "b": 1})
+      True
+    """
+    if isinstance(spec, DecisionSpec):
+        spec = spec.to_json()
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _almost_all(decisions: list[dict]) -> dict:
+    """ "In almost all cases": reproduced when every cell but at most one is reproduced (in
+    either wording) and none is contradicted; else as :func:`combine_decisions`."""
+    verdicts = [d["verdict"] for d in decisions]
+    ok = [v in ("reproduced", "reproduced-smaller") for v in verdicts]
+    if len(decisions) >= 3 and sum(ok) >= len(ok) - 1 and "contradicted" not in verdicts:
+        out = combine_decisions([d for d, good in zip(decisions, ok, strict=True) if good])
+        return out
+    return combine_decisions(decisions)
+
+
+COMBINATIONS: dict[str, Callable[[list[dict]], dict]] = {
+    "every": lambda ds: combine_decisions(ds, every=True),
+    "all": combine_decisions,
+    "almost-all": _almost_all,
+}
+"""How a sub-claim's cells combine: ``every`` (the claim asserts each cell: one refuted cell
+refutes it), ``all`` (every cell reproduced / refuted; else inconclusive), ``almost-all``
+(all but one cell reproduced, none contradicted, with three or more cells)."""
+
+
+def combine_by(combination: str, decisions: list[dict]) -> dict:
+    """The sub-claim's verdict from its cells' decisions under ``combination``."""
+    return COMBINATIONS[combination](decisions)
+
+
+def decide_contrasts(
+    spec: DecisionSpec,
+    paired: Callable[[str, str], tuple[list[float], list[float]]],
+    *,
+    coverage: float,
+    substitute: bool = False,
+) -> dict[str, Any]:
+    """Decides every contrast of ``spec`` whose data exist, and combines each sub-claim.
+
+    ``paired(arm, cell)`` returns the arm's per-seed values in that cell, and the seeds, as
+    ``(values, seeds)``; a contrast is decided on the seeds both sides have (at least two).
+
+    Returns:
+      ``{"claims": {key: {"claim", "combination", "cells", verdict fields}}, "control":
+      decision or None, "control_passed": bool or None, "rule"}``.
+    """
+
+    def one(c: Contrast) -> dict | None:
+        (bv, bs), (ov, os_) = paired(c.base, c.cell), paired(c.other, c.cell)
+        b, o = dict(zip(bs, bv, strict=True)), dict(zip(os_, ov, strict=True))
+        common = sorted(set(b) & set(o))
+        if len(common) < 2:
+            return None
+        diff = paired_difference([b[x] for x in common], [o[x] for x in common])
+        decision = decide(
+            diff, c.sign, c.delta, coverage=coverage, substitute=substitute, rule=spec.rule
+        )
+        return {"comparison": c.label, "source": c.source, "difference": diff, **decision}
+
+    claims = {}
+    for key, (text, combination) in spec.claims.items():
+        cells = [d for c in spec.contrasts if c.claim == key if (d := one(c)) is not None]
+        claims[key] = {
+            "claim": text,
+            "combination": combination,
+            "cells": cells,
+            **combine_by(combination, cells),
+        }
+    control = one(spec.control) if spec.control is not None else None
+    passed = None if control is None else control["verdict"] in spec.control_needs
+    return {"claims": claims, "control": control, "control_passed": passed, "rule": spec.rule}

@@ -74,7 +74,9 @@ def test_cpu_conv_matches_lax_values_gradients_and_vmap(x_shape, k_shape, stride
         out_mag, grad_mag, carried = _bounds(a, b, strides, padding, ref_out, in_axes)
         # Each gradient: its own sums' bound, plus the output's rounding (gamma(n_out) per
         # unit of out_mag, on both sides) carried through g'.
-        grad_bound = [m + 2 * gamma(n_out) / gamma(n) * c for m, c in zip(grad_mag, carried)]
+        grad_bound = [
+            m + 2 * gamma(n_out) / gamma(n) * c for m, c in zip(grad_mag, carried, strict=True)
+        ]
         for grads, out in others:  # another summation order than lax's: float32 bounds
             assert_sum_close(out, ref_out, out_mag, n_out, what="output")
             for g, r, mag in zip(grads, ref_grads, grad_bound, strict=True):

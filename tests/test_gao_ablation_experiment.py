@@ -21,11 +21,14 @@ def test_ablation_smoke(tmp_path, data_dir):
     assert len(part["runs"]["plain"]["final"]["test_acc"]) == 2
     for arm in ("standard", "forward", "backward"):
         assert set(part["summary"][arm]) == {"0.3", "0.005"}
-    assert set(results["claims"]) == {"a", "b", "c"}
+    from experiments.gao_ablation import ALL_CLAIMS
+
+    assert set(results["claims"]) == set(ALL_CLAIMS)  # (a)-(c) and every stated contrast
     # 16 of the paper's 9,000 iterations: no headline may say reproduced/refuted.
     assert set(results["claims"].values()) <= {"indicative", "inconclusive", "not tested"}
     assert results["verdict"].startswith(("indicative", "inconclusive", "mixed"))
-    assert results["evidence"]["coverage"] == pytest.approx(16 / 9000)
+    # Coverage: the paper's iterations run x Table 1's cells run (plain + 3 arms x 2 rates).
+    assert results["evidence"]["coverage"] == pytest.approx(16 / 9000 * 7 / 19)
     for claim in part["claims"].values():
         for cell in claim["cells"]:
             assert cell["delta"] > 0 and 0 <= cell["power"] <= 1
@@ -39,7 +42,7 @@ def test_ablation_smoke(tmp_path, data_dir):
 def test_ablation_paper_plans_the_substitute_protocol():
     """Without CIFAR-10 the paper preset trains Table 1's full protocol on Fashion-MNIST at
     the three rates the sub-claims name (0.05 last), plain first, 2 seeds a cell."""
-    from experiments.gao_ablation import PAD_CROP_FLIP, PRESETS, cells, plan
+    from experiments.gao_ablation import PAD_CROP_FLIP, PRESETS, cells, plan, stages
 
     preset = PRESETS["paper"]
     parts = plan(preset, "fashion_mnist", substitute=True)
@@ -62,10 +65,20 @@ def test_ablation_paper_plans_the_substitute_protocol():
     table2 = parts[1]  # ResNet-20: augmented, full test set, never run on a CPU-only machine
     assert table2.model == "resnet20" and table2.test_subset is None
     assert table2.augmentation == PAD_CROP_FLIP and table2.needs_accelerator
+    subset = parts[2]  # the over-fitting substitute: control cells first, then the sub-claims
+    assert subset.train_subset == 5000 and subset.id == "table1_fmnist5k"
+    assert not plan(preset, "cifar10", substitute=False)[-1].train_subset
+    first, second, third = stages(subset, [0, 1, 2, 3])
+    assert [c.id for c in first] == [
+        f"table1_fmnist5k/{n}/seeds={g}" for g in ("0-1", "2-3") for n in ("plain", "standard@0.05")
+    ]
+    rates = lambda stage: {c.params["rate"] for c in stage}
+    assert rates(second) == {0.05, 0.3, 0.2, 0.005} and len(second) == 2 * (3 * 4 - 1)
+    assert rates(third) == {0.1, 0.01} and len(third) == 2 * 6
 
 
 def test_claims_are_decided_against_the_papers_effects():
-    from experiments.gao_ablation import evaluate_claims
+    from experiments.gao_ablation import SPEC_SUBSET, evaluate_claims
     from experiments.stats import combine
 
     plain = [0.70, 0.71, 0.72, 0.73]
@@ -77,7 +90,8 @@ def test_claims_are_decided_against_the_papers_effects():
         "forward": {"0.3": up(-0.10), "0.005": up(0.0)},
         "backward": {"0.3": up(0.01), "0.005": up(0.02)},
     }
-    claims = evaluate_claims(finals, (0.3, 0.005), coverage=1.0)
+    decide = lambda f, **kw: evaluate_claims(f, coverage=kw.get("coverage", 1.0))["claims"]
+    claims = decide(finals)
     assert [c["verdict"] for c in claims["a"]["cells"]] == ["reproduced", "reproduced"]
     assert claims["a"]["headline"] == "reproduced"
     assert claims["b"]["verdict"] == "reproduced"  # forward - plain < 0 at 0.3
@@ -86,17 +100,43 @@ def test_claims_are_decided_against_the_papers_effects():
     assert claims["a"]["cells"][0]["delta"] == pytest.approx(0.0615)
     # No effect at all where the paper has one: refuted (interval inside (-delta, delta)).
     flat = {**finals, "backward": {"0.3": up(0.01), "0.005": up(0.0)}}
-    assert evaluate_claims(flat, (0.3, 0.005), coverage=1.0)["c"]["verdict"] == "refuted"
+    assert decide(flat)["c"]["verdict"] == "refuted"
     # (a) asserts both comparisons: standard no better than backward at 0.3 (paper's effect
     # 0.009) refutes (a), although standard beats forward.
     tie = {**finals, "backward": {"0.3": up(0.10), "0.005": up(0.02)}}
-    a = evaluate_claims(tie, (0.3, 0.005), coverage=1.0)["a"]
+    a = decide(tie)["a"]
     assert [c["verdict"] for c in a["cells"]] == ["reproduced", "refuted"]
     assert a["verdict"] == "refuted"
     # The other side: contradicted.
     worse = {**finals, "backward": {"0.3": up(0.01), "0.005": up(-0.02)}}
-    assert evaluate_claims(worse, (0.3, 0.005), coverage=1.0)["c"]["verdict"] == "contradicted"
-    short = evaluate_claims(finals, (0.3, 0.005), coverage=0.1)
+    assert decide(worse)["c"]["verdict"] == "contradicted"
+    short = decide(finals, coverage=0.1)
     assert short["a"]["verdict"] == "reproduced" and short["a"]["headline"] == "indicative"
-    assert evaluate_claims(finals, (0.005,))["a"]["verdict"] == "not tested"
+    no_large = {arm: {"0.005": v["0.005"]} for arm, v in finals.items() if arm != "plain"}
+    assert decide({**no_large, "plain": finals["plain"]})["a"]["verdict"] == "not tested"
     assert combine(["reproduced", "inconclusive"]) == "inconclusive"  # Tables 4-5 (legacy)
+    # The over-fitting substitute's positive control: standard - plain at 0.05 (+0.0068).
+    gain = {**finals, "standard": {**finals["standard"], "0.05": up(0.008)}}
+    assert evaluate_claims(gain, SPEC_SUBSET)["control_passed"] is True
+    none = {**finals, "standard": {**finals["standard"], "0.05": up(0.0)}}
+    decided = evaluate_claims(none, SPEC_SUBSET)
+    assert decided["control_passed"] is False and decided["control"]["verdict"] == "refuted"
+
+
+def test_rule_changed_after_data_is_rendered_under_both_specs():
+    """The committed full-substitute cells ran under the gap rule (reconstructed): a
+    re-summary under the current spec also shows the verdicts under that rule."""
+    import json
+    from pathlib import Path
+
+    from experiments.gao_ablation import partial, render
+
+    path = Path(__file__).parents[1] / "experiments/results/gao_ablation/paper.json"
+    payload = json.loads(path.read_text())
+    results = partial({**payload, "status": "partial"})
+    part = results["parts"]["table1"]
+    assert part["spec"]["hash"] != part["spec"]["at_start"]
+    assert not part["spec"]["at_start_recorded"]
+    assert part["at_start"]["rule"] == "gap-2026-11"
+    assert "rule changed after data" in results["verdict"]
+    assert "**Rule changed after data.**" in render(results)

@@ -17,7 +17,7 @@ def _diff(lo, hi, n=4, std=0.001):
         (0.0001, 0.0009, +1, "reproduced"),  # above 0
         (-0.0002, 0.0002, +1, "refuted"),  # inside (-delta, delta)
         (-0.0009, -0.0004, +1, "contradicted"),  # below 0, past -delta
-        (-0.0002, -0.0001, +1, "refuted"),  # below 0 but no effect as large as claimed
+        (-0.0002, -0.0001, +1, "contradicted"),  # below 0, even within -delta (no gap)
         (-0.0009, 0.0009, +1, "inconclusive"),  # too wide
         (-0.0009, -0.0001, -1, "reproduced"),  # a claimed decrease
         (0.0004, 0.0009, -1, "contradicted"),
