@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 import dropjax
 from dropjax._src import masks as _masks
+from dropjax._src import variational as _variational
 
 __all__ = [
     "AlphaDropout",
@@ -630,8 +631,19 @@ class ConcreteDropout(nn.Module):
 # --- Variational dropout with learned rates (Kingma et al. 2015; Molchanov et al. 2017) -----
 
 
+def _window(kernel_size) -> tuple[int, ...]:
+    """``kernel_size`` as a tuple; an int ``k`` is ``(k,)``, as ``nn.Conv`` reads it."""
+    if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
+        return (kernel_size,)
+    return tuple(kernel_size)
+
+
+PRUNING = "pruning"
+"""The collection where the variational layers record their ``threshold`` and ``clip``."""
+
+
 class _VariationalLayer(nn.Module):
-    """Shared call: log alpha from (kernel, log_sigma2), the KL sown, then the op."""
+    """Shared call: log alpha from (kernel, log_sigma2), the KL and settings sown, the op."""
 
     def _variational(self, inputs, kernel, bias, deterministic, rng, op):
         log_sigma2 = self.param(
@@ -639,6 +651,17 @@ class _VariationalLayer(nn.Module):
         )
         log_alpha = dropjax.variational_log_alpha(kernel, log_sigma2, clip=self.clip)
         self.sow("losses", "kl", dropjax.kl_molchanov(log_alpha).sum())
+        # The pruning settings, for sparsity(variables): stored when the collection is
+        # mutable (as in init), replaced rather than appended on later mutable applies.
+        for name, value in (("threshold", self.threshold), ("clip", self.clip)):
+            value = jnp.inf if value is None else value
+            self.sow(
+                PRUNING,
+                name,
+                jnp.asarray(value, jnp.float32),
+                reduce_fn=lambda _, new: new,
+                init_fn=lambda: None,
+            )
         key = _resolve(self, deterministic, rng)
         if key is None:
             return op(None, inputs, kernel, log_alpha, bias, self.threshold, True)
@@ -665,7 +688,9 @@ class VariationalDense(_VariationalLayer):
     collection, times a KL weight, to the data term; the ELBO per example is
     ``cross_entropy_mean + total_kl / num_train``. ``init`` returns the sown ``"losses"``
     too: pass only ``{"params": ...}`` to ``apply``, or the new KL is appended to the old.
-    :func:`sparsity` reports the pruning.
+    The layer also records its ``threshold`` and ``clip`` (``inf`` for None) in the
+    ``"pruning"`` collection whenever that is mutable (as in ``init``), so that
+    :func:`sparsity` of the variables reports the pruning this layer does.
 
     Attributes:
       features: output size.
@@ -726,7 +751,8 @@ class VariationalConv(_VariationalLayer):
 
     Attributes:
       features: output channels.
-      kernel_size: the window, one int per spatial axis.
+      kernel_size: the window, one int per spatial axis; an int ``k`` means ``(k,)`` (a
+        1-D convolution), as in ``nn.Conv``.
       strides: an int or one per spatial axis.
       padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
       kernel_dilation: an int or one per spatial axis.
@@ -745,7 +771,7 @@ class VariationalConv(_VariationalLayer):
     """
 
     features: int
-    kernel_size: Sequence[int]
+    kernel_size: int | Sequence[int]
     strides: int | Sequence[int] = 1
     padding: str | Sequence[tuple[int, int]] = "SAME"
     kernel_dilation: int | Sequence[int] = 1
@@ -764,7 +790,7 @@ class VariationalConv(_VariationalLayer):
     def __call__(self, inputs, deterministic: bool | None = None, rng=None):
         """Samples pre-activations (training) or applies the pruned mean convolution."""
         in_features = inputs.shape[-1] // self.feature_group_count
-        shape = (*tuple(self.kernel_size), in_features, self.features)
+        shape = (*_window(self.kernel_size), in_features, self.features)
         kernel = self.param("kernel", self.kernel_init, shape)
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
 
@@ -812,11 +838,31 @@ def total_kl(losses: Any) -> jax.Array:
     return total
 
 
-def sparsity(params: Any, threshold: float = 3.0) -> dict[str, Any]:
+def sparsity(
+    variables: Any, threshold: float | None = None, *, clip: float | None = None
+) -> dict[str, Any]:
     """Pruned fraction and compression of a linen model's variational layers.
 
-    :func:`dropjax.sparsity` of ``params`` (``variables`` with a ``"params"`` entry are
-    accepted too); layer names are the module paths, e.g. ``"VariationalDense_0"``.
+    Counts, per layer, the weights its deterministic pass keeps: ``kernel`` zeroed where
+    :func:`dropjax.variational_log_alpha` (clipped to ``±clip``) exceeds ``threshold``, as
+    :func:`dropjax.sparsity` does, with **each layer's own** ``threshold`` and ``clip``.
+    Linen keeps those on the module, not in the parameters, so the layers record them in
+    the ``"pruning"`` collection that ``init`` returns: pass the whole ``variables`` (with
+    their ``"pruning"`` entry). For a layer without a record (a bare ``params`` tree) the
+    defaults 3 and 8 apply. Layer names are the module paths, e.g. ``"VariationalDense_0"``.
+
+    Args:
+      variables: the variables of a model (``init``'s output, ``"params"`` and
+        ``"pruning"``), or its bare ``params``.
+      threshold: if given, this pruning threshold for every layer instead of its own.
+      clip: if given, this :math:`\\log\\alpha` clip for every layer instead of its own
+        (``math.inf`` for no clip).
+
+    Returns:
+      As :func:`dropjax.sparsity`: ``{"layers": {path: stats}, "total": stats}``.
+
+    Raises:
+      ValueError: the variables hold no variational layer.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.linen
@@ -824,10 +870,35 @@ def sparsity(params: Any, threshold: float = 3.0) -> dict[str, Any]:
       >>> s = dropjax.linen.sparsity(v)
       >>> s["total"]["weights"], s["total"]["zero_fraction"]
       (12, 0.0)
+      >>> layer = dropjax.linen.VariationalDense(3, threshold=-20.0)  # prunes every weight
+      >>> v = layer.init(jax.random.key(0), jnp.ones((1, 4)), True)
+      >>> dropjax.linen.sparsity(v)["total"]["compression"]
+      inf
     """
-    if isinstance(params, Mapping) and "params" in params:
-        params = params["params"]
-    return dropjax.sparsity(params, threshold)
+    recorded: Any = {}
+    if isinstance(variables, Mapping) and "params" in variables:
+        recorded = variables.get(PRUNING, {})
+        variables = variables["params"]
+
+    def setting(path: str, name: str, given, default: float):
+        if given is not None:
+            return given
+        node = recorded
+        for part in path.split("/") if path else ():
+            node = node.get(part, {}) if isinstance(node, Mapping) else {}
+        value = node.get(name) if isinstance(node, Mapping) else None
+        return default if value is None else float(jnp.asarray(value))
+
+    return _variational.layer_sparsity(
+        (
+            path,
+            layer["kernel"],
+            layer["log_sigma2"],
+            setting(path, "threshold", threshold, 3.0),
+            setting(path, "clip", clip, 8.0),
+        )
+        for path, layer in _variational.variational_layers(variables)
+    )
 
 
 def attention_fn(
@@ -858,9 +929,12 @@ def attention_fn(
     stored, so attention memory no longer grows as ``q_len * kv_len``. With
     ``deterministic=True`` (or rate 0) it equals Flax's own attention up to float rounding;
     with dropout the masks follow :func:`dropjax.keep_mask` (``broadcast_dropout`` shares
-    one over the batch axes and heads), not ``jax.random.bernoulli``. ``precision`` is
-    ignored; the module cannot sow the weights (never built). Pick an implementation with
-    ``functools.partial(attention_fn, implementation="blockwise")``.
+    one over the batch axes and heads), not ``jax.random.bernoulli``. ``mask`` is read as
+    Flax reads it, nonzero = attend, in any dtype: the float32 masks of
+    ``nn.make_causal_mask``, ``nn.make_attention_mask``, ``nn.combine_masks`` and of
+    KV-cache decoding (``decode=True``) work as with Flax's own attention. ``precision``
+    is ignored; the module cannot sow the weights (never built). Pick an implementation
+    with ``functools.partial(attention_fn, implementation="blockwise")``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, dropjax.linen

@@ -23,6 +23,7 @@ from flax import nnx
 
 import dropjax
 from dropjax._src import masks as _masks
+from dropjax._src import variational as _variational
 
 __all__ = [
     "AlphaDropout",
@@ -738,7 +739,8 @@ class VariationalConv(_Variational):
     Args:
       in_features: input channels.
       out_features: output channels.
-      kernel_size: the window, one int per spatial axis.
+      kernel_size: the window, one int per spatial axis; an int ``k`` means ``(k,)`` (a
+        1-D convolution), as in ``nnx.Conv``.
       strides: an int or one per spatial axis.
       padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
       kernel_dilation: an int or one per spatial axis.
@@ -760,7 +762,7 @@ class VariationalConv(_Variational):
         self,
         in_features: int,
         out_features: int,
-        kernel_size: Sequence[int],
+        kernel_size: int | Sequence[int],
         *,
         strides: int | Sequence[int] = 1,
         padding: str | Sequence[tuple[int, int]] = "SAME",
@@ -777,6 +779,8 @@ class VariationalConv(_Variational):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ):
+        if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
+            kernel_size = (int(kernel_size),)  # as nnx.Conv: an int is a 1-D window
         shape = (*tuple(kernel_size), in_features // feature_group_count, out_features)
         kernel = kernel_init(rngs.params(), shape)
         self.strides = strides if isinstance(strides, int) else tuple(strides)
@@ -823,11 +827,28 @@ def total_kl(model: nnx.Module) -> jax.Array:
     return total
 
 
-def sparsity(model: nnx.Module, threshold: float = 3.0) -> dict[str, Any]:
+def sparsity(
+    model: nnx.Module, threshold: float | None = None, *, clip: float | None = None
+) -> dict[str, Any]:
     """Pruned fraction and compression of an NNX model's variational layers.
 
-    :func:`dropjax.sparsity` of the model's parameters (``nnx.to_pure_dict`` of
-    ``nnx.state(model, nnx.Param)``); layer names are attribute paths, e.g. ``"fc1"``.
+    Counts, per layer, the weights its deterministic pass keeps: ``kernel`` zeroed where
+    :meth:`VariationalDense.log_alpha` (clipped to ``±clip``) exceeds ``threshold``, as
+    :func:`dropjax.sparsity` does, with **each layer's own** ``threshold`` and ``clip``
+    (its constructor arguments). Layer names are attribute paths, e.g. ``"fc1"``.
+
+    Args:
+      model: an NNX module holding :class:`VariationalDense`/:class:`VariationalConv`
+        layers (or one such layer).
+      threshold: if given, this pruning threshold for every layer instead of its own.
+      clip: if given, this :math:`\\log\\alpha` clip for every layer instead of its own
+        (``math.inf`` for no clip).
+
+    Returns:
+      As :func:`dropjax.sparsity`: ``{"layers": {path: stats}, "total": stats}``.
+
+    Raises:
+      ValueError: the model has no variational layer.
 
     Examples:
       >>> import dropjax.nnx
@@ -835,8 +856,26 @@ def sparsity(model: nnx.Module, threshold: float = 3.0) -> dict[str, Any]:
       >>> s = dropjax.nnx.sparsity(dropjax.nnx.VariationalDense(4, 2, rngs=nnx.Rngs(0)))
       >>> s["total"]["weights"], s["total"]["compression"]
       (8, 1.0)
+      >>> pruned = dropjax.nnx.VariationalDense(4, 2, threshold=-20.0, rngs=nnx.Rngs(0))
+      >>> dropjax.nnx.sparsity(pruned)["total"]["compression"]  # every weight pruned
+      inf
     """
-    return dropjax.sparsity(nnx.to_pure_dict(nnx.state(model, nnx.Param)), threshold)
+    found = [
+        (tuple(str(part) for part in path), module)
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, _Variational)
+    ]
+    layers = sorted(found, key=lambda item: item[0])
+    return _variational.layer_sparsity(
+        (
+            "/".join(path),
+            module.kernel[...],
+            module.log_sigma2[...],
+            module.threshold if threshold is None else threshold,
+            module.clip if clip is None else clip,
+        )
+        for path, module in layers
+    )
 
 
 def attention_fn(
@@ -864,7 +903,9 @@ def attention_fn(
     ``deterministic``, ``dtype``, ``precision``, ``module``, ``is_causal``) and computes
     :func:`dropjax.dot_product_attention`; see :func:`dropjax.linen.attention_fn` for the
     semantics (memory-efficient dropout on long sequences, equal to Flax's attention when
-    deterministic, ``precision`` ignored, no sown weights).
+    deterministic, ``precision`` ignored, no sown weights). ``mask`` is nonzero = attend in
+    any dtype, as in Flax: ``nnx.make_causal_mask``, ``nnx.make_attention_mask``,
+    ``nnx.combine_masks`` and KV-cache decoding (``decode=True``) give float32 masks.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax.nnx

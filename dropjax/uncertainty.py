@@ -11,6 +11,10 @@ Conventions used throughout this module:
   static). Values (non-negative probabilities summing to one, labels in range,
   finite scores) are checked only when the inputs are concrete, i.e. outside of a
   trace; traced inputs skip the value checks. Invalid inputs raise ``ValueError``.
+  The ranking metrics (:func:`auroc`, :func:`aupr`, :func:`fpr_at_tpr`,
+  :func:`accuracy_coverage_curve`, :func:`aurc`) return NaN instead when traced inputs
+  are invalid (a NaN or infinite score, a label other than 0/1, a ``tpr`` outside
+  ``(0, 1]``), so an invalid input under :func:`jax.jit` is never a plausible number.
 * ``num_bins`` and ``bins`` arguments are Python integers and must be static
   under :func:`jax.jit` (e.g. ``jax.jit(f, static_argnames="num_bins")``).
 
@@ -139,6 +143,30 @@ def _check_scores(scores: ArrayLike, name: str) -> jax.Array:
         raise ValueError(f"{name} must be a non-empty 1-D array (N,), got shape {s.shape}.")
     _check_finite(s, name)
     return s
+
+
+def _nan_unless_valid(value: jax.Array, scores: jax.Array, labels=None, tpr=None) -> jax.Array:
+    """``value``, or NaN when traced inputs are invalid (concrete ones were checked).
+
+    Invalid: a non-finite score, a label other than 0/1 (booleans are always valid), or a
+    ``tpr`` outside ``(0, 1]``. Mirrors the checks that raise on concrete inputs, so one
+    rule holds under :func:`jax.jit`: an invalid input gives NaN, never a plausible score.
+    """
+    checks = []
+    if not _is_concrete(scores):
+        checks.append(jnp.all(jnp.isfinite(scores)))
+    if labels is not None and not _is_concrete(labels):
+        labels = jnp.asarray(labels)
+        if labels.dtype != jnp.bool_:
+            checks.append(jnp.all((labels == 0) | (labels == 1)))
+    if tpr is not None and not _is_concrete(tpr):
+        checks.append((tpr > 0) & (tpr <= 1))
+    if not checks:
+        return value
+    ok = checks[0]
+    for check in checks[1:]:
+        ok = ok & check
+    return jnp.where(ok, value, jnp.asarray(jnp.nan, value.dtype))
 
 
 def _check_num_bins(num_bins: int) -> int:
@@ -583,7 +611,8 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> jax.Array:
       labels: binary labels ``(N,)``, booleans or 0/1.
 
     Returns:
-      Scalar array in ``[0, 1]``; NaN under jit when only one class is present.
+      Scalar array in ``[0, 1]``; NaN under jit when only one class is present, a score is
+      NaN or infinite, or a label is not 0/1.
 
     Raises:
       ValueError: on invalid shapes, non-finite scores, non-binary labels, or (when
@@ -612,7 +641,7 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> jax.Array:
     n_pos = s.shape[0] - n_neg
     # Per-positive win rate in [0, 1], then averaged: keeps float32 precise for large N.
     wins = (below + at_or_below).astype(s.dtype) / (2.0 * n_neg)
-    return jnp.sum(jnp.where(pos, wins, 0.0)) / n_pos
+    return _nan_unless_valid(jnp.sum(jnp.where(pos, wins, 0.0)) / n_pos, s, labels)
 
 
 def accuracy_coverage_curve(
@@ -636,7 +665,8 @@ def accuracy_coverage_curve(
 
     Returns:
       ``(coverage, accuracy)``, two ``(N,)`` arrays ordered from the most confident
-      prediction (coverage ``1/N``) to full coverage (``1``).
+      prediction (coverage ``1/N``) to full coverage (``1``); ``accuracy`` is all NaN under
+      jit when a confidence is NaN or infinite or ``correct`` holds a value other than 0/1.
 
     Raises:
       ValueError: on invalid shapes, non-finite confidences or non-binary ``correct``.
@@ -654,7 +684,7 @@ def accuracy_coverage_curve(
     order = jnp.argsort(-conf, stable=True)
     k = jnp.arange(1, n + 1, dtype=conf.dtype)
     hits = jnp.cumsum(ok[order].astype(conf.dtype))
-    return k / n, hits / k
+    return k / n, _nan_unless_valid(hits / k, conf, correct)
 
 
 def aurc(confidence: ArrayLike, correct: ArrayLike) -> jax.Array:
@@ -674,7 +704,8 @@ def aurc(confidence: ArrayLike, correct: ArrayLike) -> jax.Array:
       correct: booleans or 0/1 ``(N,)`` marking correct predictions.
 
     Returns:
-      Scalar array in ``[0, 1]``.
+      Scalar array in ``[0, 1]``; NaN under jit for invalid inputs, as
+      :func:`accuracy_coverage_curve`.
 
     Raises:
       ValueError: as :func:`accuracy_coverage_curve`.
@@ -1011,7 +1042,8 @@ def aupr(scores: ArrayLike, labels: ArrayLike) -> jax.Array:
 
     Returns:
       Scalar array in ``[0, 1]`` (the fraction of positives for a constant score); NaN
-      under jit when there is no positive.
+      under jit when there is no positive, a score is NaN or infinite, or a label is not
+      0/1.
 
     Raises:
       ValueError: on invalid shapes, non-finite scores, non-binary labels, or (when
@@ -1030,7 +1062,7 @@ def aupr(scores: ArrayLike, labels: ArrayLike) -> jax.Array:
     pos_desc, tp, end = _descending_counts(s, pos)
     precision_at_end = tp[end] / (end + 1).astype(s.dtype)
     n_pos = tp[-1]
-    return jnp.sum(jnp.where(pos_desc, precision_at_end, 0.0)) / n_pos
+    return _nan_unless_valid(jnp.sum(jnp.where(pos_desc, precision_at_end, 0.0)) / n_pos, s, labels)
 
 
 def fpr_at_tpr(scores: ArrayLike, labels: ArrayLike, tpr: float = 0.95) -> jax.Array:
@@ -1060,7 +1092,9 @@ def fpr_at_tpr(scores: ArrayLike, labels: ArrayLike, tpr: float = 0.95) -> jax.A
       tpr: the target true-positive rate in ``(0, 1]``.
 
     Returns:
-      Scalar array in ``[0, 1]`` (lower is better); NaN under jit when a class is absent.
+      Scalar array in ``[0, 1]`` (lower is better); NaN under jit when a class is absent,
+      a score is NaN or infinite, a label is not 0/1, or a traced ``tpr`` is outside
+      ``(0, 1]``.
 
     Raises:
       ValueError: on invalid shapes, non-finite scores, non-binary labels, a Python
@@ -1088,7 +1122,7 @@ def fpr_at_tpr(scores: ArrayLike, labels: ArrayLike, tpr: float = 0.95) -> jax.A
     first = jnp.argmax(tp >= needed)
     last = end[first]
     fp = (last + 1).astype(s.dtype) - tp[last]
-    return fp / n_neg
+    return _nan_unless_valid(fp / n_neg, s, labels, tpr)
 
 
 # --------------------------------------------------------------------------- recalibration

@@ -361,7 +361,9 @@ def dot_product_attention(
       sampler.
 
     ``dropout_rate`` is the probability of *dropping* a weight (not the keep rate!); it may
-    be traced (its gradient is the pathwise derivative, the mask held fixed). With
+    be traced (its gradient is the pathwise derivative, the mask held fixed). A concrete
+    rate outside ``[0, 1]`` raises; a traced one outside ``[0, 1]`` (or NaN) gives an
+    all-NaN output from every implementation, as :func:`dropjax.dropout` does. With
     ``dropout_rate=0`` or ``deterministic=True`` no key is needed and the result matches
     :func:`jax.nn.dot_product_attention` (same layout, same large-negative masking, so a
     fully masked query row averages all values uniformly). Logits, softmax and dropout are
@@ -504,6 +506,10 @@ def dot_product_attention(
                 "custom VJP recomputes the tiles); for jax.jvp, jax.jacfwd or jax.hessian pass "
                 "implementation='xla'"
             ) from err
+        if drop and not _m.is_concrete(rate):
+            # The tiles zero the dropped weights (an invalid rate keeps nothing), which would
+            # give zeros; the "xla" path's NaN scale gives NaN. One rule: NaN everywhere.
+            out = out * _m.rate_guard(rate).astype(out.dtype)
     return out[0] if unbatched else out
 
 
@@ -551,7 +557,10 @@ def flax_attention_fn(
     pass: inputs ``[batch..., length, heads, head_dim]`` (any number of batch axes, or
     none), ``mask``/``bias`` broadcastable to ``[batch..., heads, q_len, kv_len]``, and the
     dropout rng, rate, ``broadcast_dropout`` (one mask shared over the batch axes and the
-    heads) and ``deterministic``. ``dtype`` casts the inputs; ``precision`` is accepted and
+    heads) and ``deterministic``. ``mask`` is read as Flax reads it, nonzero = attend, in any
+    dtype: Flax's helpers (``make_causal_mask``, ``make_attention_mask``,
+    ``combine_masks``) and its KV-cache decoding build float32 masks, converted here with
+    ``mask != 0``. ``dtype`` casts the inputs; ``precision`` is accepted and
     ignored (matmuls run at the backend's default precision); ``module`` is only passed
     when Flax is asked to sow the weights, which this function never builds, so a module
     raises.
@@ -578,6 +587,10 @@ def flax_attention_fn(
             f"attention_fn needs query, key and value with the same batch axes; got shapes "
             f"{query.shape}, {key.shape}, {value.shape}"
         )
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.dtype != jnp.bool_:
+            mask = mask != 0  # Flax's convention: nonzero = attend, any dtype
     unbatched = not batch_shape
     if not unbatched:
         query, key, value = (x.reshape((-1, *x.shape[-3:])) for x in (query, key, value))

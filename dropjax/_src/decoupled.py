@@ -96,6 +96,21 @@ def _masked(plan: str, bdims, key, x, p_f):
     return _m.apply_mask(x, keep, scale)
 
 
+def _decoupled_value(plan: str, bdims, key, x, p_f, p_b):
+    """The forward value of a decoupled plan: ``_masked``, all NaN for an invalid traced p_b.
+
+    ``p_b`` only shapes the backward pass, so without this an invalid traced backward rate
+    (1.5, -0.1, NaN) would leave the value untouched and show up only in the gradient. A
+    concrete ``p_b`` was validated by ``check_rate``.
+    """
+    keep, scale = _forward_mask(plan, key, x.shape, p_f, bdims)
+    if not _m.is_concrete(p_b):
+        guard = _m.rate_guard(p_b)
+        scale = guard if scale is None else scale * guard
+        keep = jnp.ones((), bool) if keep is None else keep
+    return _m.apply_mask(x, keep, scale)
+
+
 def _rate_term(bdims, key, x, rate, d_rate):
     """Pathwise derivative in the rate, mask held fixed: ``x m / (1 - p)^2 * dp``."""
     d = _m.as_f32(d_rate) * _m.inverse_keep_prob(rate)
@@ -233,7 +248,7 @@ def _elementwise_bwd(plan: str, bdims: tuple[int, ...]):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _decoupled(plan: str, bdims: tuple[int, ...], key, x, p_f, p_b):
-    return _masked(plan, bdims, key, x, p_f)
+    return _decoupled_value(plan, bdims, key, x, p_f, p_b)
 
 
 def _decoupled_jvp(plan, bdims, primals, tangents):
@@ -284,13 +299,19 @@ def _plan(backward: str, p_f, p_b) -> str:
 
 
 def _prepare(name, key, x, forward_rate, backward_rate, backward, broadcast_dims):
-    x = _m.check_floating(x, name)
+    if name == "decoupled_call":
+        order = "key, fn, params, x, forward_rate, backward_rate"
+        example = f"{name}(jax.random.key(0), fn, params, x, 0.5, 0.1)"
+    else:
+        order = "key, x, forward_rate, backward_rate"
+        example = f"{name}(jax.random.key(0), x, 0.5, 0.1)"
+    x = _m.check_floating(x, name, key=key, order=order, example=example)
     p_f = _m.check_rate(forward_rate, "forward_rate")
     p_b = _m.check_rate(backward_rate, "backward_rate")
     plan = _plan(backward, p_f, p_b)
     bdims = _m.normalize_axes(broadcast_dims, x.ndim)
     if plan != "identity":
-        key = _m.check_key(key, name)
+        key = _m.check_key(key, name, order=order)
     return key, x, p_f, p_b, plan, bdims
 
 
@@ -331,6 +352,11 @@ def decoupled_dropout(
     The VJP keeps only the key and the rates as residuals and regenerates the masks in the
     backward pass: one extra PRNG pass instead of an activation-sized mask held in memory
     between forward and backward.
+
+    A concrete rate outside ``[0, 1]`` raises ``ValueError``. A traced one cannot be
+    checked, so a traced ``forward_rate`` *or* ``backward_rate`` outside ``[0, 1]`` (or NaN)
+    makes the value all NaN (and the gradient too), never a silently wrong one: an invalid
+    backward rate does not wait for the backward pass to show.
 
     Followed by a dense layer, this elementwise form gives Eq. 9's back-propagated error but
     *not* its weight gradient (the matmul's VJP reuses the forward-masked input); use
@@ -416,7 +442,8 @@ def backward_dropout(
       broadcast_dims: axes sharing one mask entry.
 
     Returns:
-      ``x`` (same values), whose VJP is ``g * m / (1 - rate)``.
+      ``x`` (same values), whose VJP is ``g * m / (1 - rate)``; all NaN for an invalid
+      traced ``rate`` (outside ``[0, 1]`` or NaN), as every dropjax op with a rate.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax
@@ -466,8 +493,8 @@ def augmented_dropout(
     )
 
 
-def _call_forward(fn, plan, bdims, key, params, x, p_f, consts):
-    return fn(params, _masked(plan, bdims, key, x, p_f), *consts)
+def _call_forward(fn, plan, bdims, key, params, x, p_f, p_b, consts):
+    return fn(params, _decoupled_value(plan, bdims, key, x, p_f, p_b), *consts)
 
 
 def _call_bwd(fn, plan, bdims, tree, present, res, cts):
@@ -488,7 +515,7 @@ def _nonzero_tangent(t) -> bool:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _call_core(fn, plan, bdims, key, params, x, p_f, p_b, consts):
-    return _call_forward(fn, plan, bdims, key, params, x, p_f, consts)
+    return _call_forward(fn, plan, bdims, key, params, x, p_f, p_b, consts)
 
 
 def _call_jvp(fn, plan, bdims, primals, tangents):
@@ -562,7 +589,8 @@ def decoupled_call(
       broadcast_dims: axes of ``x`` sharing one mask entry.
 
     Returns:
-      ``fn(params, x * m_f * s_f)``.
+      ``fn(params, x * m_f * s_f)``; ``fn`` of an all-NaN input when a traced rate is
+      invalid (outside ``[0, 1]`` or NaN), as in :func:`decoupled_dropout`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax

@@ -33,11 +33,12 @@ def is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def check_key(key, name: str = "dropout") -> jax.Array:
+def check_key(key, name: str = "dropout", *, order: str = "key, x, rate") -> jax.Array:
     """Returns ``key`` as one typed PRNG key, or raises an error that names the fix.
 
     Accepts a typed key (``jax.random.key``) of shape ``()`` or a legacy raw key
-    (``jax.random.PRNGKey``: uint32 of shape ``(2,)``), which is wrapped.
+    (``jax.random.PRNGKey``: uint32 of shape ``(2,)``), which is wrapped. ``order`` is the
+    caller's leading arguments, named in the error for a float array in the key's place.
     """
     if key is None:
         raise ValueError(
@@ -60,7 +61,7 @@ def check_key(key, name: str = "dropout") -> jax.Array:
     if jnp.issubdtype(key.dtype, jnp.floating):
         raise TypeError(
             f"{name} got a floating-point array of shape {key.shape} where the PRNG key goes: "
-            "the argument order is (key, x, rate), with key=jax.random.key(seed)"
+            f"the argument order is ({order}), with key=jax.random.key(seed)"
         )
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.ndim != 0:
@@ -147,18 +148,28 @@ def _is_key_array(x) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def check_floating(x, name: str = "dropout", *, key=None) -> jax.Array:
+def check_floating(
+    x,
+    name: str = "dropout",
+    *,
+    key=None,
+    order: str = "key, x, rate",
+    example: str | None = None,
+) -> jax.Array:
     """Returns ``x`` as an array, raising TypeError if it is not floating point.
 
     A PRNG key in ``x``'s place (or a float array in ``key``'s place) means the arguments
-    were swapped: the error then names the argument order instead of a cast.
+    were swapped: the error then names the argument order ``order`` and a call that works,
+    ``example`` (default ``name(jax.random.key(0), x, 0.5)``, right for ops whose third
+    argument is a rate; ops with other arguments pass their own).
     """
     if _is_key_array(x) or (
         key is not None and hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jnp.floating)
     ):
+        example = example or f"{name}(jax.random.key(0), x, 0.5)"
         raise TypeError(
             f"{name} got a PRNG key where the input x goes (or x where the key goes): the "
-            f"argument order is (key, x, rate), e.g. {name}(jax.random.key(0), x, 0.5)"
+            f"argument order is ({order}), e.g. {example}"
         )
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -292,6 +303,16 @@ def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return _mix32(_mix32(low ^ seeds[0]) ^ s1)
 
 
+def keeps_something(rate32: jax.Array) -> jax.Array:
+    """``0 <= rate < 1``: False at rate 1 and for an invalid rate (outside ``[0, 1]``, NaN).
+
+    The threshold alone would keep the all-ones word at rate 1 and everything at a
+    negative rate (it is clipped to ``[0, 2**32)``); masks AND with this so that rate 1
+    and every invalid traced rate keep nothing, one rule for all of them.
+    """
+    return (rate32 >= 0.0) & (rate32 < 1.0)
+
+
 def _threshold(rate32: jax.Array) -> jax.Array:
     """``floor(rate * 2**32)`` as uint32 (clipped below 2**32)."""
     return jnp.clip(rate32 * 4294967296.0, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
@@ -310,7 +331,7 @@ def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
     ``keep = bits >= threshold`` with 32 bits per element and ``threshold = rate * 2**32``
     rounded down, so the keep probability is exact to 2**-32 for a float32 rate. The bits
     come from :func:`hash_bits` (default) or ``jax.random.bits`` (see :func:`mask_impl`).
-    A rate of 1 keeps nothing.
+    A rate of 1 keeps nothing, and so does an invalid traced rate (see :func:`keep_mask`).
     """
     value = concrete_value(rate)
     if value == 0.0:
@@ -319,8 +340,8 @@ def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
         return jnp.zeros(shape, dtype=bool)
     rate32 = _as_f32(rate)
     keep = draw_bits(key, shape) >= _threshold(rate32)
-    if value is None:  # traced (or array) rate: rate 1 must keep nothing at all.
-        keep = keep & (rate32 < 1.0)
+    if value is None:  # traced (or array) rate: see keeps_something.
+        keep = keep & keeps_something(rate32)
     return keep
 
 
@@ -343,7 +364,7 @@ def draw_nested_keep(key: jax.Array, shape: tuple[int, ...], rate, extra_rate) -
     room = (jnp.uint32(0xFFFFFFFF) - t).astype(jnp.float32)
     extra = jnp.clip(extra32 * room, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
     keep = draw_bits(key, shape) >= t + extra
-    return keep & (rate32 < 1.0) & (extra32 < 1.0)
+    return keep & keeps_something(rate32) & keeps_something(extra32)
 
 
 def inverse_keep_prob(rate) -> jax.Array:
@@ -415,6 +436,14 @@ def keep_mask(
     The mask is a deterministic function of ``(key, shape, rate, broadcast_dims)`` under
     ``jit`` or not and on any sharding; every dropjax op draws its noise through here.
 
+    **Invalid traced rates.** A concrete rate outside ``[0, 1]`` raises ``ValueError``. A
+    traced rate cannot be checked, and a boolean mask cannot be NaN, so a traced rate
+    outside ``[0, 1]`` or NaN gives the mask of rate 1: all ``False`` (nothing kept), for
+    1.5, -0.1, NaN and inf alike. The ops that consume a mask (:func:`dropout` and every
+    other op with a rate) scale by a NaN factor for such a rate, so *their* output is all
+    NaN, never a silently wrong value; code that applies ``keep_mask`` itself should check
+    a traced rate (``0 <= rate <= 1``) where a NaN would be wanted.
+
     Args:
       key: one PRNG key, ``jax.random.key(seed)`` (a legacy ``PRNGKey`` is accepted).
       shape: shape of the mask (the shape of the input it will be applied to).
@@ -424,7 +453,7 @@ def keep_mask(
         ``flax.linen.Dropout``: the mask is drawn with size 1 there and broadcast.
 
     Returns:
-      A ``bool`` array of shape ``shape``.
+      A ``bool`` array of shape ``shape``; all ``False`` for an invalid traced ``rate``.
 
     Raises:
       ValueError: if a concrete ``rate`` is outside ``[0, 1]``, an axis is out of range, or
@@ -488,8 +517,8 @@ def hash_bits_at(words: jax.Array, shape: tuple[int, ...], index: Sequence) -> j
 def keep_from_bits(bits: jax.Array, rate) -> jax.Array:
     """``draw_keep``'s rule applied to given bits: ``bits >= floor(rate * 2**32)``.
 
-    A concrete rate of 0 keeps everything and 1 keeps nothing; a traced rate of 1 keeps
-    nothing as well (the threshold alone would keep the all-ones word).
+    A concrete rate of 0 keeps everything and 1 keeps nothing; a traced rate of 1 or an
+    invalid traced rate keeps nothing as well (see :func:`keeps_something`).
     """
     value = concrete_value(rate)
     if value == 0.0:
@@ -499,7 +528,7 @@ def keep_from_bits(bits: jax.Array, rate) -> jax.Array:
     rate32 = _as_f32(rate)
     keep = bits >= _threshold(rate32)
     if value is None:
-        keep = keep & (rate32 < 1.0)
+        keep = keep & keeps_something(rate32)
     return keep
 
 

@@ -79,13 +79,26 @@ def _compute_dtype(dtype):
     return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
 
 
-def _start(name: str, key, x, rate, rate_name: str = "rate"):
-    """Shared checks: a floating ``x``, a valid rate, and a key unless the rate is a concrete 0."""
-    x = _m.check_floating(x, name)
+def _start(
+    name: str,
+    key,
+    x,
+    rate,
+    rate_name: str = "rate",
+    *,
+    order: str = "key, x, rate",
+    example: str | None = None,
+):
+    """Shared checks: a floating ``x``, a valid rate, and a key unless the rate is a concrete 0.
+
+    ``order`` and ``example`` name the signature and a working call in the error for
+    swapped arguments (see :func:`dropjax._src.masks.check_floating`).
+    """
+    x = _m.check_floating(x, name, order=order, example=example)
     rate = _m.check_rate(rate, rate_name)
     value = _m.concrete_value(rate)
     if value != 0.0:
-        key = _m.check_key(key, name)
+        key = _m.check_key(key, name, order=order)
     return key, x, rate, value
 
 
@@ -557,7 +570,14 @@ def dropconnect_dense(
                 f"bias. Pass it by keyword: {name}(key, x, w, rate={b!r})"
             )
         raise TypeError(f"{name} needs a drop rate; pass rate=0.5 (or your rate)")
-    key, x, rate, value = _start(name, key, x, rate)
+    key, x, rate, value = _start(
+        name,
+        key,
+        x,
+        rate,
+        order="key, x, w, b=None, rate=...",
+        example=f"{name}(jax.random.key(0), x, w, rate=0.5)",
+    )
     w = _m.check_floating(w, name)
     if w.ndim != 2:
         raise ValueError(f"{name}: w must be an (in_features, out_features) matrix; got {w.shape}")
@@ -859,7 +879,9 @@ def concrete_dropout(
       True
     """
     name = "concrete_dropout"
-    x = _m.check_floating(x, name)
+    x = _m.check_floating(
+        x, name, order="key, x, rate_logit", example=f"{name}(jax.random.key(0), x, -2.0)"
+    )
     if isinstance(rate_logit, (int, float)) and not isinstance(rate_logit, bool):
         rate_logit = jnp.asarray(float(rate_logit))
     if not hasattr(rate_logit, "dtype"):
@@ -886,7 +908,7 @@ def concrete_dropout(
     _check_concrete(name, temperature, lambda t: t > 0, "temperature must be positive")
     if not 0.0 <= float(eps) < 0.5:
         raise ValueError(f"{name}: eps must be in [0, 0.5); got {eps!r}")
-    key = _m.check_key(key, name)
+    key = _m.check_key(key, name, order="key, x, rate_logit")
     return _concrete_core(key, x, rate_logit, temperature, float(eps))
 
 

@@ -28,7 +28,7 @@ variational_dense         local reparameterisation, dense: one normal draw per p
                           ``jax.random.normal(key, (..., out))``
 variational_conv          local reparameterisation, convolution (channels last), likewise
 variational_log_alpha     ``clip(log_sigma2 - log(theta^2 + eps), -clip, clip)``
-kl_kingma                 Kingma et al.'s polynomial KL approximation (alpha <= 1)
+kl_kingma                 Kingma et al.'s polynomial KL approximation (alpha clipped to <= 1)
 kl_molchanov              Molchanov et al.'s sigmoid KL approximation (any alpha)
 sparsify                  ``where(log_alpha > threshold, 0, theta)``
 sparsity                  zeroed fraction and compression of a parameter tree, per layer
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -146,10 +146,13 @@ def variational_dropout(key: jax.Array, x: ArrayLike, log_alpha: ArrayLike) -> j
       (1.0, 0.25)
     """
     name = "variational_dropout"
-    x = _m.check_floating(x, name)
+    order = "key, x, log_alpha"
+    x = _m.check_floating(
+        x, name, key=key, order=order, example=f"{name}(jax.random.key(0), x, log_alpha)"
+    )
     log_alpha = _floating(log_alpha, name, "log_alpha")
     _check_broadcast(name, "log_alpha", log_alpha.shape, x.shape)
-    key = _m.check_key(key, name)
+    key = _m.check_key(key, name, order=order)
     return _vd_core(key, x, log_alpha)
 
 
@@ -187,7 +190,9 @@ def sparsify(theta: ArrayLike, log_alpha: ArrayLike, threshold: ArrayLike = 3.0)
 
 
 def _prepare(name, key, x, kernel, log_alpha, bias, threshold, deterministic):
-    x = _m.check_floating(x, name)
+    order = "key, x, kernel, log_alpha"
+    example = f"{name}(jax.random.key(0), x, kernel, log_alpha)"
+    x = _m.check_floating(x, name, key=key, order=order, example=example)
     kernel = _floating(kernel, name, "kernel")
     log_alpha = _floating(log_alpha, name, "log_alpha")
     _check_broadcast(name, "log_alpha", log_alpha.shape, kernel.shape)
@@ -199,7 +204,7 @@ def _prepare(name, key, x, kernel, log_alpha, bias, threshold, deterministic):
     if threshold is not None:
         kernel = sparsify(kernel, log_alpha, threshold)
     if not deterministic:
-        key = _m.check_key(key, name)
+        key = _m.check_key(key, name, order=order)
     return x, kernel, log_alpha, bias, compute, key
 
 
@@ -445,16 +450,31 @@ def kl_kingma(log_alpha: ArrayLike) -> jax.Array:
     :math:`c_1 = 1.16145124`, :math:`c_2 = -1.50204118`, :math:`c_3 = 0.58629921`. The
     paper leaves the constant unspecified (the prior is improper); this function returns
     the KL with the constant set to 0, i.e.
-    :math:`-(\tfrac12\log\alpha + c_1\alpha + c_2\alpha^2 + c_3\alpha^3)`. Outside
-    :math:`\alpha \le 1` the polynomial is not a fit (Kingma et al. clip :math:`\alpha` at
-    1); use :func:`kl_molchanov` there.
+    :math:`-(\tfrac12\log\alpha + c_1\alpha + c_2\alpha^2 + c_3\alpha^3)`.
+
+    **Valid range.** The fit holds for :math:`\alpha \le 1`, i.e. :math:`\log\alpha \le 0`.
+    Beyond it the cubic term takes over and the "KL" plunges (about -4170 at
+    :math:`\log\alpha = 3`, ``-inf`` once :math:`\alpha^3` overflows), so a model could
+    drive its loss down without bound by inflating :math:`\alpha`. As Kingma et al. clip
+    :math:`\alpha` at 1 in their experiments, ``log_alpha`` is clipped to ``<= 0`` here:
+
+    .. math::
+
+        \mathrm{kl\_kingma}(\log\alpha) = \mathrm{kl\_kingma}(\min(\log\alpha, 0)),
+
+    so the value is the fit's at :math:`\alpha = 1`, :math:`-(c_1 + c_2 + c_3) \approx
+    -0.2457`, for every :math:`\log\alpha \ge 0`, and its gradient there is zero. Below
+    0 nothing is clipped (the KL grows as :math:`-\tfrac12\log\alpha` when
+    :math:`\alpha \to 0`, as the exact KL does). For learned :math:`\alpha > 1` (sparse
+    variational dropout) use :func:`kl_molchanov`, fitted for all :math:`\alpha`.
 
     Args:
-      log_alpha: :math:`\log\alpha`, any shape; differentiable.
+      log_alpha: :math:`\log\alpha`, any shape; differentiable (zero gradient above 0).
 
     Returns:
-      The elementwise KL (up to the constant), same shape, at least float32; sum it over
-      the weights (or units) it describes.
+      The elementwise KL (up to the constant) of ``min(log_alpha, 0)``, same shape, at
+      least float32, finite for every finite or ``+inf`` input; sum it over the weights
+      (or units) it describes.
 
     Examples:
       >>> import jax.numpy as jnp, dropjax
@@ -464,6 +484,7 @@ def kl_kingma(log_alpha: ArrayLike) -> jax.Array:
     """
     la = _floating(log_alpha, "kl_kingma", "log_alpha")
     la = la.astype(_compute_dtype(la.dtype))
+    la = jnp.minimum(la, jnp.zeros((), la.dtype))  # the fit's range, alpha <= 1 (see above)
     c1, c2, c3 = KINGMA_C
     a = jnp.exp(la)
     return -(0.5 * la + a * (c1 + a * (c2 + a * c3)))
@@ -505,14 +526,18 @@ def kl_molchanov(log_alpha: ArrayLike) -> jax.Array:
     return k1 - k1 * jax.nn.sigmoid(k2 + k3 * la) + 0.5 * jax.nn.softplus(-la)
 
 
-def _layers(tree: Any, path: tuple[str, ...] = ()):
-    """``(path, mapping)`` for every mapping in ``tree`` that holds kernel and log_sigma2."""
+def variational_layers(tree: Any, path: tuple[str, ...] = ()):
+    """``(path, mapping)`` for every mapping in ``tree`` that holds kernel and log_sigma2.
+
+    ``path`` joins the keys leading to the mapping with ``"/"`` (``""`` for ``tree``
+    itself); mappings are visited in sorted key order.
+    """
     if isinstance(tree, Mapping):
         if "kernel" in tree and "log_sigma2" in tree:
             yield "/".join(path), tree
             return
         for name in sorted(tree, key=str):
-            yield from _layers(tree[name], (*path, str(name)))
+            yield from variational_layers(tree[name], (*path, str(name)))
 
 
 def _summary(weights: int, nonzero: int) -> dict[str, Any]:
@@ -533,11 +558,15 @@ def sparsity(params: Any, threshold: float = 3.0, *, clip: float | None = 8.0) -
     deterministic network uses. Biases are not counted (as in Molchanov et al.'s Table 1,
     :math:`|W| / |W \ne 0|` over the weights).
 
+    Every layer is pruned with the same ``threshold`` and ``clip`` given here; a Flax
+    model's layers each carry their own, which :func:`dropjax.linen.sparsity` and
+    :func:`dropjax.nnx.sparsity` use.
+
     Args:
       params: a nested mapping of arrays (``variables["params"]`` of a linen model, or the
         pure dict of an NNX model's parameters).
       threshold: the pruning threshold on :math:`\log\alpha`.
-      clip: the :math:`\log\alpha` clip of :func:`variational_log_alpha`.
+      clip: the :math:`\log\alpha` clip of :func:`variational_log_alpha` (None: none).
 
     Returns:
       ``{"layers": {path: stats}, "total": stats}``, where stats are ``weights``,
@@ -555,18 +584,34 @@ def sparsity(params: Any, threshold: float = 3.0, *, clip: float | None = 8.0) -
       >>> s["total"]["nonzero"], s["total"]["compression"]
       (1, 2.0)
     """
-    layers = {}
+    return layer_sparsity(
+        (path, layer["kernel"], layer["log_sigma2"], threshold, clip)
+        for path, layer in variational_layers(params)
+    )
+
+
+def layer_sparsity(layers: Iterable[tuple[str, Any, Any, Any, float | None]]) -> dict[str, Any]:
+    """:func:`sparsity` of ``(path, theta, log_sigma2, threshold, clip)`` tuples.
+
+    Each layer is pruned with its own ``threshold`` and ``clip``, exactly as its
+    deterministic forward pass prunes it: ``sparsify(theta, variational_log_alpha(theta,
+    log_sigma2, clip=clip), threshold)``. The Flax adapters pass each layer's settings.
+
+    Raises:
+      ValueError: ``layers`` is empty.
+    """
+    out = {}
     total_w = total_nz = 0
-    for path, layer in _layers(params):
-        theta = jnp.asarray(layer["kernel"])
-        log_alpha = variational_log_alpha(theta, layer["log_sigma2"], clip=clip)
+    for path, kernel, log_sigma2, threshold, clip in layers:
+        theta = jnp.asarray(kernel)
+        log_alpha = variational_log_alpha(theta, log_sigma2, clip=clip)
         nonzero = int(jnp.count_nonzero(sparsify(theta, log_alpha, threshold)))
-        layers[path] = _summary(theta.size, nonzero)
+        out[path] = _summary(theta.size, nonzero)
         total_w += theta.size
         total_nz += nonzero
-    if not layers:
+    if not out:
         raise ValueError(
             "sparsity found no variational layer (a mapping with 'kernel' and 'log_sigma2') "
             "in params; pass variables['params'] of a model with VariationalDense/Conv layers"
         )
-    return {"layers": layers, "total": _summary(total_w, total_nz)}
+    return {"layers": out, "total": _summary(total_w, total_nz)}
