@@ -99,7 +99,7 @@ __all__ = [
 
 # Submodules that need Flax (or are heavier) load on first attribute access, so that
 # `import dropjax` stays light while `dropjax.linen` etc. work without their own import.
-_LAZY_SUBMODULES = ("acquisition", "linen", "nnx", "uncertainty")
+_LAZY_SUBMODULES = ("acquisition", "equinox", "linen", "nnx", "uncertainty")
 
 
 def __getattr__(name: str):

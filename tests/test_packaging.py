@@ -154,7 +154,7 @@ for name in dropjax.__all__:
     getattr(dropjax, name)
 import importlib, pkgutil
 core_modules = [m.name for m in pkgutil.iter_modules(dropjax.__path__)
-                if not m.name.startswith("_") and m.name not in ("linen", "nnx")]
+                if not m.name.startswith("_") and m.name not in ("equinox", "linen", "nnx")]
 assert "mc" in core_modules and "uncertainty" in core_modules, core_modules
 for name in core_modules:  # mc, uncertainty, acquisition, ...: jax and numpy only
     importlib.import_module("dropjax." + name)
