@@ -76,7 +76,7 @@ CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ),
     (
         "13",
-        "Glossary (seed 003); Molchanov et al. 2017, Table 1",
+        "Molchanov, Ashukha & Vetrov 2017, Table 1 (the variant named in the glossary, seed 003)",
         "Sparse variational dropout: LeNet-300-100 error and compression",
         ("sparse_vd",),
     ),

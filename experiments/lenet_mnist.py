@@ -65,6 +65,62 @@ PAPER_TABLE3 = {
     "augmented": {0.1: 0.9918, 0.2: 0.9923, 0.3: 0.9925, 0.4: 0.9920, 0.5: 0.9925},
 }
 SOURCE = "Gao, Pei & Huang, Demystifying Dropout, ICML 2019, Table 3"
+CONTROL_RATE = 0.5
+CONTROLS = {
+    # arm: (dropout kind, extra backward rate, dropout salt)
+    "standard_fresh": ("standard", 0.0, 1),  # null control: the same arm, fresh masks
+    "augmented_b0.01": ("augmented", 0.01, 0),  # positive controls: backward dynamics that
+    "augmented_b0.1": ("augmented", 0.1, 0),  # must differ from standard dropout's
+}
+"""The controls at forward rate 0.5, 4 seeds each, after every other cell: the noise floor
+of the pairing (a second standard arm with fresh dropout masks) and two backward rates far
+above the paper's 1e-4, where the training dynamics must differ from standard dropout's."""
+
+
+def _delta(rate: float) -> float:
+    """Table 3's own augmented - standard difference at ``rate`` (the per-cell δ)."""
+    return round(PAPER_TABLE3["augmented"][rate] - PAPER_TABLE3["standard"][rate], 6)
+
+
+SPEC = stats.DecisionSpec(
+    claims={
+        "pooled": ("augmented beats standard, pooled over rates 0.1-0.5 (headline)", "all"),
+        "per-rate": ("augmented beats standard at every rate (Table 3's words)", "every"),
+        "null": ("null control: standard with fresh masks - standard is below δ", "all"),
+    },
+    contrasts=(
+        stats.Contrast("pooled", "augmented", "standard", "pooled", +1, DELTA, "Table 3 mean"),
+        *(
+            stats.Contrast("per-rate", "augmented", "standard", f"{r:g}", +1, _delta(r), "Table 3")
+            for r in (0.1, 0.2, 0.3, 0.4, 0.5)
+        ),
+        stats.Contrast("null", "standard_fresh", "standard", "0.5", +1, DELTA, "null control"),
+    ),
+    pairs=20,
+    pooling="all (rate, seed) pairs of rates 0.1-0.5, δ = the mean of Table 3's differences",
+    control=stats.Contrast("control", "augmented_b0.1", "standard", "0.5", +1, DELTA, "control"),
+    control_needs=("reproduced", "reproduced-smaller", "contradicted"),
+    headline=("pooled",),
+)
+"""Claim 1's decision (fixed 2026-12-07, after its 15 cells: their first decision was under
+:data:`SPEC_AT_290B182`, rendered beside it). The positive control passes when the design
+separates backward rate 0.1 from standard dropout in either direction."""
+
+SPEC_AT_290B182 = dataclasses.replace(
+    SPEC,
+    claims={
+        "pooled": SPEC.claims["pooled"],
+        "per-rate": ("augmented beats standard at each rate", "all"),
+    },
+    contrasts=(
+        SPEC.contrasts[0],
+        *(dataclasses.replace(c, delta=DELTA) for c in SPEC.contrasts[1:6]),
+    ),
+    control=None,
+    rule="gap-2026-11",
+)
+"""The rule the 15 cells were decided under when they ran (code at 290b182, reconstructed:
+no hash was recorded then): the gap rule, the pooled δ for every rate, no controls."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +132,7 @@ class Preset:
     replicas: int
     train: TrainConfig
     arms: tuple[str, ...] = ARMS
+    controls: tuple[str, ...] = ()
 
 
 _protocol = functools.partial(step_sgd, learning_rate=0.01)
@@ -91,6 +148,7 @@ PRESETS = {
         (0.5, 0.1, 0.2, 0.3, 0.4),  # 0.5 first: the pilot that measures the paired SD
         4,
         _protocol(12000, 6000, batch_size=100, eval_every=500),
+        controls=tuple(CONTROLS),
     ),
 }
 
@@ -99,6 +157,9 @@ load_data = recipes.lenet_images
 
 
 def _dropout(arm: str, rate: float) -> DropoutConfig:
+    if arm in CONTROLS:
+        kind, backward, _ = CONTROLS[arm]
+        return DropoutConfig(kind, rate, backward)
     backward = 0.0 if arm == "standard" else BACKWARD_RATE
     return DropoutConfig(arm, rate, backward)
 
@@ -116,6 +177,10 @@ def cells(preset: Preset, seeds: list[int]) -> list[Cell]:
                 for arm in arms:
                     cell_id = f"rate={rate:g}/arm={arm}/seeds={group[0]}-{group[-1]}"
                     out.append(Cell(cell_id, {"rate": rate, "arm": arm, "seeds": group}))
+    for group in groups:  # the controls last: the headline's cells come first
+        for arm in preset.controls:
+            cell_id = f"rate={CONTROL_RATE:g}/arm={arm}/seeds={group[0]}-{group[-1]}"
+            out.append(Cell(cell_id, {"rate": CONTROL_RATE, "arm": arm, "seeds": group}))
     return out
 
 
@@ -126,8 +191,17 @@ def measure(preset: Preset, data: ArrayData, quiet: bool):
         p = cell.params
         model = LeNet(num_classes=10, dropout=_dropout(p["arm"], p["rate"]))
         label = f"{p['arm']} {p['rate']:g}"
+        salt = CONTROLS[p["arm"]][2] if p["arm"] in CONTROLS else 0
         result = train_cell(
-            model, data, preset.train, cell, checkpoint_dir, budget, quiet=quiet, label=label
+            model,
+            data,
+            preset.train,
+            cell,
+            checkpoint_dir,
+            budget,
+            quiet=quiet,
+            label=label,
+            dropout_salt=salt,
         )
         return {**result.to_json(), "data": data.describe()}
 
@@ -140,8 +214,8 @@ def summarise(done: dict[str, dict[str, Any]], preset: Preset) -> dict[str, Any]
     for record in done.values():
         p = record["params"]
         by[(p["arm"], f"{p['rate']:g}")].append({**record["result"], "seeds": p["seeds"]})
-    arms = {arm: {} for arm in preset.arms}
-    summary = {arm: {} for arm in preset.arms}
+    arms = {arm: {} for arm in (*preset.arms, *preset.controls)}
+    summary = {arm: {} for arm in (*preset.arms, *preset.controls)}
     for (arm, rate), records in by.items():
         if arm in arms:
             arms[arm][rate] = merge_seed_groups(records)
@@ -160,8 +234,29 @@ def _paired(arms, arm: str, rate: str) -> tuple[list[float], list[float]]:
     return [b[s] for s in common], [o[s] for s in common]
 
 
+def _spec_paired(arms: dict[str, Any], rates: tuple[float, ...]):
+    """``paired(arm, cell)`` for :func:`stats.decide_contrasts`; cell ``"pooled"`` joins the
+    rates, each (rate, seed) pair keyed ``(rate, seed)``."""
+
+    def get(arm: str, cell: str) -> tuple[list[float], list]:
+        keys = [f"{r:g}" for r in rates] if cell == "pooled" else [cell]
+        values, seeds = [], []
+        for k in keys:
+            entry = arms.get(arm, {}).get(k)
+            if entry is None or arms.get("standard", {}).get(k) is None:
+                continue  # pooled: only rates both sides have
+            for seed, v in zip(entry["seeds"], entry["final"]["test_acc"], strict=True):
+                values.append(v)
+                seeds.append(f"{k}/{seed}")
+        return values, seeds
+
+    return get
+
+
 def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str, Any]:
-    """Per-rate and pooled paired differences, decided against ``DELTA``."""
+    """Per-rate and pooled paired differences, decided by :data:`SPEC` (per-rate δ from
+    Table 3, pooled δ = their mean); the controls; the verdict under the spec in force when
+    the cells ran, when it differs."""
     coverage = min(1.0, preset.train.iterations / PAPER_ITERATIONS)
     substitute = data_name != "mnist"
     comparisons, pooled = {}, {}
@@ -174,9 +269,10 @@ def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str,
             if len(base) < 2:
                 continue
             diff = stats.paired_difference(base, other)
+            delta = _delta(rate) if rate in PAPER_TABLE3["standard"] else DELTA
             comparisons[arm][key] = {
                 "difference": diff,
-                **stats.decide(diff, +1, DELTA, coverage=coverage, substitute=substitute),
+                **stats.decide(diff, +1, delta, coverage=coverage, substitute=substitute),
             }
             base_all += base
             arm_all += other
@@ -186,18 +282,49 @@ def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str,
                 "difference": diff,
                 **stats.decide(diff, +1, DELTA, coverage=coverage, substitute=substitute),
             }
+    paired = _spec_paired(summary["arms"], preset.rates)
+    spec = stats.decide_contrasts(SPEC, paired, coverage=coverage, substitute=substitute)
+    before = stats.decide_contrasts(
+        SPEC_AT_290B182, paired, coverage=coverage, substitute=substitute
+    )
+    controls = {
+        "null": spec["claims"]["null"]["cells"][0] if spec["claims"]["null"]["cells"] else None,
+        "positive": [
+            stats.decide_contrasts(
+                dataclasses.replace(SPEC, control=dataclasses.replace(SPEC.control, other=arm)),
+                paired,
+                coverage=coverage,
+                substitute=substitute,
+            )["control"]
+            for arm in ("augmented_b0.01", "augmented_b0.1")
+        ],
+        "passed": spec["control_passed"],
+    }
     head = pooled.get("augmented")
+    verdict = head["headline"] if head else "not run"
+    old = before["claims"]["pooled"]
+    if head and old["verdict"] != head["verdict"]:
+        verdict += f" (rule changed after data; under the rule at the start: {old['headline']})"
     return {
         "comparisons": comparisons,
         "pooled": pooled,
         "coverage": coverage,
-        "verdict": head["headline"] if head else "not run",
+        "controls": controls,
+        "spec": {
+            "hash": stats.spec_hash(SPEC),
+            "at_start": stats.spec_hash(SPEC_AT_290B182),
+            "at_start_recorded": False,
+            "rule": SPEC.rule,
+        },
+        "at_start": {"rule": SPEC_AT_290B182.rule, "claims": before["claims"]},
+        "verdict": verdict,
         "evidence": stats.evidence(head, coverage=coverage, substitute=substitute, delta=DELTA),
     }
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    """Per rate: test accuracy (top) and Gao et al.'s Fig. 3, training and test loss of
+    """Per rate: test accuracy (top) and, in the style of Gao et al.'s Fig. 3 (which shows
+    ConvNet-Quick, not LeNet), training and test loss of
     standard vs augmented dropout (bottom); mean ± std over replicas; written atomically."""
     import matplotlib
 
@@ -240,7 +367,9 @@ def _plot(results: dict[str, Any], path: Path) -> None:
                 )
                 ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15)
         axes[0][col].set_title(f"forward rate {rate:g}: test accuracy")
-        axes[1][col].set_title(f"rate {rate:g}: loss (Gao et al. Fig. 3)")
+        axes[1][col].set_title(
+            f"LeNet, rate {rate:g}: loss (as Gao et al. Fig. 3 for ConvNet-Quick)"
+        )
         axes[1][col].set_yscale("log")
         for ax in axes[:, col]:
             ax.set_xlabel("iteration (thousands)")
@@ -313,8 +442,52 @@ def render(results: dict[str, Any]) -> str:
             f", headline **{entry['headline']}**; power for the paper's δ = {DELTA:+.4f}: "
             f"{entry['power']:.2f}; pairs for 80 % power: {entry['pairs_for_80pct']}."
         )
+    lines += _render_controls(results)
     lines.append(f"\nOverall: **{results['verdict']}** ({results['source']}).")
     return "\n".join(lines)
+
+
+def _render_controls(results: dict[str, Any]) -> list[str]:
+    """The controls beside the headline, and the verdicts under the rule at the start."""
+    controls = results.get("controls")
+    if controls is None:
+        return []
+    lines = ["", "Per-rate δ: Table 3's own difference at that rate; pooled δ: their mean."]
+    null, positive = controls["null"], [c for c in controls["positive"] if c]
+    if null is None and not positive:
+        lines.append(
+            "\nControls (null: a second standard arm with fresh masks; positive: backward "
+            "rates 0.01 and 0.1 at forward rate 0.5): **not run yet**; "
+            f"`python -m experiments {NAME} --preset paper --out experiments/results` "
+            "trains them (3 cells of 4 seeds)."
+        )
+    if null is not None:
+        lines.append(
+            f"\nNull control, {null['comparison']}: {_fmt_diff(null)} (paired SD "
+            f"{null['difference']['std']:.5f}, n={null['difference']['n']}): the noise floor of "
+            f"the pairing; verdict against δ = {DELTA}: **{null['verdict']}**."
+        )
+    for c in positive:
+        lines.append(
+            f"\nPositive control, {c['comparison']}: {_fmt_diff(c)}, verdict **{c['verdict']}**."
+        )
+    if controls.get("passed") is not None:
+        word = "passed" if controls["passed"] else "failed"
+        lines.append(
+            f"\nPositive control (backward 0.1 separated from standard, either direction): "
+            f"**{word}**."
+        )
+    spec, old = results.get("spec"), results.get("at_start")
+    if spec and old and spec["hash"] != spec["at_start"]:
+        lines.append(
+            f"\nDecision spec `{spec['hash']}` (rule `{spec['rule']}`); the cells ran under "
+            f"`{spec['at_start']}` (rule `{old['rule']}`, pooled δ at every rate; "
+            "reconstructed from the code they ran at, no hash was recorded then). **Rule "
+            "changed after data**; under that rule: "
+            + "; ".join(f"{k}: **{c['verdict']}**" for k, c in old["claims"].items())
+            + "."
+        )
+    return lines
 
 
 @register(
@@ -339,7 +512,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "accuracy_loss")
         return results
 
-    # A stopped run still draws the figure of its finished cells: Fig. 3 needs only the
+    # A stopped run still draws the figure of its finished cells: the loss panels need only the
     # primary arms, which come first in the grid.
     run_cell = measure(preset, data, ctx.quiet)
     return summarise_and_draw(

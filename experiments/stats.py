@@ -255,7 +255,8 @@ def error_rates(delta: float, sd: float, n: int, level: float = 0.95) -> dict[st
             cdf = scipy.stats.norm.cdf
             return (cdf((upper - mu) / se) - cdf((lower - mu) / se)) * chi.pdf(s)
 
-        value = scipy.integrate.quad(density, 0.0, np.inf, limit=200)[0]
+        lo_s, hi_s = chi.ppf(1e-12), chi.isf(1e-12)  # the law of s, where it has mass
+        value = scipy.integrate.quad(density, lo_s, hi_s, points=[sd], limit=200)[0]
         return float(min(max(value, 0.0), 1.0))
 
     return {
@@ -461,6 +462,8 @@ def evidence(head: dict | None, *, coverage: float, substitute: bool, delta: flo
         "coverage": coverage,
         "data": "SUBSTITUTE" if substitute else "real",
         "power": head["power"] if head else None,
+        "p_reproduce_delta": head.get("p_reproduce_delta", head["power"]) if head else None,
+        "p_refute_zero": head.get("p_refute_zero") if head else None,
         "delta": delta,
         "pairs": head["difference"]["n"] if head else 0,
     }

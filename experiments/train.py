@@ -345,6 +345,9 @@ class Trainer:
         ``vmap`` elsewhere. The numbers are the same up to float rounding.
       augment: augment every training batch per example on device (see the module doc),
         e.g. :class:`experiments.augment.PadCropFlip` for NHWC images; None: no augmentation.
+      dropout_salt: 0 (default) uses each replica's dropout key; another value folds it into
+        that key, so the replica keeps its initial parameters and data order but draws
+        fresh dropout masks (a null control: two arms that differ only in their masks).
 
     Raises:
       ValueError: a batch size that is not a multiple of the device count, or larger than
@@ -360,8 +363,10 @@ class Trainer:
         mesh: Mesh | None = None,
         replica_loop: bool | None = None,
         augment: PadCropFlip | None = None,
+        dropout_salt: int = 0,
     ):
         self.model, self.data, self.cfg = model, data, cfg
+        self.dropout_salt = int(dropout_salt)
         if augment is not None and data.x_train.ndim != 4:
             raise ValueError(
                 f"augment={augment!r} needs NHWC image inputs; got training inputs of shape "
@@ -452,6 +457,8 @@ class Trainer:
         batch, spe, n = self.cfg.batch_size, self.steps_per_epoch, self.data.num_train
         keys = jax.vmap(replica_keys)(seeds)
         data_keys, dropout_keys = keys[:, 1], keys[:, 2]
+        if self.dropout_salt:  # fresh masks, same initialisation and data order
+            dropout_keys = jax.vmap(jax.random.fold_in, (0, None))(dropout_keys, self.dropout_salt)
 
         def order(epoch):
             perm = lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n)
@@ -759,11 +766,13 @@ def train(
     quiet: bool | None = None,
     desc: str | None = None,
     augment: PadCropFlip | None = None,
+    dropout_salt: int = 0,
 ) -> TrainResult:
     """Trains ``len(seeds)`` replicas of ``model`` on ``data``; see :class:`Trainer.run`.
 
     ``augment`` (default None: none) augments every training batch on device, e.g.
-    :class:`experiments.augment.PadCropFlip` (see :class:`Trainer`).
+    :class:`experiments.augment.PadCropFlip`, and ``dropout_salt`` draws fresh dropout masks
+    (see :class:`Trainer`).
 
     Examples:
       >>> import numpy as np
@@ -777,7 +786,7 @@ def train(
       >>> [entry["step"] for entry in result.history], len(result.final["test_acc"])
       ([2, 4], 2)
     """
-    trainer = Trainer(model, data, cfg, mesh=mesh, augment=augment)
+    trainer = Trainer(model, data, cfg, mesh=mesh, augment=augment, dropout_salt=dropout_salt)
     return trainer.run(
         seeds, checkpoint_dir=checkpoint_dir, callback=callback, quiet=quiet, desc=desc
     )
@@ -794,6 +803,7 @@ def train_cell(
     quiet: bool,
     label: str,
     augment: PadCropFlip | None = None,
+    dropout_salt: int = 0,
 ) -> TrainResult:
     """Trains one :class:`experiments.cells.Cell` (its ``params["seeds"]`` as replicas):
     :func:`train` with the cell's checkpoint folder, the grid's budget as the callback (it
@@ -809,4 +819,5 @@ def train_cell(
         quiet=quiet or None,
         desc=f"{label} seeds {seeds[0]}-{seeds[-1]}",
         augment=augment,
+        dropout_salt=dropout_salt,
     )
