@@ -48,11 +48,12 @@ input and training a neural network deterministically on this generated data. Th
 significant drop in accuracy". Tested as: backproject's test error is lower than plain's
 (:func:`experiments.stats.decide`, claimed sign −, paired over seeds), the headline; with two
 companions: dropout − plain (does dropout help in this regime at all?) and backproject −
-dropout read as an equivalence check (the interval inside (−δ, δ): no drop as large as δ).
+dropout, decided as a drop (claimed sign +), then read for the paper's "no significant drop"
+(:func:`no_drop_verdict`: a drop reaching δ contradicts it; anything else decided supports it).
 The paper gives no numbers (Figure 4 is a plot), so δ = ``DELTA`` = 0.5 points of test error
 is our choice of the smallest gain worth the name in this regime. The verdict line gives both
-parts, each as its headline and what the interval says (e.g. ``vs plain: inconclusive; vs
-dropout: indicative (a drop)``); the evidence record (power, pairs) rests on backproject −
+parts (e.g. ``vs plain: inconclusive; no significant drop vs dropout: indicative (interval:
+contradicted) (a drop)``); the evidence record (power, pairs) rests on backproject −
 plain. Coverage is the fraction
 of the paper's training examples seen (501 epochs of 50,000 plus 150 of 60,000); below 1 the
 headline is *indicative*.
@@ -455,8 +456,36 @@ def summarise(arms: dict[str, Any]) -> dict[str, Any]:
 EQUIVALENCE = {  # backproject − dropout decided with claimed sign + (a drop)
     "refuted": "no drop as large as δ",
     "reproduced": "a drop",
-    "contradicted": "better than dropout by more than δ",
+    "reproduced-smaller": "a drop smaller than δ",
+    "contradicted": "better than dropout",
 }
+NO_DROP = {  # what that comparison says of the paper's "no significant drop" (as a claim)
+    "refuted": "reproduced",
+    "reproduced-smaller": "reproduced",
+    "contradicted": "reproduced",
+    "reproduced": "contradicted",
+    "inconclusive": "inconclusive",
+}
+
+
+def no_drop_verdict(comparison: dict[str, Any]) -> str:
+    """The paper's "no significant drop" decided from backproject − dropout (a drop, sign
+    +): a drop reaching δ contradicts it; no drop as large as δ, a drop smaller than δ, or
+    backproject better than dropout reproduce it. Below full coverage: indicative.
+
+    Examples:
+      >>> from experiments.backprojection import no_drop_verdict
+      >>> no_drop_verdict({"verdict": "reproduced", "coverage": 1.0})
+      'contradicted'
+      >>> no_drop_verdict({"verdict": "refuted", "coverage": 0.002})
+      'indicative (interval: reproduced)'
+    """
+    claim = NO_DROP.get(comparison["verdict"], "inconclusive")
+    if claim != "inconclusive" and comparison.get("coverage", 1.0) < 1.0 - 1e-9:
+        return f"indicative (interval: {claim})"
+    return claim
+
+
 GAIN = {  # backproject − plain decided with claimed sign − (a gain)
     "reproduced": "a gain",
     "refuted": "no gain as large as δ",
@@ -500,7 +529,8 @@ def decide(errors: dict[str, list[float]], coverage: float) -> dict[str, Any]:
     return {
         "comparisons": comparisons,
         "coverage": coverage,
-        "verdict": f"vs plain: {_label(head, GAIN)}; vs dropout: {_label(eq, EQUIVALENCE)}",
+        "verdict": f"vs plain: {_label(head, GAIN)}; no significant drop vs dropout: "
+        f"{no_drop_verdict(eq)} ({eq['reading']})",
         "evidence": stats.evidence(head, coverage=coverage, substitute=False, delta=DELTA),
     }
 
@@ -633,6 +663,8 @@ def render(results: dict[str, Any]) -> str:
         verdict = (
             c["verdict"] if c["verdict"] == "inconclusive" else f"{c['verdict']}: {c['reading']}"
         )
+        if label == "backproject − dropout":  # the comparison, then the paper's claim
+            verdict += f"; the paper's *no significant drop*: **{no_drop_verdict(c)}**"
         pairs = c["pairs_for_80pct"]
         comp.append(
             f"| {label} | {_fmt_diff(c['difference'])} | {verdict} "

@@ -77,10 +77,11 @@ is the smallest change that would make a practitioner pick one dropout over the 
 it is about the standard error of a single accuracy on the quick preset's 1,080 test nodes
 (:math:`\sqrt{0.7 \cdot 0.3 / 1080} \approx 0.014`), so a smaller effect is not visible in
 one training run. The headline combines the decided levels of P1 and P2
-(:func:`experiments.stats.combine_decisions`). **Coverage**: the seed states no protocol, so
-no fraction of a source protocol was run; ``coverage`` is recorded as 0, so the headline is
-*indicative* (or *inconclusive*) whatever the intervals say; the per-level verdicts are
-shown. The data are synthetic by design (the seed names no dataset), recorded as ``real``
+(:func:`experiments.stats.combine_decisions`: any contradicted level contradicts the
+claim). **Coverage**: the seed states no protocol, so there is no fraction of a source
+protocol to run; ``coverage`` is recorded as None ("no source protocol") and the headline is
+what the intervals say (it was 0 before, which made every headline *indicative* and hid
+contradictions). The data are synthetic by design (the seed names no dataset), recorded as ``real``
 (not a substitute for a dataset the source used).
 
 Presets: ``smoke`` (seconds, CI), ``quick`` (K = 3, N = 1200, 20 seeds, 7 homophily levels,
@@ -115,7 +116,7 @@ SOURCE = "seed 000 (explainer 'Inverted Dropout'), section 'The Art of Dropping'
 ARMS = ("none", "feature", "edge", "node", "mlp")
 DELTA = 0.02
 """The minimal effect (test accuracy, absolute) the claim is decided against."""
-COVERAGE = 0.0
+COVERAGE = None  # the seed states no protocol: nothing to cover, the design is ours
 """The seed has no protocol; see the module docstring."""
 COMPARISONS = {  # name: (arm, baseline, decided by)
     "edge - none": ("edge", "none", "P1/P2 (headline)"),
@@ -547,8 +548,9 @@ def render(results: dict[str, Any]) -> str:
     power = "n/a" if ev["power"] is None or ev["power"] != ev["power"] else f"{ev['power']:.2f}"
     lines.append(
         f"\nOverall: **{results['verdict']}** ({results['source']}); the seed states no "
-        f"protocol, so the headline stays indicative (coverage {ev['coverage']:g}); lowest "
-        f"power of a decided level for δ = {DELTA:g}: {power} with {ev['pairs']} pairs."
+        "protocol, so the design is ours and the headline is what the intervals say (any "
+        f"contradicted level contradicts the claim); lowest power of a decided level for "
+        f"δ = {DELTA:g}: {power} with {ev['pairs']} pairs."
     )
     return "\n".join(lines)
 

@@ -57,7 +57,8 @@ def _verdict(results: dict[str, Any]) -> str:
     if results.get("not_run"):
         return "not run"
     verdict = str(results.get("verdict", "—"))
-    if _coverage(results) is None:  # decided before verdicts carried coverage and power
+    no_protocol = "coverage" in (results.get("evidence") or {})  # recorded as None
+    if _coverage(results) is None and not no_protocol:  # decided before coverage was kept
         return f"{verdict} (legacy rule, coverage not recorded)"
     return verdict
 
@@ -107,7 +108,7 @@ def _evidence(results: dict[str, Any]) -> tuple[str, str, str]:
         not_paired = "— (not a paired test)"
         return _pct(cov) + (" (SUBSTITUTE data)" if sub else ""), not_paired, not_paired
     cov = ev.get("coverage")
-    cov_txt = "—" if cov is None else _pct(cov)
+    cov_txt = "n/a (no source protocol)" if cov is None else _pct(cov)
     if ev.get("data") == "SUBSTITUTE":
         cov_txt += " (SUBSTITUTE data)"
     power = ev.get("p_reproduce_delta", ev.get("power"))

@@ -208,12 +208,14 @@ def pairs_needed(
     return hi
 
 
-def headline_of(verdict_: str, coverage: float, substitute: bool) -> str:
+def headline_of(verdict_: str, coverage: float | None, substitute: bool) -> str:
     """What a verdict may claim: *indicative* below full coverage (an inconclusive interval
-    stays inconclusive), labelled SUBSTITUTE at full coverage on substitute data."""
+    stays inconclusive), labelled SUBSTITUTE at full coverage on substitute data. Coverage
+    None: the source states no protocol to cover (the design is ours), so the verdict stands.
+    """
     if verdict_ == "inconclusive":
         return verdict_
-    if coverage < 1.0 - 1e-9:
+    if coverage is not None and coverage < 1.0 - 1e-9:
         return "indicative"
     return f"{verdict_} (SUBSTITUTE data)" if substitute else verdict_
 
@@ -402,7 +404,8 @@ def combine_decisions(decisions: list[dict], *, every: bool = False) -> dict:
         verdict_ = "refuted"
     else:
         verdict_ = "inconclusive"
-    coverage = min(d["coverage"] for d in decisions)
+    known = [d["coverage"] for d in decisions if d["coverage"] is not None]
+    coverage = min(known) if known else None
     substitute = any(d["substitute"] for d in decisions)
     headline = headline_of(verdict_, coverage, substitute)
     return {"verdict": verdict_, "headline": headline, "coverage": coverage}

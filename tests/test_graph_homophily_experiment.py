@@ -155,14 +155,15 @@ def test_decide_reads_the_sign_from_the_regime():
     assert last["edge - none"]["verdict"] == "contradicted" and last["claimed_sign"] == -1
     assert out["combined"]["edge - none (P1, P2)"]["verdict"] == "contradicted"
     ev = out["evidence"]
-    assert ev["coverage"] == 0.0 and ev["delta"] == gh.DELTA and ev["pairs"] == 10
+    assert ev["coverage"] is None and ev["delta"] == gh.DELTA and ev["pairs"] == 10
+    assert out["verdict"] == "contradicted"  # no protocol to cover: the intervals decide
 
 
-def test_decide_headline_stays_indicative_when_every_level_reproduces():
+def test_decide_headline_is_what_the_intervals_say_without_a_source_protocol():
     summary = [_row(3, 0.1, 0.03, 0.05), _row(3, 0.8, -0.05, -0.03)]
     out = gh.decide(summary)
     assert out["combined"]["edge - none (P1, P2)"]["verdict"] == "reproduced"
-    assert out["verdict"] == "indicative"  # the seed has no protocol
+    assert out["verdict"] == "reproduced"  # the seed has no protocol: nothing to fall short of
     summary = [_row(3, 0.1, -0.01, 0.01), _row(3, 0.8, -0.01, 0.01)]
     assert gh.decide(summary)["combined"]["edge - none (P1, P2)"]["verdict"] == "refuted"
 
@@ -180,8 +181,9 @@ def test_smoke_writes_results_evidence_and_figure(smoke):
     payload, path, out = smoke
     assert path == out / "smoke.json"
     results = json.loads(path.read_text())["results"]
-    assert results["verdict"] in {"indicative", "inconclusive"}
+    assert results["verdict"] in {"reproduced", "refuted", "contradicted", "inconclusive"}
     assert set(results["evidence"]) == {"coverage", "data", "power", "delta", "pairs"}
+    assert results["evidence"]["coverage"] is None
     assert results["evidence"]["pairs"] == gh.PRESETS["smoke"].seeds
     assert "seed 000" in results["source"] and results["claim"]
     assert results["figure"] == "smoke_accuracy_vs_homophily.png"
