@@ -139,7 +139,8 @@ def _update_readme(payload) -> None:
     block = "\n".join(
         [
             f"Device `{payload['device']}`, command `{payload['command']}` "
-            f"([full table](benchmarks/results/{payload['device']}.md)):",
+            "([full table](https://dropjax.readthedocs.io/en/latest/benchmarks/"
+            f"{payload['device']}.html)):",
             "",
             *table,
         ]

@@ -4,6 +4,8 @@ Functional ops take a PRNG key first, then the operand, then rates (``rate`` is 
 probability of dropping). Everything is pure and safe under ``jit``, ``vmap`` and ``grad``.
 """
 
+from types import ModuleType
+
 from dropjax import mc as mc
 from dropjax._src.attention import dot_product_attention as dot_product_attention
 from dropjax._src.backproject import BackprojectResult as BackprojectResult
@@ -102,7 +104,7 @@ __all__ = [
 _LAZY_SUBMODULES = ("acquisition", "equinox", "linen", "nnx", "uncertainty")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     if name in _LAZY_SUBMODULES:
         import importlib
 
@@ -110,5 +112,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dropjax' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY_SUBMODULES))

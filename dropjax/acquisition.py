@@ -240,12 +240,14 @@ class BatchBALDResult(NamedTuple):
     scores: jax.Array
 
 
-def _check_int(value, name: str, low: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
+def _check_int(value: object, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ValueError(f"batch_bald: {name} must be a Python int >= {low}, got {value!r}.")
     return int(value)
+
+
+def _check_optional_int(value: object, name: str, low: int) -> int | None:
+    return None if value is None else _check_int(value, name, low)
 
 
 def _joint_entropies(
@@ -469,9 +471,9 @@ def batch_bald(
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_bald: batch_size must be in [1, N] = [1, {n}], got {batch_size}.")
     num_samples = _check_int(num_samples, "num_samples", 1)
-    threshold = _check_int(exact_threshold, "exact_threshold", 1, allow_none=True)
+    threshold = _check_optional_int(exact_threshold, "exact_threshold", 1)
     threshold = num_samples if threshold is None else threshold
-    chunk = _check_int(chunk_size, "chunk_size", 1, allow_none=True)
+    chunk = _check_optional_int(chunk_size, "chunk_size", 1)
     chunk = n if chunk is None else min(chunk, n)
     num_exact = 1
     while num_exact < batch_size and c ** (num_exact + 1) <= threshold:

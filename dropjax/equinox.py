@@ -25,11 +25,12 @@ never imports it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
+from jax.typing import ArrayLike
 
 try:
     import equinox as eqx
@@ -68,17 +69,17 @@ __all__ = [
 _RATE_FIELDS = ("p", "max_p", "forward_p", "backward_p")
 
 
-def _check_p(owner: str, **rates) -> None:
+def _check_p(owner: str, **rates: ArrayLike) -> None:
     """Validates concrete drop probabilities at construction; traced ones pass unchanged."""
     for name, value in rates.items():
         _masks.check_rate(value, f"{owner}.{name}")
 
 
-def _is_python_zero(p) -> bool:
+def _is_python_zero(p: object) -> bool:
     return isinstance(p, (int, float)) and not isinstance(p, bool) and p == 0
 
 
-def _rate(p):
+def _rate(p: ArrayLike) -> ArrayLike:
     """``p`` as the op's rate: a Python number as is, an array without a gradient.
 
     As in ``eqx.nn.Dropout``, ``p`` is a hyperparameter, never learned: an array ``p``
@@ -87,7 +88,13 @@ def _rate(p):
     return p if isinstance(p, (int, float)) else jax.lax.stop_gradient(p)
 
 
-def _resolve_key(owner: str, rates, default_inference, key, inference):
+def _resolve_key(
+    owner: str,
+    rates: Sequence[ArrayLike],
+    default_inference: bool,
+    key: jax.Array | None,
+    inference: bool | None,
+) -> jax.Array | None:
     """The key for this call, or None when the layer acts as in inference mode.
 
     Equinox's rules: the call-time ``inference`` overrides the field; a layer whose drop
@@ -112,7 +119,10 @@ def _resolve_key(owner: str, rates, default_inference, key, inference):
 class _Stochastic(eqx.Module):
     """Shared plumbing of dropjax's Equinox layers: the ``inference`` switch and the key."""
 
-    def _key(self, key, inference):
+    if TYPE_CHECKING:  # a field of every subclass, declared there (not a field here)
+        inference: bool
+
+    def _key(self, key: jax.Array | None, inference: bool | None) -> jax.Array | None:
         fields = self.__dataclass_fields__
         rates = [getattr(self, name) for name in _RATE_FIELDS if name in fields]
         return _resolve_key(type(self).__name__, rates, self.inference, key, inference)
@@ -229,7 +239,9 @@ class DecoupledDropout(_Stochastic):
         self.broadcast_dims = tuple(broadcast_dims)
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Forward: dropout at ``forward_p``; backward: the decoupled mask."""
         key = self._key(key, inference)
         if key is None:
@@ -283,7 +295,9 @@ class AugmentedDropout(_Stochastic):
         self.broadcast_dims = tuple(broadcast_dims)
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Forward: dropout at ``p``; backward: the nested mask."""
         key = self._key(key, inference)
         if key is None:
@@ -355,7 +369,9 @@ class DecoupledLayer(_Stochastic):
         self.broadcast_dims = tuple(broadcast_dims)
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Applies the layer to the decoupled-dropout input."""
         key = self._key(key, inference)
         if key is None:
@@ -416,7 +432,9 @@ class RandomRateDropout(_Stochastic):
         self.broadcast_dims = tuple(broadcast_dims)
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Drops with a random rate unless in inference mode."""
         key = self._key(key, inference)
         if key is None:
@@ -452,7 +470,9 @@ class GaussianDropout(_Stochastic):
         self.p = p
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Multiplies by Gaussian noise unless in inference mode."""
         key = self._key(key, inference)
         return x if key is None else dropjax.gaussian_dropout(key, x, _rate(self.p))
@@ -479,7 +499,9 @@ class AlphaDropout(_Stochastic):
         self.p = p
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Applies alpha dropout unless in inference mode."""
         key = self._key(key, inference)
         return x if key is None else dropjax.alpha_dropout(key, x, _rate(self.p))
@@ -523,7 +545,9 @@ class SpatialDropout(_Stochastic):
         self.batch_axis = batch_axis
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Drops feature maps unless in inference mode."""
         key = self._key(key, inference)
         if key is None:
@@ -578,7 +602,9 @@ class DropBlock(_Stochastic):
         self.share_channels = share_channels
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Drops blocks unless in inference mode."""
         key = self._key(key, inference)
         if key is None:
@@ -622,7 +648,9 @@ class DropPath(_Stochastic):
         self.batch_axis = batch_axis
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Drops the whole input (per example) unless in inference mode."""
         key = self._key(key, inference)
         if key is None:
@@ -630,16 +658,16 @@ class DropPath(_Stochastic):
         return dropjax.drop_path(key, x, _rate(self.p), batch_axis=self.batch_axis)
 
 
-def _linear_in(linear, x):
+def _linear_in(linear: eqx.nn.Linear, x: jax.Array) -> jax.Array:
     """``x`` as the ``(in_features,)`` vector an ``eqx.nn.Linear`` computes with."""
     return jnp.reshape(x, (1,)) if linear.in_features == "scalar" else x
 
 
-def _linear_out(linear, y):
+def _linear_out(linear: eqx.nn.Linear, y: jax.Array) -> jax.Array:
     return jnp.reshape(y, ()) if linear.out_features == "scalar" else y
 
 
-def _check_linear(owner: str, linear) -> None:
+def _check_linear(owner: str, linear: object) -> None:
     if not isinstance(linear, eqx.nn.Linear):
         raise TypeError(f"{owner} wraps an eqx.nn.Linear; got {type(linear).__name__}")
 
@@ -676,7 +704,9 @@ class DropConnectLinear(_Stochastic):
         self.p = p
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Applies the layer with dropped weights unless in inference mode."""
         key = self._key(key, inference)
         if key is None:
@@ -740,7 +770,9 @@ class ConcreteDropout(_Stochastic):
         self.dropout_regularizer = dropout_regularizer
         self.inference = inference
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Applies concrete dropout unless in inference mode."""
         key = self._key(key, inference)
         if key is None:
@@ -773,6 +805,12 @@ class ConcreteDropout(_Stochastic):
 class _Variational(_Stochastic):
     """Shared parameters of the variational layers: the wrapped layer's weight is theta."""
 
+    if TYPE_CHECKING:  # fields of every subclass, declared there (not fields here)
+        log_sigma2: jax.Array
+        threshold: float
+        clip: float | None
+        train_clip: bool
+
     def _weight(self) -> jax.Array:
         raise NotImplementedError
 
@@ -788,11 +826,11 @@ class _Variational(_Stochastic):
         """This layer's KL term: :func:`dropjax.kl_molchanov` summed over the weights."""
         return dropjax.kl_molchanov(self.log_alpha()).sum()
 
-    def _threshold(self, training: bool):
+    def _threshold(self, training: bool) -> float | None:
         return (self.threshold if self.train_clip else None) if training else self.threshold
 
 
-def _init_log_sigma2(weight, value) -> jax.Array:
+def _init_log_sigma2(weight: jax.Array, value: float) -> jax.Array:
     return jnp.full(weight.shape, value, weight.dtype)
 
 
@@ -849,10 +887,12 @@ class VariationalLinear(_Variational):
         self.train_clip = train_clip
         self.inference = inference
 
-    def _weight(self):
+    def _weight(self) -> jax.Array:
         return self.linear.weight
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Samples the pre-activations (training) or applies the pruned mean layer."""
         key = self._key(key, inference)
         y = dropjax.variational_dense(
@@ -926,10 +966,12 @@ class VariationalConv(_Variational):
         self.train_clip = train_clip
         self.inference = inference
 
-    def _weight(self):
+    def _weight(self) -> jax.Array:
         return self.conv.weight
 
-    def __call__(self, x, *, key=None, inference=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None
+    ) -> jax.Array:
         """Samples the pre-activations (training) or applies the pruned mean convolution."""
         key = self._key(key, inference)
         conv = self.conv
@@ -952,7 +994,7 @@ class VariationalConv(_Variational):
         return jnp.moveaxis(y[0], -1, 0)
 
 
-def _variational_layers(model) -> list[tuple[str, _Variational]]:
+def _variational_layers(model: Any) -> list[tuple[str, _Variational]]:
     """``(path, layer)`` for every variational layer of ``model``, paths like ``"fc1"``."""
     is_layer = lambda node: isinstance(node, _Variational)
     found = jax.tree_util.tree_flatten_with_path(model, is_leaf=is_layer)[0]
@@ -977,7 +1019,7 @@ def total_kl(model: Any) -> jax.Array:
 
 
 def sparsity(
-    model: Any, threshold: float | None = None, clip: float | None | str = "layer"
+    model: Any, threshold: float | None = None, clip: float | Literal["layer"] | None = "layer"
 ) -> dict[str, Any]:
     """Pruned fraction and compression of an Equinox model's variational layers.
 
@@ -1082,7 +1124,9 @@ def dot_product_attention(
     single = jnp.ndim(query) == 2
     if single:  # one head: Equinox's per-head layout
         query, key_, value = query[:, None], key_[:, None], value[:, None]
-    rate, bdims, drop_key = 0.0, (), None
+    rate: ArrayLike = 0.0
+    bdims: Sequence[int] = ()
+    drop_key: jax.Array | None = None
     if dropout is not None:
         owner = type(dropout).__name__
         drop_key = _resolve_key(owner, [dropout.p], dropout.inference, key, inference)
@@ -1260,7 +1304,7 @@ class MultiheadAttention(eqx.Module):
         parts = lambda m: (m.query_proj, m.key_proj, m.value_proj, m.output_proj)
         return eqx.tree_at(parts, new, parts(attention))
 
-    def _heads(self, proj, x):
+    def _heads(self, proj: eqx.nn.Linear, x: jax.Array) -> jax.Array:
         return jax.vmap(proj)(x).reshape(x.shape[0], self.num_heads, -1)
 
     def __call__(
@@ -1315,11 +1359,11 @@ class MultiheadAttention(eqx.Module):
 # --- Monte Carlo dropout -------------------------------------------------------------------
 
 
-def _is_dropout(node) -> bool:
+def _is_dropout(node: object) -> bool:
     return isinstance(node, (_Stochastic, eqx.nn.Dropout))
 
 
-def _dropout_flags(tree) -> list:
+def _dropout_flags(tree: Any) -> list[bool]:
     """The ``inference`` field of every dropout layer in ``tree``, nested ones included."""
     flags = [tree.inference] if _is_dropout(tree) else []
     inner = lambda node: _is_dropout(node) and node is not tree
@@ -1357,7 +1401,7 @@ def mc_dropout(model: Any) -> Any:
     return eqx.tree_at(_dropout_flags, model, replace_fn=lambda _: False)
 
 
-def _call(model, x, state, key):
+def _call(model: Any, x: Any, state: Any, key: jax.Array) -> Any:
     if state is None:
         return model(x, key=key)
     out, _ = model(x, state, key=key)

@@ -22,9 +22,16 @@ import contextvars
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+try:
+    import flax.linen as nn
+except ImportError as err:  # the optional extra is missing (or flax does not import)
+    raise ImportError(
+        "dropjax.linen needs Flax (flax.linen), which could not be imported: "
+        'pip install "dropjax[flax]" (or pip install flax)'
+    ) from err
 
 import dropjax
 from dropjax._src import masks as _masks
@@ -53,7 +60,9 @@ __all__ = [
 _MC_MODE = contextvars.ContextVar("dropjax_linen_mc_mode", default=False)
 
 
-def _resolve(module: nn.Module, deterministic: bool | None, rng) -> jax.Array | None:
+def _resolve(
+    module: nn.Module, deterministic: bool | None, rng: jax.Array | None
+) -> jax.Array | None:
     """The key to use, or None when the layer is deterministic for this call."""
     deterministic = nn.merge_param("deterministic", module.deterministic, deterministic)
     if deterministic and not _MC_MODE.get():
@@ -72,7 +81,12 @@ def _check_rates(module: nn.Module) -> None:
             _masks.check_rate(getattr(module, name), f"{type(module).__name__}.{name}")
 
 
-def _flax_dropout_interceptor(next_fun, args, kwargs, context):
+def _flax_dropout_interceptor(
+    next_fun: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    context: nn.module.InterceptorContext,
+) -> Any:
     module = context.module
     if isinstance(module, nn.Dropout) and context.method_name == "__call__":
         inputs = args[0] if args else kwargs["inputs"]
@@ -147,12 +161,17 @@ class Dropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_rates(self)
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Drops inputs with probability ``rate`` and rescales the rest by 1/(1-rate)."""
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
         rate = _masks.concrete_value(self.rate)  # None when traced: no Python branch on it
@@ -189,12 +208,17 @@ class DecoupledDropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_rates(self)
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Forward: dropout at ``forward_rate``; backward: the decoupled mask."""
         key = _resolve(self, deterministic, rng)
         if key is None:
@@ -209,7 +233,7 @@ class DecoupledDropout(nn.Module):
         )
 
 
-def _dense(params, x):
+def _dense(params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
     y = jnp.matmul(x, params["kernel"])
     if "bias" in params:
         y = y + params["bias"]
@@ -255,12 +279,17 @@ class DecoupledDense(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_rates(self)
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies the decoupled-dropout dense layer."""
         params = {
             "kernel": self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))
@@ -285,11 +314,13 @@ class DecoupledDense(nn.Module):
 class _Variant(nn.Module):
     """Shared call for the variant layers: resolve the key, then ``self._op(key, inputs)``."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_rates(self)
         super().__post_init__()
 
-    def _apply(self, inputs, deterministic, rng):
+    def _apply(
+        self, inputs: jax.Array, deterministic: bool | None, rng: jax.Array | None
+    ) -> jax.Array:
         key = _resolve(self, deterministic, rng)
         return inputs if key is None else self._op(key, inputs)
 
@@ -334,7 +365,12 @@ class RandomRateDropout(_Variant):
         )
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies random-rate dropout unless deterministic."""
         return self._apply(inputs, deterministic, rng)
 
@@ -363,7 +399,12 @@ class GaussianDropout(_Variant):
         return dropjax.gaussian_dropout(key, x, self.rate)
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies Gaussian dropout unless deterministic."""
         return self._apply(inputs, deterministic, rng)
 
@@ -392,7 +433,12 @@ class AlphaDropout(_Variant):
         return dropjax.alpha_dropout(key, x, self.rate)
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies alpha dropout unless deterministic."""
         return self._apply(inputs, deterministic, rng)
 
@@ -427,7 +473,12 @@ class SpatialDropout(_Variant):
         )
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies spatial dropout unless deterministic."""
         return self._apply(inputs, deterministic, rng)
 
@@ -472,7 +523,12 @@ class DropBlock(_Variant):
         )
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies DropBlock unless deterministic."""
         return self._apply(inputs, deterministic, rng)
 
@@ -503,7 +559,12 @@ class DropPath(_Variant):
         return dropjax.drop_path(key, x, self.rate, batch_axis=self.batch_axis)
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Drops the whole branch per example unless deterministic."""
         return self._apply(inputs, deterministic, rng)
 
@@ -540,12 +601,17 @@ class DropConnectDense(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_rates(self)
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies the layer with a dropped kernel unless deterministic."""
         kernel = self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
@@ -595,7 +661,7 @@ class ConcreteDropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         init = _masks.concrete_value(self.init_rate)
         if init is not None and not 0.0 < init < 1.0:
             raise ValueError(
@@ -605,7 +671,13 @@ class ConcreteDropout(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs, weight=None, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        weight: Any = None,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Applies concrete dropout and sows its regulariser."""
         # jnp, not float(): under jax.jit even a constant's logit is a traced value.
         init_rate = jnp.asarray(self.init_rate, jnp.float32)
@@ -631,11 +703,12 @@ class ConcreteDropout(nn.Module):
 # --- Variational dropout with learned rates (Kingma et al. 2015; Molchanov et al. 2017) -----
 
 
-def _window(kernel_size) -> tuple[int, ...]:
+def _window(kernel_size: int | Sequence[int]) -> tuple[int, ...]:
     """``kernel_size`` as a tuple; an int ``k`` is ``(k,)``, as ``nn.Conv`` reads it."""
     if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
         return (kernel_size,)
-    return tuple(kernel_size)
+    # A bool is an int to mypy but not to the check above: tuple(True) raises TypeError.
+    return tuple(kernel_size)  # type: ignore[arg-type]
 
 
 PRUNING = "pruning"
@@ -645,7 +718,15 @@ PRUNING = "pruning"
 class _VariationalLayer(nn.Module):
     """Shared call: log alpha from (kernel, log_sigma2), the KL and settings sown, the op."""
 
-    def _variational(self, inputs, kernel, bias, deterministic, rng, op):
+    def _variational(
+        self,
+        inputs: jax.Array,
+        kernel: jax.Array,
+        bias: jax.Array | None,
+        deterministic: bool | None,
+        rng: jax.Array | None,
+        op: Callable[..., jax.Array],
+    ) -> jax.Array:
         log_sigma2 = self.param(
             "log_sigma2", nn.initializers.constant(self.log_sigma2_init), kernel.shape
         )
@@ -728,7 +809,12 @@ class VariationalDense(_VariationalLayer):
     rng_collection: str = "dropout"
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Samples pre-activations (training) or applies the pruned mean layer."""
         kernel = self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
@@ -787,7 +873,12 @@ class VariationalConv(_VariationalLayer):
     rng_collection: str = "dropout"
 
     @nn.compact
-    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Samples pre-activations (training) or applies the pruned mean convolution."""
         in_features = inputs.shape[-1] // self.feature_group_count
         shape = (*_window(self.kernel_size), in_features, self.features)
@@ -902,18 +993,18 @@ def sparsity(
 
 
 def attention_fn(
-    query,
-    key,
-    value,
-    bias=None,
-    mask=None,
+    query: jax.typing.ArrayLike,
+    key: jax.typing.ArrayLike,
+    value: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    mask: jax.typing.ArrayLike | None = None,
     broadcast_dropout: bool = True,
-    dropout_rng=None,
-    dropout_rate=0.0,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: jax.typing.ArrayLike = 0.0,
     deterministic: bool = False,
-    dtype=None,
-    precision=None,
-    module=None,
+    dtype: jax.typing.DTypeLike | None = None,
+    precision: jax.lax.PrecisionLike = None,
+    module: object | None = None,
     *,
     is_causal: bool = False,
     implementation: str | None = None,

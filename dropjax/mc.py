@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dropjax._src.masks import check_key
+
+if TYPE_CHECKING:  # Flax is optional: imported only when sample_linen / sample_nnx run
+    import flax.linen
+    from flax import nnx
 
 __all__ = ["sample", "sample_head", "sample_linen", "sample_nnx"]
 
@@ -113,8 +117,8 @@ def _operands(args: tuple, kwargs: dict, arg_axes: tuple):
 
     def rebuild(new_ops):
         it = iter(new_ops)
-        return treedef.unflatten(
-            [next(it) if o else leaf for leaf, o in zip(leaves, is_op, strict=True)]
+        return jax.tree.unflatten(
+            treedef, [next(it) if o else leaf for leaf, o in zip(leaves, is_op, strict=True)]
         )
 
     return ops, op_axes, rebuild
@@ -124,11 +128,11 @@ def _per_sample(fn, rebuild, op_axes, consistent: bool, out_axis: int, fn_name: 
     """``(key, operands) -> output`` for one sample."""
     if not consistent:
 
-        def one(k, ops):
+        def plain(k, ops):
             args, kwargs = rebuild(ops)
             return fn(k, *args, **kwargs)
 
-        return one
+        return plain
 
     def squeeze(o):
         o = jnp.asarray(o)
@@ -448,7 +452,7 @@ def sample_head(
 
 
 def sample_linen(
-    model,
+    model: flax.linen.Module,
     variables: Mapping[str, Any],
     x: PyTree,
     key: jax.Array,
@@ -582,7 +586,7 @@ _MC_ATTRIBUTES = {"deterministic": False, "use_running_average": True}
 
 
 def sample_nnx(
-    model,
+    model: nnx.Module,
     x: PyTree,
     key: jax.Array,
     num_samples: int,

@@ -19,7 +19,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+
+try:
+    from flax import nnx
+except ImportError as err:  # the optional extra is missing (or flax does not import)
+    raise ImportError(
+        "dropjax.nnx needs Flax (flax.nnx), which could not be imported: "
+        'pip install "dropjax[flax]" (or pip install flax)'
+    ) from err
 
 import dropjax
 from dropjax._src import masks as _masks
@@ -50,7 +57,7 @@ _LECUN_NORMAL = nnx.initializers.lecun_normal()  # nnx.Linear's defaults
 _ZEROS = nnx.initializers.zeros_init()
 
 
-def _fork(rngs, rng_collection: str):
+def _fork(rngs: nnx.Rngs | nnx.RngStream | None, rng_collection: str) -> nnx.RngStream | None:
     if isinstance(rngs, nnx.Rngs):
         return rngs[rng_collection].fork()
     if isinstance(rngs, nnx.RngStream):
@@ -66,14 +73,19 @@ class _Stochastic(nnx.Module):
     deterministic: bool | None
     rng_collection: str
 
-    def _init_stochastic(self, deterministic, rng_collection, rngs):
+    def _init_stochastic(
+        self,
+        deterministic: bool | None,
+        rng_collection: str,
+        rngs: nnx.Rngs | nnx.RngStream | None,
+    ) -> None:
         # Concrete rates are validated here, at construction; traced ones pass unchanged.
         for name in ("rate", "max_rate", "forward_rate", "backward_rate"):
             if name in vars(self):
                 _masks.check_rate(getattr(self, name), f"{type(self).__name__}.{name}")
         self.deterministic = deterministic
         self.rng_collection = rng_collection
-        self.rngs = _fork(rngs, rng_collection)
+        self.rngs: nnx.RngStream | None = _fork(rngs, rng_collection)
 
     def _deterministic(self, deterministic: bool | None) -> bool:
         """The call-time flag if given, else the attribute; an error if neither is set."""
@@ -86,7 +98,7 @@ class _Stochastic(nnx.Module):
             )
         return bool(deterministic)
 
-    def _draw_key(self, rngs) -> jax.Array:
+    def _draw_key(self, rngs: nnx.Rngs | nnx.RngStream | jax.Array | None) -> jax.Array:
         """A key from the call-time ``rngs`` if given, else from the constructor's stream."""
         source = rngs if rngs is not None else self.rngs
         if source is None:
@@ -102,11 +114,13 @@ class _Stochastic(nnx.Module):
             return source
         raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or a key; got {type(source)}")
 
-    def _key(self, deterministic: bool | None, rngs) -> jax.Array | None:
+    def _key(
+        self, deterministic: bool | None, rngs: nnx.Rngs | nnx.RngStream | jax.Array | None
+    ) -> jax.Array | None:
         """The key for this call, or None when the layer is deterministic."""
         return None if self._deterministic(deterministic) else self._draw_key(rngs)
 
-    def set_view(self, deterministic: bool | None = None):
+    def set_view(self, deterministic: bool | None = None) -> None:
         """Used by ``nnx.view`` and ``model.train()`` / ``model.eval()``."""
         if deterministic is not None:
             self.deterministic = deterministic
@@ -148,10 +162,16 @@ class Dropout(_Stochastic):
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ):
         self.rate = rate
-        self.broadcast_dims = tuple(broadcast_dims)
+        self.broadcast_dims: tuple[int, ...] = tuple(broadcast_dims)
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         """Drops inputs with probability ``rate`` and rescales the rest by 1/(1-rate)."""
         rate = _masks.concrete_value(self.rate)  # None when traced: no Python branch on it
         if self._deterministic(deterministic) or rate == 0.0:
@@ -196,10 +216,16 @@ class DecoupledDropout(_Stochastic):
         self.forward_rate = forward_rate
         self.backward_rate = backward_rate
         self.backward = backward
-        self.broadcast_dims = tuple(broadcast_dims)
+        self.broadcast_dims: tuple[int, ...] = tuple(broadcast_dims)
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         """Forward: dropout at ``forward_rate``; backward: the decoupled mask."""
         key = self._key(deterministic, rngs)
         if key is None:
@@ -214,7 +240,7 @@ class DecoupledDropout(_Stochastic):
         )
 
 
-def _dense(params, x):
+def _dense(params: tuple[jax.Array, jax.Array | None], x: jax.Array) -> jax.Array:
     kernel, bias = params
     y = jnp.matmul(x, kernel)
     return y if bias is None else y + bias
@@ -264,15 +290,25 @@ class DecoupledDense(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ):
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,))) if use_bias else None
+        self.kernel: nnx.Param[jax.Array] = nnx.Param(
+            kernel_init(rngs.params(), (in_features, out_features))
+        )
+        self.bias: nnx.Param[jax.Array] | None = (
+            nnx.Param(bias_init(rngs.params(), (out_features,))) if use_bias else None
+        )
         self.forward_rate = forward_rate
         self.backward_rate = backward_rate
         self.backward = backward
-        self.broadcast_dims = tuple(broadcast_dims)
+        self.broadcast_dims: tuple[int, ...] = tuple(broadcast_dims)
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         """Applies the decoupled-dropout linear layer."""
         params = (self.kernel[...], None if self.bias is None else self.bias[...])
         key = self._key(deterministic, rngs)
@@ -290,7 +326,7 @@ class DecoupledDense(_Stochastic):
         )
 
 
-_DROPOUT_TYPES: tuple[type, ...] = (nnx.Dropout, _Stochastic)
+_DROPOUT_TYPES = (nnx.Dropout, _Stochastic)
 
 
 @contextlib.contextmanager
@@ -318,7 +354,7 @@ def mc_dropout(model: nnx.Module) -> Iterator[nnx.Module]:
       >>> bool((y == 0).any()), net.drop.deterministic
       (True, True)
     """
-    saved = []
+    saved: list[tuple[nnx.Module, str, bool | None]] = []
     for _, module in nnx.iter_modules(model):
         if isinstance(module, _DROPOUT_TYPES):
             saved.append((module, "deterministic", module.deterministic))
@@ -336,10 +372,19 @@ def mc_dropout(model: nnx.Module) -> Iterator[nnx.Module]:
 class _Variant(_Stochastic):
     """Shared call for the variant layers: resolve the key, then ``self._op(key, inputs)``."""
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         """Applies the layer's noise unless deterministic."""
         key = self._key(deterministic, rngs)
         return inputs if key is None else self._op(key, inputs)
+
+    def _op(self, key: jax.Array, x: jax.Array) -> jax.Array:
+        raise NotImplementedError  # each variant applies its own op
 
 
 class RandomRateDropout(_Variant):
@@ -366,10 +411,10 @@ class RandomRateDropout(_Variant):
         self.max_rate = max_rate
         self.per_example = per_example
         self.batch_axis = batch_axis
-        self.broadcast_dims = tuple(broadcast_dims)
+        self.broadcast_dims: tuple[int, ...] = tuple(broadcast_dims)
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def _op(self, key, x):
+    def _op(self, key: jax.Array, x: jax.Array) -> jax.Array:
         return dropjax.random_rate_dropout(
             key,
             x,
@@ -403,7 +448,7 @@ class GaussianDropout(_RateOnly):
       (4,)
     """
 
-    def _op(self, key, x):
+    def _op(self, key: jax.Array, x: jax.Array) -> jax.Array:
         return dropjax.gaussian_dropout(key, x, self.rate)
 
 
@@ -417,7 +462,7 @@ class AlphaDropout(_RateOnly):
       (4,)
     """
 
-    def _op(self, key, x):
+    def _op(self, key: jax.Array, x: jax.Array) -> jax.Array:
         return dropjax.alpha_dropout(key, x, self.rate)
 
 
@@ -447,7 +492,7 @@ class SpatialDropout(_Variant):
         self.batch_axis = batch_axis
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def _op(self, key, x):
+    def _op(self, key: jax.Array, x: jax.Array) -> jax.Array:
         return dropjax.spatial_dropout(
             key, x, self.rate, channel_axis=self.channel_axis, batch_axis=self.batch_axis
         )
@@ -483,7 +528,7 @@ class DropBlock(_Variant):
         self.share_channels = share_channels
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def _op(self, key, x):
+    def _op(self, key: jax.Array, x: jax.Array) -> jax.Array:
         return dropjax.dropblock(
             key,
             x,
@@ -518,7 +563,7 @@ class DropPath(_Variant):
         self.batch_axis = batch_axis
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def _op(self, key, x):
+    def _op(self, key: jax.Array, x: jax.Array) -> jax.Array:
         return dropjax.drop_path(key, x, self.rate, batch_axis=self.batch_axis)
 
 
@@ -546,13 +591,23 @@ class DropConnectDense(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ):
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,))) if use_bias else None
+        self.kernel: nnx.Param[jax.Array] = nnx.Param(
+            kernel_init(rngs.params(), (in_features, out_features))
+        )
+        self.bias: nnx.Param[jax.Array] | None = (
+            nnx.Param(bias_init(rngs.params(), (out_features,))) if use_bias else None
+        )
         self.rate = rate
         self.per_example = per_example
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         """Applies the layer with a dropped kernel unless deterministic."""
         params = (self.kernel[...], None if self.bias is None else self.bias[...])
         key = self._key(deterministic, rngs)
@@ -596,13 +651,19 @@ class ConcreteDropout(_Stochastic):
                 f"(0, 1) (its logit is learned); got {init_rate!r}"
             )
         logit = jnp.log(jnp.float32(init_rate)) - jnp.log1p(-jnp.float32(init_rate))
-        self.rate_logit = nnx.Param(logit)
+        self.rate_logit: nnx.Param[jax.Array] = nnx.Param(logit)
         self.temperature = temperature
         self.weight_regularizer = weight_regularizer
         self.dropout_regularizer = dropout_regularizer
         self._init_stochastic(deterministic, rng_collection, rngs)
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         """Applies concrete dropout unless deterministic."""
         key = self._key(deterministic, rngs)
         if key is None:
@@ -611,7 +672,7 @@ class ConcreteDropout(_Stochastic):
             key, inputs, self.rate_logit[...], temperature=self.temperature
         )
 
-    def regularizer(self, *, input_dim: int, weight=None) -> jax.Array:
+    def regularizer(self, *, input_dim: int, weight: Any = None) -> jax.Array:
         """The layer's regulariser (weight term only when ``weight`` is given)."""
         return dropjax.concrete_dropout_regularizer(
             self.rate_logit[...],
@@ -628,13 +689,25 @@ class ConcreteDropout(_Stochastic):
 class _Variational(_Stochastic):
     """Shared parameters and call of the sparse variational dropout layers."""
 
-    def _init_variational(self, kernel, use_bias, bias_init, features, rngs, cfg):
-        self.kernel = nnx.Param(kernel)
-        self.log_sigma2 = nnx.Param(jnp.full(kernel.shape, cfg["log_sigma2_init"], kernel.dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (features,))) if use_bias else None
-        self.threshold = cfg["threshold"]
-        self.clip = cfg["clip"]
-        self.train_clip = cfg["train_clip"]
+    def _init_variational(
+        self,
+        kernel: jax.Array,
+        use_bias: bool,
+        bias_init: Callable[..., Any],
+        features: int,
+        rngs: nnx.Rngs,
+        cfg: dict[str, Any],
+    ) -> None:
+        self.kernel: nnx.Param[jax.Array] = nnx.Param(kernel)
+        self.log_sigma2: nnx.Param[jax.Array] = nnx.Param(
+            jnp.full(kernel.shape, cfg["log_sigma2_init"], kernel.dtype)
+        )
+        self.bias: nnx.Param[jax.Array] | None = (
+            nnx.Param(bias_init(rngs.params(), (features,))) if use_bias else None
+        )
+        self.threshold: float = cfg["threshold"]
+        self.clip: float = cfg["clip"]
+        self.train_clip: bool = cfg["train_clip"]
         self._init_stochastic(cfg["deterministic"], cfg["rng_collection"], rngs)
 
     def log_alpha(self) -> jax.Array:
@@ -645,7 +718,13 @@ class _Variational(_Stochastic):
         """This layer's KL term, :func:`dropjax.kl_molchanov` summed over the kernel."""
         return dropjax.kl_molchanov(self.log_alpha()).sum()
 
-    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
         """Samples pre-activations (training) or applies the pruned mean layer."""
         bias = None if self.bias is None else self.bias[...]
         log_alpha = self.log_alpha()
@@ -655,8 +734,26 @@ class _Variational(_Stochastic):
         threshold = self.threshold if self.train_clip else None
         return self._op(key, inputs, log_alpha, bias, threshold, False)
 
+    def _op(
+        self,
+        key: jax.Array | None,
+        x: jax.Array,
+        log_alpha: jax.Array,
+        bias: jax.Array | None,
+        threshold: float | None,
+        det: bool,
+    ) -> jax.Array:
+        raise NotImplementedError  # the dense or the convolutional layer
 
-def _variational_cfg(log_sigma2_init, threshold, clip, train_clip, deterministic, rng_collection):
+
+def _variational_cfg(
+    log_sigma2_init: float,
+    threshold: float,
+    clip: float,
+    train_clip: bool,
+    deterministic: bool | None,
+    rng_collection: str,
+) -> dict[str, Any]:
     return {
         "log_sigma2_init": log_sigma2_init,
         "threshold": threshold,
@@ -724,7 +821,15 @@ class VariationalDense(_Variational):
         )
         self._init_variational(kernel, use_bias, bias_init, out_features, rngs, cfg)
 
-    def _op(self, key, x, log_alpha, bias, threshold, det):
+    def _op(
+        self,
+        key: jax.Array | None,
+        x: jax.Array,
+        log_alpha: jax.Array,
+        bias: jax.Array | None,
+        threshold: float | None,
+        det: bool,
+    ) -> jax.Array:
         return dropjax.variational_dense(
             key, x, self.kernel[...], log_alpha, bias, threshold=threshold, deterministic=det
         )
@@ -781,20 +886,34 @@ class VariationalConv(_Variational):
     ):
         if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
             kernel_size = (int(kernel_size),)  # as nnx.Conv: an int is a 1-D window
-        shape = (*tuple(kernel_size), in_features // feature_group_count, out_features)
+        # A bool is an int to mypy but not to the check above: tuple(True) raises TypeError.
+        window = tuple(kernel_size)  # type: ignore[arg-type]
+        shape = (*window, in_features // feature_group_count, out_features)
         kernel = kernel_init(rngs.params(), shape)
-        self.strides = strides if isinstance(strides, int) else tuple(strides)
-        self.padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
-        self.kernel_dilation = (
+        self.strides: int | tuple[int, ...] = (
+            strides if isinstance(strides, int) else tuple(strides)
+        )
+        self.padding: str | tuple[tuple[int, ...], ...] = (
+            padding if isinstance(padding, str) else tuple(map(tuple, padding))
+        )
+        self.kernel_dilation: int | tuple[int, ...] = (
             kernel_dilation if isinstance(kernel_dilation, int) else tuple(kernel_dilation)
         )
-        self.feature_group_count = feature_group_count
+        self.feature_group_count: int = feature_group_count
         cfg = _variational_cfg(
             log_sigma2_init, threshold, clip, train_clip, deterministic, rng_collection
         )
         self._init_variational(kernel, use_bias, bias_init, out_features, rngs, cfg)
 
-    def _op(self, key, x, log_alpha, bias, threshold, det):
+    def _op(
+        self,
+        key: jax.Array | None,
+        x: jax.Array,
+        log_alpha: jax.Array,
+        bias: jax.Array | None,
+        threshold: float | None,
+        det: bool,
+    ) -> jax.Array:
         return dropjax.variational_conv(
             key,
             x,
@@ -879,18 +998,18 @@ def sparsity(
 
 
 def attention_fn(
-    query,
-    key,
-    value,
-    bias=None,
-    mask=None,
+    query: jax.typing.ArrayLike,
+    key: jax.typing.ArrayLike,
+    value: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    mask: jax.typing.ArrayLike | None = None,
     broadcast_dropout: bool = True,
-    dropout_rng=None,
-    dropout_rate=0.0,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: jax.typing.ArrayLike = 0.0,
     deterministic: bool = False,
-    dtype=None,
-    precision=None,
-    module=None,
+    dtype: jax.typing.DTypeLike | None = None,
+    precision: jax.lax.PrecisionLike = None,
+    module: object | None = None,
     *,
     is_causal: bool = False,
     implementation: str | None = None,

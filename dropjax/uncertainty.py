@@ -24,11 +24,18 @@ imported only when they are called.
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import entr
 from jax.typing import ArrayLike
+
+if TYPE_CHECKING:  # matplotlib is optional: imported only when a plot is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
 
 __all__ = [
     "accuracy_coverage_curve",
@@ -723,7 +730,7 @@ def aurc(confidence: ArrayLike, correct: ArrayLike) -> jax.Array:
 # --------------------------------------------------------------------------- plotting
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:
@@ -731,7 +738,7 @@ def _pyplot():
     return plt
 
 
-def _axes(ax):
+def _axes(ax: Axes | None) -> Axes:
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(4.5, 4.5))
     else:
@@ -742,7 +749,9 @@ def _axes(ax):
     return ax
 
 
-def reliability_diagram(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15, ax=None):
+def reliability_diagram(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = 15, ax: Axes | None = None
+) -> Figure | SubFigure:
     r"""Plots per-bin accuracy against confidence, with the ECE in the title.
 
     Bins follow :func:`expected_calibration_error`. Each non-empty bin shows its
@@ -815,8 +824,11 @@ def reliability_diagram(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15,
 
 
 def uncertainty_histogram(
-    scores_in: ArrayLike, scores_out: ArrayLike | None = None, ax=None, bins: int = 30
-):
+    scores_in: ArrayLike,
+    scores_out: ArrayLike | None = None,
+    ax: Axes | None = None,
+    bins: int = 30,
+) -> Figure | SubFigure:
     r"""Overlaid histograms of uncertainty scores for in- and out-of-distribution data.
 
     Both histograms share the same bin edges and are normalised to unit area. When
@@ -854,9 +866,10 @@ def uncertainty_histogram(
     a_in = np.asarray(s_in, np.float64)
     arrays = [a_in] if s_out is None else [a_in, np.asarray(s_out, np.float64)]
     edges = np.histogram_bin_edges(np.concatenate(arrays), bins=bins)
+    # matplotlib's stubs type hist's bins as a Sequence, though it takes an array of edges:
     ax.hist(
         a_in,
-        bins=edges,
+        bins=edges,  # type: ignore[arg-type]
         density=True,
         alpha=0.6,
         color="tab:blue",
@@ -865,7 +878,7 @@ def uncertainty_histogram(
     if s_out is not None:
         ax.hist(
             arrays[1],
-            bins=edges,
+            bins=edges,  # type: ignore[arg-type]
             density=True,
             alpha=0.6,
             color="tab:orange",
@@ -1068,7 +1081,7 @@ def aupr(scores: ArrayLike, labels: ArrayLike) -> jax.Array:
 def fpr_at_tpr(scores: ArrayLike, labels: ArrayLike, tpr: float = 0.95) -> jax.Array:
     r"""False-positive rate at the first ROC operating point whose true-positive rate is >= ``tpr``.
 
-    Positives are label 1 and should score higher (FPR@95 of out-of-distribution
+    Positives are label 1 and should score higher (``FPR@95`` of out-of-distribution
     detection: positives are the OOD inputs, scores an uncertainty). The ROC operating
     points are those of :func:`sklearn.metrics.roc_curve` with ``drop_intermediate=False``:
     one threshold per distinct score, an example predicted positive when its score is

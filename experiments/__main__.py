@@ -1,31 +1,117 @@
 """Command line for the experiment registry.
 
 ``python -m experiments list`` prints one experiment a line, its name first, then a short
-description; ``python -m experiments report`` renders ``experiments/REPORT.md`` from the
-results files. ``python -m experiments NAME --preset {smoke,quick,paper}`` runs one through
+description (from the catalog: no experiment is imported, so it takes well under a second);
+``python -m experiments report`` renders ``experiments/REPORT.md`` from the results files.
+``python -m experiments NAME --preset {smoke,quick,paper}`` runs one through
 :func:`experiments.registry.execute`, which writes ``<out>/<name>/<preset>.json``, and prints
 the experiment's markdown table.
+
+A bad value on the command line, or a results file that is not valid JSON, is one line on
+stderr, ``python -m experiments: error: ...``, and exit status 2, before anything runs or
+any file is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from experiments.catalog import experiments
+from experiments.catalog import DESCRIPTIONS, NAMES
 from experiments.cells import BudgetExhausted
-from experiments.registry import DEFAULT_OUT, PRESETS, PUBLISHED, RunContext, execute
+from experiments.registry import (
+    DEFAULT_OUT,
+    PRESETS,
+    PUBLISHED,
+    ResultsFileError,
+    RunContext,
+    execute,
+    lookup,
+    read_results,
+)
 
 EXIT_INCOMPLETE = 75
 """Exit status of a run stopped by ``--time-budget`` (resumable; BSD's EX_TEMPFAIL)."""
 
 
+MAX_SEED = 2**31 - 1
+"""The largest ``--seed``: replica r trains with seed + r as a uint32, so this leaves room."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``prog: error: message``, exit status 2): the
+    usage, several lines here, is ``--help``'s job."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(text: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def _index(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be from 0 to 2**31 - 1 (replica r uses seed + r as a uint32); got {value}"
+        )
+    return value
+
+
+def _minutes(text: str) -> float:
+    value = _number(text, float)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes; got {text}")
+    return value
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"not a regular expression ({err}): {text!r}") from err
+    return text
+
+
+def _dataset(text: str) -> str:
+    from experiments import data
+
+    try:
+        data.cache_path(text)  # resolves the name as data.load does; unknown names raise
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m experiments",
         description="Run a registered dropout experiment, or `list` them.",
     )
@@ -39,9 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         help="smoke: seconds, no download (CI); quick: minutes on a CPU; paper: the "
         "paper's protocol (default: smoke)",
     )
-    parser.add_argument("--dataset", help="override the preset's dataset")
-    parser.add_argument("--replicas", type=int, help="override the preset's replica count")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; replica r uses seed + r")
+    parser.add_argument("--dataset", type=_dataset, help="override the preset's dataset")
+    parser.add_argument(
+        "--replicas", type=_positive_int, help="override the preset's replica count"
+    )
+    parser.add_argument(
+        "--seed", type=_seed, default=0, help="base seed (0 or more); replica r uses seed + r"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -51,19 +141,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cells",
+        type=_regex,
         metavar="REGEX",
         help="grid experiments: run only the cells whose id matches (e.g. one process per "
         "core on disjoint patterns, same --out: finished cells are merged under a lock)",
     )
     parser.add_argument(
         "--forget",
+        type=_regex,
         metavar="REGEX",
         help="grid experiments: remove the finished cells whose id matches from the results "
         "file and exit, so that the next run trains them again (e.g. after a fix)",
     )
     parser.add_argument(
         "--time-budget",
-        type=float,
+        type=_minutes,
         metavar="MINUTES",
         help="stop cleanly at a checkpoint before this many minutes have passed; rerunning "
         "the same command resumes (grid experiments write every finished cell at once)",
@@ -83,10 +175,12 @@ def _parser() -> argparse.ArgumentParser:
         help="with --distributed: the address of process 0's coordinator service",
     )
     parser.add_argument(
-        "--num-processes", type=int, help="with --distributed: how many processes in all"
+        "--num-processes",
+        type=_positive_int,
+        help="with --distributed: how many processes in all",
     )
     parser.add_argument(
-        "--process-id", type=int, help="with --distributed: this process's index, from 0"
+        "--process-id", type=_index, help="with --distributed: this process's index, from 0"
     )
     parser.add_argument(
         "--data-source",
@@ -140,30 +234,60 @@ def _initialize_distributed(
     )
 
 
+def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks that need more than one flag, or the name (one-line errors, exit 2)."""
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed and any(v is not None for v in manual):
+        parser.error("--coordinator, --num-processes and --process-id need --distributed")
+    if args.num_processes is not None and args.process_id is not None:
+        if args.process_id >= args.num_processes:
+            parser.error(
+                f"--process-id must be below --num-processes ({args.num_processes}); "
+                f"got {args.process_id}"
+            )
+    if args.name not in ("list", "report", *NAMES):
+        parser.error(f"unknown experiment {args.name!r}; `python -m experiments list` lists them")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder (created if missing)")
+    if args.data_dir is not None and args.data_source == "tfds" and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir} is not a folder (--data-source tfds reads one)")
+
+
+def _fail(message: str) -> NoReturn:
+    """A one-line error in argparse's form, exit status 2."""
+    print(f"python -m experiments: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_results_files(paths: Sequence[Path]) -> None:
+    """Each existing results file must read as one; the files are left untouched."""
+    for path in paths:
+        if path.is_file():
+            try:
+                read_results(path)
+            except ResultsFileError as err:
+                _fail(str(err))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    manual = (args.coordinator, args.num_processes, args.process_id)
-    if not args.distributed and any(v is not None for v in manual):
-        parser.error("--coordinator, --num-processes and --process-id need --distributed")
-    if args.distributed:
-        _initialize_distributed(*manual)
-    table = experiments()
+    _check_values(parser, args)
     if args.name == "list":
-        width = max((len(name) for name in table), default=0)
-        for name, exp in table.items():
-            print(f"{name:<{width}}  {exp.description}")
+        width = max(len(name) for name in NAMES)
+        for name in sorted(NAMES):
+            print(f"{name:<{width}}  {DESCRIPTIONS[name]}")
         return 0
     if args.name == "report":
         from experiments.report import write_report
 
-        print(f"wrote {write_report(Path(args.out or PUBLISHED))}")
+        out = Path(args.out or PUBLISHED)
+        _check_results_files(sorted(out.glob("*/*.json")))
+        print(f"wrote {write_report(out)}")
         return 0
-    if args.name not in table:
-        parser.error(f"unknown experiment {args.name!r}; `python -m experiments list` lists them")
-    if args.replicas is not None and args.replicas < 1:
-        parser.error("--replicas must be at least 1")
+    if args.distributed:
+        _initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     ctx = RunContext(
         name=args.name,
         preset=args.preset,
@@ -175,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time_budget=args.time_budget,
         cells=args.cells,
     )
+    _check_results_files([ctx.results_file])
     if args.forget is not None:
         from experiments.cells import forget_cells
 
@@ -194,7 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INCOMPLETE
-    render = table[args.name].render
+    except ResultsFileError as err:  # a results file that went bad while this run waited
+        _fail(str(err))
+    except json.JSONDecodeError:
+        _check_results_files([ctx.results_file])  # names the file when it is the culprit
+        raise
+    render = lookup(args.name).render
     if render is not None:
         print(render(payload["results"]))
     print(f"\nresults: {path}{_on_host0()}")

@@ -3,8 +3,10 @@
 The command line, REPORT.md and the tests all read this list. An experiment is a module
 ``experiments/<name>.py`` named as the experiment; it registers itself with
 :func:`experiments.registry.register` when imported. A new claim is one new file plus one
-entry here. Nothing in the harness (data, models, training, results, stats, plots, presets)
-imports this module or any claim, so the import graph has no cycle.
+entry here (in :data:`CLAIMS`, and its one-line description in :data:`DESCRIPTIONS`, which
+``python -m experiments list`` prints without importing any experiment). Nothing in the
+harness (data, models, training, results, stats, plots, presets) imports this module or any
+claim, so the import graph has no cycle.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import importlib
 
 from experiments.registry import Experiment, registered
 
-__all__ = ["CLAIMS", "NAMES", "experiments"]
+__all__ = ["ACCELERATOR", "CLAIMS", "DESCRIPTIONS", "NAMES", "experiments"]
 
 # (claim number, seed, short title, experiment names in the registry)
 CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
@@ -88,8 +90,58 @@ CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ),
 ]
 
+ACCELERATOR: dict[str, str] = {
+    "lenet_mnist": "nothing the verdict needs: the paper's protocol runs here; more seeds "
+    "would narrow the per-rate intervals",
+    "gao_ablation": "Table 2 (ResNet-20, 640k iterations x 19 cells x 4 seeds) and real "
+    "CIFAR-10: `--preset paper` on a GPU host with the data trains it (the part is reported "
+    "not run on a CPU)",
+    "gao_tables45": "Table 5 (ResNet-20 on SVHN, CIFAR-10, CIFAR-100) and the real datasets",
+    "random_dropout_mlp": "the paper's protocol, out of reach of one core: one GPU runs it; "
+    "here a scaled protocol",
+    "backprojection": "the paper's 1500-1500 MLP for 501 epochs, out of reach of one core",
+    "linear_l2": "nothing: analytic, complete here",
+    "ensemble_jensen": "nothing: complete here",
+    "relu_gradient": "nothing: complete here",
+    "init_variance": "nothing: complete here",
+    "mc_uncertainty": "nothing the verdict needs (the full schedule is CPU-feasible); seeds "
+    "and larger T",
+    "graph_homophily": "nothing the claim needs (no source protocol; the paper preset is "
+    "CPU-feasible)",
+    "dropblock_conv": "nothing: the full schedule is CPU-feasible",
+    "sparse_vd": "nothing: the paper's 200 epochs run here",
+    "active_learning": "nothing the verdict needs (1,000 labels are CPU-feasible; the cost "
+    "grows faster than the labels, so the estimate is a lower bound); seeds",
+}
+"""What an accelerator (the same command on a GPU/TPU host) would add, per experiment."""
+
 NAMES: tuple[str, ...] = tuple(name for *_, names in CLAIMS for name in names)
 """Every experiment, in claim order."""
+
+DESCRIPTIONS: dict[str, str] = {
+    "lenet_mnist": "LeNet on MNIST: standard vs augmented dropout (Gao et al. Table 3)",
+    "gao_ablation": "Plain vs standard vs forward-only vs backward-only dropout "
+    "(Gao et al. Tables 1-2)",
+    "gao_tables45": "Standard vs augmented dropout, ConvNet-Quick and ResNet-20 "
+    "(Gao et al. Tables 4-5)",
+    "random_dropout_mlp": "Random dropout vs dropout on an MNIST MLP (Bouthillier et al. Fig. 6)",
+    "backprojection": "Dropout noise back-projected to the input (Bouthillier et al. Fig. 2/4/5)",
+    "linear_l2": "Input dropout on least squares vs ridge with lambda = p/(1-p)",
+    "ensemble_jensen": "Weight scaling vs exact dropout-ensemble mean (Jensen gap)",
+    "relu_gradient": "Expected backprop gradient of ReLU nets with inverted dropout vs p",
+    "init_variance": "Signal variance in deep ReLU/residual nets vs dropout-aware init",
+    "mc_uncertainty": "MC dropout uncertainty vs temperature scaling and a deep ensemble "
+    "(explainer claim)",
+    "graph_homophily": "GCN on K-class CSBMs: none/feature/edge/node dropout across homophily",
+    "dropblock_conv": "DropBlock vs standard dropout on conv feature maps, over-fitting regime "
+    "(explainer)",
+    "sparse_vd": "Sparse VD on LeNet-300-100: error and compression (Molchanov et al. Table 1)",
+    "active_learning": "MC dropout active learning on MNIST: BALD/BatchBALD/entropy/var-ratio "
+    "vs random (Gal et al. 2017, Fig. 1; beyond the seeds)",
+}
+"""Each experiment's one-line description, as ``python -m experiments list`` prints it
+without importing any experiment (they import Flax and SciPy: seconds). Each is the
+description its module registers; :func:`experiments` checks that they agree."""
 
 
 def experiments() -> dict[str, Experiment]:
@@ -100,4 +152,10 @@ def experiments() -> dict[str, Experiment]:
     missing = [n for n in NAMES if n not in table]
     if missing:
         raise RuntimeError(f"experiment modules that did not register their name: {missing}")
+    stale = [n for n in NAMES if table[n].description != DESCRIPTIONS.get(n)]
+    if stale:
+        raise RuntimeError(
+            f"DESCRIPTIONS in experiments/catalog.py differ from what {stale} register: copy "
+            "each module's register(name, description) there"
+        )
     return {name: table[name] for name in sorted(table)}

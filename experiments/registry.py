@@ -26,10 +26,12 @@ __all__ = [
     "PRESETS",
     "Experiment",
     "RunContext",
+    "ResultsFileError",
     "cleanup_checkpoints",
     "execute",
     "not_run_result",
     "lookup",
+    "read_results",
     "register",
     "registered",
     "results_path",
@@ -169,6 +171,48 @@ def lookup(name: str) -> Experiment:
 
 def results_path(out: Path, name: str, preset: str) -> Path:
     return Path(out) / name / f"{preset}.json"
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be read as one: not JSON, or JSON but not an object."""
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """The payload of the results file ``path`` (a JSON object), leaving the file as it is.
+
+    Raises:
+      ResultsFileError: the file is not valid JSON (truncated by a crash that bypassed the
+        atomic write, say, or holding git merge-conflict markers) or not a JSON object; the
+        one-line message names the file and the way out.
+      FileNotFoundError: there is no such file.
+
+    Examples:
+      >>> import tempfile
+      >>> from pathlib import Path
+      >>> from experiments.registry import read_results
+      >>> path = Path(tempfile.mkdtemp()) / "quick.json"
+      >>> _ = path.write_text('{"status": "complete"')
+      >>> read_results(path)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      experiments.registry.ResultsFileError: .../quick.json is not valid JSON (...): ...
+    """
+    path = Path(path)
+    text = path.read_text()
+    way_out = (
+        "fix it, or delete it to start over (its finished cells are lost), or pass another --out"
+    )
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as err:
+        what = f"{err.msg} at line {err.lineno} column {err.colno}"
+        if any(line.startswith(("<<<<<<< ", "=======", ">>>>>>> ")) for line in text.splitlines()):
+            what += "; it holds git merge-conflict markers"
+        raise ResultsFileError(f"{path} is not valid JSON ({what}): {way_out}") from err
+    if not isinstance(payload, dict):
+        kind = type(payload).__name__
+        raise ResultsFileError(f"{path} holds a JSON {kind}, not a results object: {way_out}")
+    return payload
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

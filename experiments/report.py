@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from experiments import stats
-from experiments.catalog import CLAIMS, experiments
+from experiments.catalog import ACCELERATOR, CLAIMS, experiments
 from experiments.registry import PUBLISHED, cells_wall_time
 
 __all__ = ["CLAIMS", "build_report", "load_results"]
@@ -142,6 +142,64 @@ def _cell_commits(payload: dict[str, Any]) -> str:
     return "; its cells ran at " + ", ".join(f"`{c}` ({n})" for c, n in commits.items())
 
 
+def _core_hours(out: Path, name: str) -> float:
+    """Training time of every committed run of ``name`` (all presets), in core-hours: each
+    run's wall time times the devices it used (cells: their own wall times)."""
+    total = 0.0
+    for path in sorted((Path(out) / name).glob("*.json")):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        cells = list(((payload.get("grid") or {}).get("cells") or {}).values())
+        if cells:
+            for c in cells:
+                total += float(c.get("wall_s") or 0.0) * int(
+                    (c.get("environment") or {}).get("device_count") or 1
+                )
+        else:
+            env = payload.get("environment") or {}
+            total += float(payload.get("wall_time_s") or 0.0) * int(env.get("device_count") or 1)
+    return total / 3600.0
+
+
+def compute_plan(out: Path = PUBLISHED) -> list[str]:
+    """REPORT.md's compute plan: per claim, the run the verdict rests on, the core-hours spent
+    on every committed run, the full protocol's cost on one core of this kind of machine
+    (that run's wall time / its coverage), and what an accelerator would add."""
+    lines = [
+        "## Compute plan",
+        "",
+        "Core-hours spent: every committed run of the experiment (cells' own wall times). Full "
+        "protocol on one core: the run's wall time divided by its coverage (an estimate; "
+        "`n/a` where the run is the protocol or there is none).",
+        "",
+        "| # | experiment | verdict rests on | coverage | core-hours spent | full protocol, one "
+        "core | an accelerator would add |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for number, _, _, names in CLAIMS:
+        for name in names:
+            payload = load_results(out, name)
+            spent = _core_hours(out, name)
+            if payload is None:
+                lines.append(
+                    f"| {number} | `{name}` | — | — | {spent:.1f} | — | "
+                    f"{ACCELERATOR.get(name, '')} |"
+                )
+                continue
+            cov = _coverage(payload["results"])
+            wall = float(payload.get("wall_time_s") or 0.0)
+            full = "n/a" if not cov or cov >= 1.0 else f"{wall / cov / 3600:.1f} h"
+            preset = payload["preset"] + (" (partial)" if payload.get("partial") else "")
+            cov_txt = "n/a" if cov is None else _pct(cov)
+            lines.append(
+                f"| {number} | `{name}` | {preset} | {cov_txt} | {spent:.1f} | {full} "
+                f"| {ACCELERATOR.get(name, '')} |"
+            )
+    return lines + [""]
+
+
 def build_report(out: Path = PUBLISHED) -> str:
     """The report's markdown, built from the results files under ``out``."""
     table = experiments()
@@ -240,7 +298,7 @@ def build_report(out: Path = PUBLISHED) -> str:
         "## Summary",
         "",
     ]
-    return "\n".join(header + summary + [""] + sections)
+    return "\n".join(header + summary + [""] + compute_plan(out) + sections)
 
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"
@@ -267,6 +325,8 @@ def write_report(out: Path = PUBLISHED, path: Path = REPORT_PATH) -> Path:
         if START in readme and END in readme:
             head, rest = readme.split(START, 1)
             _, tail = rest.split(END, 1)
-            links = _summary_table(report).replace("](results/", "](experiments/results/")
+            links = _summary_table(report).replace(  # absolute: README is PyPI's page too
+                "](results/", "](https://dropjax.readthedocs.io/en/latest/experiments/results/"
+            )
             README_PATH.write_text(f"{head}{START}\n{links}\n{END}{tail}")
     return path

@@ -31,7 +31,7 @@ from packaging.requirements import Requirement
 import dropjax
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "dropjax")
+SOURCES = ("pyproject.toml", "MANIFEST.in", "README.md", "LICENSE", "dropjax")
 
 
 def _run(*cmd, cwd=None, env=None) -> str:

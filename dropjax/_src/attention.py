@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
+from jax.lax import PrecisionLike
+from jax.typing import ArrayLike, DTypeLike
 
 from dropjax._src import masks as _m
 from dropjax._src.flash_attention import BIG_NEGATIVE, blockwise_attention
@@ -513,7 +514,7 @@ def dot_product_attention(
     return out[0] if unbatched else out
 
 
-def _flat_operand(x, batch_shape: tuple[int, ...], name: str):
+def _flat_operand(x: ArrayLike | None, batch_shape: tuple[int, ...], name: str) -> jax.Array | None:
     """A ``[batch..., heads, q_len, kv_len]``-broadcastable operand as 4-D, batch flattened."""
     if x is None:
         return None
@@ -533,18 +534,18 @@ def _flat_operand(x, batch_shape: tuple[int, ...], name: str):
 
 
 def flax_attention_fn(
-    query,
-    key,
-    value,
-    bias=None,
-    mask=None,
+    query: ArrayLike,
+    key: ArrayLike,
+    value: ArrayLike,
+    bias: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
     broadcast_dropout: bool = True,
-    dropout_rng=None,
-    dropout_rate=0.0,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: ArrayLike = 0.0,
     deterministic: bool = False,
-    dtype=None,
-    precision=None,
-    module=None,
+    dtype: DTypeLike | None = None,
+    precision: PrecisionLike = None,
+    module: object | None = None,
     *,
     is_causal: bool = False,
     implementation: str | None = None,
@@ -596,6 +597,7 @@ def flax_attention_fn(
         query, key, value = (x.reshape((-1, *x.shape[-3:])) for x in (query, key, value))
         bias = _flat_operand(bias, batch_shape, "bias")
         mask = _flat_operand(mask, batch_shape, "mask")
+    dims: tuple[int, ...]
     if broadcast_dropout:
         dims = (0,) if unbatched else (0, 1)
     else:

@@ -120,7 +120,7 @@ def _forward_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int)
         jnp.zeros((bq,), F32),
         jnp.zeros((bq, h), F32),
     )
-    hi = nk
+    hi: int | jax.Array = nk
     if cfg.skip:
         hi = jnp.minimum(nk, ((i + 1) * cfg.block_q + cfg.block_kv - 1) // cfg.block_kv)
     m, norm, acc = jax.lax.fori_loop(0, hi, body, init)
@@ -169,7 +169,7 @@ def _dq_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int):
         ds = (ds * jnp.float32(cfg.scale)).astype(kj.dtype)
         return dq + jnp.dot(ds, kj, preferred_element_type=F32)
 
-    hi = nk
+    hi: int | jax.Array = nk
     if cfg.skip:
         hi = jnp.minimum(nk, ((i + 1) * cfg.block_q + cfg.block_kv - 1) // cfg.block_kv)
     dq = jax.lax.fori_loop(0, hi, body, jnp.zeros(q.shape, F32))

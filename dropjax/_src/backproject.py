@@ -146,8 +146,8 @@ def backproject(
         return x if bounds is None else jnp.clip(x, bounds[0], bounds[1])
 
     if method == "gauss_newton":
-        step = _gauss_newton_step(residuals, project, cg_steps, damping)
-        x, losses = jax.lax.scan(step, init, None, length=steps)
+        gn_step = _gauss_newton_step(residuals, project, cg_steps, damping)
+        x, losses = jax.lax.scan(gn_step, init, None, length=steps)
         return BackprojectResult(x, losses)
 
     value_and_grad = jax.value_and_grad(loss)

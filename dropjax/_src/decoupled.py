@@ -298,7 +298,15 @@ def _plan(backward: str, p_f, p_b) -> str:
     return "backward_only" if f0 else "independent"
 
 
-def _prepare(name, key, x, forward_rate, backward_rate, backward, broadcast_dims):
+def _prepare(
+    name: str,
+    key: jax.Array,
+    x: ArrayLike,
+    forward_rate: ArrayLike,
+    backward_rate: ArrayLike,
+    backward: str,
+    broadcast_dims: Sequence[int],
+) -> tuple[jax.Array, jax.Array, ArrayLike, ArrayLike, str, tuple[int, ...]]:
     if name == "decoupled_call":
         order = "key, fn, params, x, forward_rate, backward_rate"
         example = f"{name}(jax.random.key(0), fn, params, x, 0.5, 0.1)"

@@ -154,6 +154,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, words, rate):
             alpha = jnp.exp(m - m_new)
             norm = alpha * norm + p.sum(-1)
             if cfg.drop:
+                assert inv is not None
                 keep = keep_tile(words, rate, s.shape, i, j, cfg)
                 p = jnp.where(keep, p * inv, jnp.float32(0))
             pv = jnp.einsum("bkgqs,bksh->bkgqh", p.astype(v.dtype), vj, preferred_element_type=F32)
@@ -202,6 +203,7 @@ def _backward(cfg: Config, res, d_out):
             s, allowed = logits_tile(qi, kj, bias, mask, i, j, cfg)
             p = jnp.exp(s - m_i[..., None]) * inv_l_i[..., None]
             if cfg.drop:
+                assert inv is not None
                 keep = keep_tile(words, rate, s.shape, i, j, cfg)
                 p_drop = jnp.where(keep, p * inv, jnp.float32(0))
             else:
@@ -211,6 +213,7 @@ def _backward(cfg: Config, res, d_out):
             )
             dp = jnp.einsum("bkgqh,bksh->bkgqs", doi, vj, preferred_element_type=F32)
             if cfg.drop:
+                assert inv is not None
                 dp = jnp.where(keep, dp * inv, jnp.float32(0))
             ds = p * (dp - delta_i[..., None])
             if allowed is not None:
@@ -249,13 +252,14 @@ def _backward(cfg: Config, res, d_out):
     dv = jnp.moveaxis(dv, 0, 2).reshape(v.shape)
     d_rate = None
     if cfg.drop:
+        assert inv is not None
         # Pathwise derivative (mask held fixed): d out / d rate = out / (1 - rate).
         d_rate = (jnp.sum(delta) * inv).astype(jnp.asarray(rate).dtype)
     return (
         dq.astype(q.dtype),
         dk.astype(k.dtype),
         dv.astype(v.dtype),
-        None if bias is None else dbias.astype(bias.dtype),
+        None if dbias is None else dbias.astype(bias.dtype),
         None,
         None,
         d_rate,

@@ -43,6 +43,7 @@ A consequence worth knowing: the correction preserves the signal of the *trainin
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -54,11 +55,13 @@ __all__ = ["dropout_he_normal", "dropout_variance_scaling"]
 
 Initializer = Callable[..., jax.Array]
 
+Mode = Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]
+Distribution = Literal["truncated_normal", "normal", "uniform"]
 _MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 _DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
 
-def _keep_factor(rate, inverted: bool, name: str):
+def _keep_factor(rate: ArrayLike, inverted: bool, name: str) -> float | jax.Array:
     rate = _m.check_rate(rate, "rate")
     value = _m.concrete_value(rate)
     if value == 1.0:
@@ -72,8 +75,8 @@ def _keep_factor(rate, inverted: bool, name: str):
 
 def dropout_variance_scaling(
     scale: float,
-    mode: str,
-    distribution: str,
+    mode: Mode,
+    distribution: Distribution,
     rate: ArrayLike,
     *,
     inverted: bool = True,
@@ -148,7 +151,7 @@ def dropout_variance_scaling(
 def dropout_he_normal(
     rate: ArrayLike,
     *,
-    mode: str = "fan_in",
+    mode: Mode = "fan_in",
     inverted: bool = True,
     in_axis: int | Sequence[int] = -2,
     out_axis: int | Sequence[int] = -1,

@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +29,12 @@ __all__ = ["get_mask_impl", "keep_mask", "mask_impl"]
 _MAX_THRESHOLD = float(np.nextafter(np.float32(2.0**32), np.float32(0)))
 
 
-def is_concrete(value) -> bool:
+def is_concrete(value: object) -> bool:
     """True when ``value`` can be inspected in Python (not a tracer under jit/vmap/grad)."""
     return not isinstance(value, jax.core.Tracer)
 
 
-def check_key(key, name: str = "dropout", *, order: str = "key, x, rate") -> jax.Array:
+def check_key(key: Any, name: str = "dropout", *, order: str = "key, x, rate") -> jax.Array:
     """Returns ``key`` as one typed PRNG key, or raises an error that names the fix.
 
     Accepts a typed key (``jax.random.key``) of shape ``()`` or a legacy raw key
@@ -85,7 +86,7 @@ def check_key(key, name: str = "dropout", *, order: str = "key, x, rate") -> jax
     )
 
 
-def check_rate(rate, name: str = "rate") -> jax.Array | float:
+def check_rate(rate: ArrayLike, name: str = "rate") -> ArrayLike:
     """Validates a drop probability when it is concrete; a traced rate passes unchanged.
 
     Raises:
@@ -116,7 +117,7 @@ def check_rate(rate, name: str = "rate") -> jax.Array | float:
     return rate
 
 
-def concrete_value(rate) -> float | None:
+def concrete_value(rate: Any) -> float | None:
     """The rate as a Python float when it is a concrete scalar, else None."""
     if isinstance(rate, float):
         return rate
@@ -125,7 +126,9 @@ def concrete_value(rate) -> float | None:
     return None
 
 
-def normalize_axes(axes: Sequence[int] | int, ndim: int, name: str = "broadcast_dims"):
+def normalize_axes(
+    axes: Sequence[int] | int, ndim: int, name: str = "broadcast_dims"
+) -> tuple[int, ...]:
     """Normalises (possibly negative) axes to a sorted tuple of non-negative ints."""
     if isinstance(axes, (int, np.integer)):
         axes = (int(axes),)
@@ -144,15 +147,15 @@ def normalize_axes(axes: Sequence[int] | int, ndim: int, name: str = "broadcast_
     return tuple(sorted(out))
 
 
-def _is_key_array(x) -> bool:
+def _is_key_array(x: object) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def check_floating(
-    x,
+    x: Any,
     name: str = "dropout",
     *,
-    key=None,
+    key: Any = None,
     order: str = "key, x, rate",
     example: str | None = None,
 ) -> jax.Array:
@@ -180,7 +183,7 @@ def check_floating(
     return x
 
 
-def check_shape(shape, name: str = "keep_mask") -> tuple[int, ...]:
+def check_shape(shape: Any, name: str = "keep_mask") -> tuple[int, ...]:
     """``shape`` as a tuple of non-negative ints; an int ``n`` means ``(n,)`` (as jax.random)."""
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
@@ -203,7 +206,7 @@ def mask_shape(shape: Sequence[int], broadcast_dims: tuple[int, ...]) -> tuple[i
     return tuple(1 if i in broadcast_dims else int(d) for i, d in enumerate(shape))
 
 
-def as_f32(rate) -> jax.Array:
+def as_f32(rate: ArrayLike) -> jax.Array:
     """``rate`` as a float32 array."""
     return jnp.asarray(rate).astype(jnp.float32)
 
@@ -211,7 +214,7 @@ def as_f32(rate) -> jax.Array:
 _as_f32 = as_f32
 
 
-def rate_guard(rate) -> jax.Array:
+def rate_guard(rate: ArrayLike) -> jax.Array:
     """1.0 where ``rate`` is a valid probability, NaN where it is not (a traced 1.5, -0.1, NaN).
 
     A concrete rate is checked by :func:`check_rate`; a traced one cannot be, so the ops
@@ -325,7 +328,7 @@ def draw_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jax.random.bits(key, shape, dtype=jnp.uint32)
 
 
-def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
+def draw_keep(key: jax.Array, shape: tuple[int, ...], rate: ArrayLike) -> jax.Array:
     """Draws a keep-mask of exactly ``shape`` (no broadcasting): the core sampler.
 
     ``keep = bits >= threshold`` with 32 bits per element and ``threshold = rate * 2**32``
@@ -345,7 +348,9 @@ def draw_keep(key: jax.Array, shape: tuple[int, ...], rate) -> jax.Array:
     return keep
 
 
-def draw_nested_keep(key: jax.Array, shape: tuple[int, ...], rate, extra_rate) -> jax.Array:
+def draw_nested_keep(
+    key: jax.Array, shape: tuple[int, ...], rate: ArrayLike, extra_rate: ArrayLike
+) -> jax.Array:
     """The keep-mask of ``rate`` further thinned by ``extra_rate``, from the same bits.
 
     With ``u`` the bits of ``draw_keep(key, shape, rate)`` (kept iff ``u >= t``, where
@@ -367,7 +372,7 @@ def draw_nested_keep(key: jax.Array, shape: tuple[int, ...], rate, extra_rate) -
     return keep & keeps_something(rate32) & keeps_something(extra32)
 
 
-def inverse_keep_prob(rate) -> jax.Array:
+def inverse_keep_prob(rate: ArrayLike) -> jax.Array:
     """``1 / (1 - rate)`` as float32, 0 where ``rate == 1``, NaN where ``rate`` is invalid.
 
     At rate 1 the scale is 0, so ``0 * scale`` is never NaN. A (traced) rate outside
@@ -381,7 +386,7 @@ def inverse_keep_prob(rate) -> jax.Array:
     return scale * rate_guard(rate32)
 
 
-def apply_mask(x: jax.Array, keep: jax.Array | None, scale) -> jax.Array:
+def apply_mask(x: jax.Array, keep: jax.Array | None, scale: ArrayLike) -> jax.Array:
     """``where(keep, x * scale, 0 * scale)`` in at least float32, returned in ``x.dtype``.
 
     The dropped entries are ``0 * scale``: zero for a finite scale, NaN for the NaN scale of
@@ -487,7 +492,9 @@ def key_words(key: jax.Array) -> jax.Array:
     return jax.random.bits(key, (2,), dtype=jnp.uint32)
 
 
-def hash_bits_at(words: jax.Array, shape: tuple[int, ...], index: Sequence) -> jax.Array:
+def hash_bits_at(
+    words: jax.Array | tuple[jax.Array, jax.Array], shape: tuple[int, ...], index: Sequence
+) -> jax.Array:
     """``hash_bits(key, shape)[index]`` from the key's words and global per-axis indices.
 
     ``words`` is :func:`key_words` of the key; ``index`` holds one integer array per axis
@@ -514,7 +521,7 @@ def hash_bits_at(words: jax.Array, shape: tuple[int, ...], index: Sequence) -> j
     return _mix32(_mix32(low ^ words[0]) ^ s1)
 
 
-def keep_from_bits(bits: jax.Array, rate) -> jax.Array:
+def keep_from_bits(bits: jax.Array, rate: ArrayLike) -> jax.Array:
     """``draw_keep``'s rule applied to given bits: ``bits >= floor(rate * 2**32)``.
 
     A concrete rate of 0 keeps everything and 1 keeps nothing; a traced rate of 1 or an
@@ -552,7 +559,7 @@ def block_index(
 def _keep_block(
     key: jax.Array,
     shape: Sequence[int],
-    rate,
+    rate: ArrayLike,
     starts: Sequence,
     block_shape: Sequence[int],
     broadcast_dims: Sequence[int] = (),

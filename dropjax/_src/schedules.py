@@ -39,7 +39,7 @@ def _step(step: ArrayLike) -> jax.Array:
     return step.astype(jnp.float32)
 
 
-def _count(value, name: str, *, positive: bool) -> int:
+def _count(value: object, name: str, *, positive: bool) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be a Python int; got {value!r}")
     value = int(value)
@@ -50,14 +50,16 @@ def _count(value, name: str, *, positive: bool) -> int:
     return value
 
 
-def _rate(rate, name: str) -> float:
+def _rate(rate: object, name: str) -> float:
     """A concrete rate as a Python float, validated to lie in ``[0, 1]``."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
         raise TypeError(
             f"{name} must be a Python float in [0, 1] (schedules are built from numbers; the "
             f"step may be traced); got {rate!r}"
         )
-    return float(_m.check_rate(rate, name))
+    checked = _m.check_rate(rate, name)
+    assert isinstance(checked, float)  # check_rate returns a Python number as a float
+    return checked
 
 
 def constant_rate(rate: float) -> RateSchedule:
@@ -185,7 +187,7 @@ def curriculum_rate(final_rate: float, gamma: float) -> RateSchedule:
     return schedule
 
 
-def depth_rates(max_rate: ArrayLike, num_layers: int) -> tuple:
+def depth_rates(max_rate: ArrayLike, num_layers: int) -> tuple[float | jax.Array, ...]:
     r"""Per-layer drop rates of stochastic depth's linear decay rule (Huang et al., 2016).
 
     Layer :math:`l` of :math:`L` (1-based, counted from the input) gets

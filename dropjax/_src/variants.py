@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 from dropjax._src import masks as _m
 from dropjax._src.ops import dropout
@@ -73,7 +73,7 @@ _GAMMA_STEPS_CONCRETE = 64
 _GAMMA_STEPS_TRACED = 40
 
 
-def _compute_dtype(dtype):
+def _compute_dtype(dtype: DTypeLike) -> np.dtype:
     """At least float32 (``promote_types`` refuses bf16 with f32 under strict promotion)."""
     dtype = jnp.dtype(dtype)
     return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
@@ -81,14 +81,14 @@ def _compute_dtype(dtype):
 
 def _start(
     name: str,
-    key,
-    x,
-    rate,
+    key: jax.Array,
+    x: ArrayLike,
+    rate: ArrayLike,
     rate_name: str = "rate",
     *,
     order: str = "key, x, rate",
     example: str | None = None,
-):
+) -> tuple[jax.Array, jax.Array, ArrayLike, float | None]:
     """Shared checks: a floating ``x``, a valid rate, and a key unless the rate is a concrete 0.
 
     ``order`` and ``example`` name the signature and a working call in the error for
@@ -102,7 +102,13 @@ def _start(
     return key, x, rate, value
 
 
-def _shaped_dropout(key, x, rate, value, broadcast_dims):
+def _shaped_dropout(
+    key: jax.Array,
+    x: jax.Array,
+    rate: ArrayLike,
+    value: float | None,
+    broadcast_dims: tuple[int, ...],
+) -> jax.Array:
     """``dropout(key, x, rate, broadcast_dims=...)``, with the concrete-rate shortcuts."""
     if value == 0.0:
         return x
@@ -111,7 +117,7 @@ def _shaped_dropout(key, x, rate, value, broadcast_dims):
     return _dropout(key, x, rate, broadcast_dims)
 
 
-def _named_axis(axis, ndim: int, name: str) -> int | None:
+def _named_axis(axis: int | None, ndim: int, name: str) -> int | None:
     """A (possibly negative) axis as a non-negative int, or None."""
     if axis is None:
         return None
@@ -120,7 +126,9 @@ def _named_axis(axis, ndim: int, name: str) -> int | None:
     return _m.normalize_axes((int(axis),), ndim, name)[0]
 
 
-def _batch_and_channel(name, x, batch_axis, channel_axis):
+def _batch_and_channel(
+    name: str, x: jax.Array, batch_axis: int | None, channel_axis: int | None
+) -> tuple[int | None, int | None]:
     batch = _named_axis(batch_axis, x.ndim, "batch_axis")
     channel = _named_axis(channel_axis, x.ndim, "channel_axis")
     if batch is not None and batch == channel:
@@ -132,7 +140,7 @@ def _batch_and_channel(name, x, batch_axis, channel_axis):
     return batch, channel
 
 
-def _scalar_rate(name: str, rate, rate_name: str = "rate"):
+def _scalar_rate(name: str, rate: ArrayLike, rate_name: str = "rate") -> None:
     if jnp.ndim(rate) != 0:
         raise ValueError(
             f"{name} takes one scalar {rate_name}; got an array of shape {jnp.shape(rate)}"
@@ -288,6 +296,7 @@ def gaussian_dropout(key: jax.Array, x: ArrayLike, rate: ArrayLike) -> jax.Array
         )
     if value == 0.0:
         return x
+    sigma: float | jax.Array
     if value is not None:
         sigma = math.sqrt(value / (1.0 - value))
     else:
@@ -304,7 +313,7 @@ def gaussian_dropout(key: jax.Array, x: ArrayLike, rate: ArrayLike) -> jax.Array
 # program as a call inside an outer jit), the rate-derived factors are computed on the host
 # in float64 when the rate is concrete, and they pass through an optimization barrier so
 # that XLA treats them as run-time values in every case.
-def _runtime(values, dtype):
+def _runtime(values: Sequence[ArrayLike], dtype: DTypeLike) -> tuple[jax.Array, ...]:
     return lax.optimization_barrier(tuple(jnp.asarray(v).astype(dtype) for v in values))
 
 
@@ -624,7 +633,9 @@ def _coverage_counts(size: int, block: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _coverage_histogram(sizes: tuple[int, ...], blocks: tuple[int, ...]):
+def _coverage_histogram(
+    sizes: tuple[int, ...], blocks: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct coverage counts ``c`` over the map and the fraction of positions with each."""
     counts = functools.reduce(
         np.multiply.outer, [_coverage_counts(s, k) for s, k in zip(sizes, blocks, strict=True)]
@@ -633,7 +644,9 @@ def _coverage_histogram(sizes: tuple[int, ...], blocks: tuple[int, ...]):
     return values.astype(np.float64), multiplicity / counts.size
 
 
-def _dropblock_gamma(sizes: tuple[int, ...], blocks: tuple[int, ...], rate):
+def _dropblock_gamma(
+    sizes: tuple[int, ...], blocks: tuple[int, ...], rate: ArrayLike
+) -> float | jax.Array:
     """The centre probability gamma whose expected dropped fraction is exactly ``rate``.
 
     Solves ``1 - sum_c w_c (1 - gamma)**c = rate`` (see :func:`dropblock`) by bisection:
@@ -668,14 +681,18 @@ def _dropblock_gamma(sizes: tuple[int, ...], blocks: tuple[int, ...], rate):
     return jnp.where(rate32 <= 0.0, 0.0, jnp.where(rate32 >= 1.0, 1.0, gamma))
 
 
-def _layout(shape, batch, channel, spatial) -> str:
+def _layout(
+    shape: Sequence[int], batch: int | None, channel: int | None, spatial: tuple[int, ...]
+) -> str:
     return (
         f"x of shape {tuple(shape)} read with batch_axis={batch}, channel_axis={channel}, "
         f"so spatial axes {spatial}; for NCHW input pass channel_axis=1"
     )
 
 
-def _block_sizes(block_size, sizes: tuple[int, ...], spatial: tuple[int, ...], layout: str):
+def _block_sizes(
+    block_size: int | Sequence[int], sizes: tuple[int, ...], spatial: tuple[int, ...], layout: str
+) -> tuple[int, ...]:
     n = len(sizes)
     if isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool):
         blocks = (int(block_size),) * n
@@ -819,7 +836,9 @@ def _dropblock_core(key, x, gamma, guard, spatial, blocks, batch, channel, share
     return _m.apply_mask(x, keep, scale)
 
 
-def _check_concrete(name: str, value, test, message: str):
+def _check_concrete(
+    name: str, value: ArrayLike | None, test: Callable[[np.ndarray], Any], message: str
+) -> None:
     if value is not None and _m.is_concrete(value):
         if not bool(np.all(test(np.asarray(value, dtype=np.float64)))):
             raise ValueError(f"{name}: {message}; got {value!r}")
@@ -886,6 +905,7 @@ def concrete_dropout(
         rate_logit = jnp.asarray(float(rate_logit))
     if not hasattr(rate_logit, "dtype"):
         raise TypeError(f"{name}: rate_logit must be a float or a floating array")
+    rate_logit = cast(jax.Array, rate_logit)  # an array (NumPy or JAX) from here on
     if not jnp.issubdtype(rate_logit.dtype, jnp.floating):
         raise TypeError(
             f"{name}: rate_logit must be floating point to be learned; got {rate_logit.dtype}. "

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 from dropjax._src import masks as _m
 
@@ -189,7 +189,16 @@ def sparsify(theta: ArrayLike, log_alpha: ArrayLike, threshold: ArrayLike = 3.0)
     return jnp.where(jnp.asarray(log_alpha) > threshold, jnp.zeros((), theta.dtype), theta)
 
 
-def _prepare(name, key, x, kernel, log_alpha, bias, threshold, deterministic):
+def _prepare(
+    name: str,
+    key: jax.Array | None,
+    x: ArrayLike,
+    kernel: ArrayLike,
+    log_alpha: ArrayLike,
+    bias: ArrayLike | None,
+    threshold: float | None,
+    deterministic: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None, np.dtype, jax.Array | None]:
     order = "key, x, kernel, log_alpha"
     example = f"{name}(jax.random.key(0), x, kernel, log_alpha)"
     x = _m.check_floating(x, name, key=key, order=order, example=example)
@@ -208,10 +217,18 @@ def _prepare(name, key, x, kernel, log_alpha, bias, threshold, deterministic):
     return x, kernel, log_alpha, bias, compute, key
 
 
-def _finish(key, mean, var, bias, dtype, deterministic):
+def _finish(
+    key: jax.Array | None,
+    mean: jax.Array,
+    var: jax.Array | None,
+    bias: jax.Array | None,
+    dtype: DTypeLike,
+    deterministic: bool,
+) -> jax.Array:
     compute = mean.dtype
     y = mean
     if not deterministic:
+        assert key is not None and var is not None  # _prepare checked the key; the core drew var
         y = mean + _safe_sqrt(var) * jax.random.normal(key, mean.shape, compute)
     if bias is not None:
         y = y + bias.astype(compute)
@@ -309,7 +326,7 @@ def variational_conv(
     bias: ArrayLike | None = None,
     *,
     strides: int | Sequence[int] = 1,
-    padding: str | Sequence[tuple[int, int]] = "SAME",
+    padding: str | Sequence[Sequence[int]] = "SAME",
     kernel_dilation: int | Sequence[int] = 1,
     feature_group_count: int = 1,
     threshold: float | None = None,
