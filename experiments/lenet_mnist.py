@@ -368,7 +368,9 @@ def _plot(results: dict[str, Any], path: Path) -> None:
                 ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15)
         axes[0][col].set_title(f"forward rate {rate:g}: test accuracy")
         axes[1][col].set_title(
-            f"LeNet, rate {rate:g}: loss (as Gao et al. Fig. 3 for ConvNet-Quick)"
+            f"LeNet, rate {rate:g}: training / test loss\n(in the style of Gao et al. Fig. 3, "
+            "which is ConvNet-Quick)",
+            fontsize="small",
         )
         axes[1][col].set_yscale("log")
         for ax in axes[:, col]:
