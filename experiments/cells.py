@@ -235,6 +235,16 @@ class Grid:
             out["specs_at_start"] = self.specs_at_start
         return out
 
+    def _reopen(self, total: int) -> None:
+        """A results file written ``complete`` whose grid has since gained cells (new arms,
+        controls) is unfinished again: rewritten ``partial`` with the new total, its cells
+        kept, so the report summarises it from the cells at the current code."""
+        if not self.write or not self.results_file.exists():
+            return
+        status = json.loads(self.results_file.read_text()).get("status")
+        if status == "complete":
+            self._save_partial(total)
+
     def _record_specs(self, total: int) -> None:
         """Writes each spec the file does not hold yet, before the first cell trains."""
         from experiments.stats import spec_hash
@@ -288,6 +298,8 @@ class Grid:
         total = total or len(cells)
         if todo:
             self._record_specs(total)
+        if any(c.id not in self.done for c in cells):
+            self._reopen(total)
         for cell in todo:
             self.budget.check(expected_s=0.0)
             self.budget.start_segment_clock()
@@ -431,6 +443,7 @@ def run_grid(
     cells: list[Cell],
     measure,
     on_stop: Callable[[dict[str, dict]], None] | None = None,
+    specs: dict[str, Any] | None = None,
 ) -> dict[str, dict]:
     """Runs ``cells`` in run ``ctx``'s grid; returns ``{cell id: {"params", "result"}}``.
 
@@ -439,7 +452,7 @@ def run_grid(
     rest to other processes), before :class:`BudgetExhausted` propagates: what an
     experiment uses to draw its figures from the cells in so far.
     """
-    grid = grid_for(ctx, config)
+    grid = grid_for(ctx, config, specs=specs)
 
     def records(results: dict[str, Any]) -> dict[str, dict]:
         return {

@@ -42,6 +42,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,12 @@ def _spec_paired(arms: dict[str, Any], rates: tuple[float, ...]):
     return get
 
 
-def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str, Any]:
+def decide(
+    summary: dict[str, Any],
+    preset: Preset,
+    data_name: str,
+    specs_at_start: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Per-rate and pooled paired differences, decided by :data:`SPEC` (per-rate δ from
     Table 3, pooled δ = their mean); the controls; the verdict under the spec in force when
     the cells ran, when it differs."""
@@ -284,9 +290,12 @@ def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str,
             }
     paired = _spec_paired(summary["arms"], preset.rates)
     spec = stats.decide_contrasts(SPEC, paired, coverage=coverage, substitute=substitute)
-    before = stats.decide_contrasts(
-        SPEC_AT_290B182, paired, coverage=coverage, substitute=substitute
-    )
+    # The spec recorded when the grid's first cell trained; a file from before specs were
+    # recorded ran under SPEC_AT_290B182 (reconstructed).
+    recorded = (specs_at_start or {}).get(NAME)
+    start = stats.DecisionSpec.from_json(recorded["spec"]) if recorded else SPEC_AT_290B182
+    changed = stats.spec_hash(start) != stats.spec_hash(SPEC)
+    before = stats.decide_contrasts(start, paired, coverage=coverage, substitute=substitute)
     controls = {
         "null": spec["claims"]["null"]["cells"][0] if spec["claims"]["null"]["cells"] else None,
         "positive": [
@@ -303,8 +312,13 @@ def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str,
     head = pooled.get("augmented")
     verdict = head["headline"] if head else "not run"
     old = before["claims"]["pooled"]
-    if head and old["verdict"] != head["verdict"]:
-        verdict += f" (rule changed after data; under the rule at the start: {old['headline']})"
+    if head and changed:  # the spec changed after these cells ran: both verdicts, always
+        same = old["headline"] == head["headline"]
+        verdict += " (rule changed after data; " + (
+            "the same under the rule at the start)"
+            if same
+            else f"under the rule at the start: {old['headline']})"
+        )
     return {
         "comparisons": comparisons,
         "pooled": pooled,
@@ -312,11 +326,11 @@ def decide(summary: dict[str, Any], preset: Preset, data_name: str) -> dict[str,
         "controls": controls,
         "spec": {
             "hash": stats.spec_hash(SPEC),
-            "at_start": stats.spec_hash(SPEC_AT_290B182),
-            "at_start_recorded": False,
+            "at_start": stats.spec_hash(start),
+            "at_start_recorded": recorded is not None,
             "rule": SPEC.rule,
         },
-        "at_start": {"rule": SPEC_AT_290B182.rule, "claims": before["claims"]},
+        "at_start": {"rule": start.rule, "claims": before["claims"]},
         "verdict": verdict,
         "evidence": stats.evidence(head, coverage=coverage, substitute=substitute, delta=DELTA),
     }
@@ -510,7 +524,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     grid_cells = cells(preset, seeds)
 
     def summarise_and_draw(records) -> dict[str, Any]:
-        results = _results(preset, data.describe(), records, seeds, len(grid_cells))
+        specs = ctx.grids[-1].specs_at_start if ctx.grids else {}
+        results = _results(preset, data.describe(), records, seeds, len(grid_cells), specs)
         results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "accuracy_loss")
         return results
 
@@ -518,11 +533,23 @@ def run(ctx: RunContext) -> dict[str, Any]:
     # primary arms, which come first in the grid.
     run_cell = measure(preset, data, ctx.quiet)
     return summarise_and_draw(
-        run_grid(ctx, config, grid_cells, run_cell, on_stop=summarise_and_draw)
+        run_grid(ctx, config, grid_cells, run_cell, on_stop=summarise_and_draw, specs=_specs(ctx))
     )
 
 
-def _results(preset, data: dict, records, seeds, total: int) -> dict[str, Any]:
+def _specs(ctx: RunContext) -> dict[str, Any] | None:
+    """The spec to record before the first cell, for a new grid only: a results file whose
+    cells ran before specs were recorded keeps no record (they ran under
+    :data:`SPEC_AT_290B182`)."""
+    path = ctx.results_file
+    if path.exists() and json.loads(path.read_text()).get("grid", {}).get("cells"):
+        return None
+    return {NAME: SPEC.to_json()}
+
+
+def _results(
+    preset, data: dict, records, seeds, total: int, specs_at_start: dict | None = None
+) -> dict[str, Any]:
     summary = summarise(records, preset)
     results = {
         "source": SOURCE,
@@ -542,7 +569,7 @@ def _results(preset, data: dict, records, seeds, total: int) -> dict[str, Any]:
         "cells_total": total,
         "paper": {arm: {f"{r:g}": v for r, v in t.items()} for arm, t in PAPER_TABLE3.items()},
         **summary,
-        **decide(summary, preset, data["name"]),
+        **decide(summary, preset, data["name"], specs_at_start),
     }
     return results
 
@@ -555,7 +582,8 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     total = payload.get("cells_total", len(records))
     first = next(iter(records.values()))
     data = first["result"].get("data") or {"name": preset.dataset, "source": "see cells"}
-    results = _results(preset, data, records, seeds, total)
+    specs = payload["grid"].get("specs_at_start", {})
+    results = _results(preset, data, records, seeds, total, specs)
     # The headline rests on the paired primary arms only: once all their planned cells are
     # in, the verdict is final, whatever the secondary (elementwise) arm's cells.
     planned = cells(preset, [seeds[0] + r for r in range(preset.replicas)])
