@@ -508,12 +508,15 @@ def _render_decision(part: dict[str, Any]) -> list[str]:
     ]
     control = part.get("control")
     if control is not None:
-        passed = "**passed**" if part.get("control_passed") else "**failed**"
+        state = part.get("control_passed")
+        passed = {True: "**passed**", False: "**failed**"}.get(
+            state, "**pending** (fewer pairs than planned)"
+        )
         lines += [
             f"Positive control ({control['comparison']}, must be reproduced at the paper's "
             f"δ = {control['delta']:.4f}): {fmt_diff(control['difference'])}, "
             f"{stats.shown(control)}: {passed}."
-            + ("" if part.get("control_passed") else " Nothing is decided from this part."),
+            + (" Nothing is decided from this part." if state is False else ""),
             "",
         ]
     lines += _decision_rows(part["claims"], holm=True)
@@ -766,9 +769,9 @@ def _part_results(
 
 def _main_part(parts: dict[str, Any]) -> dict[str, Any]:
     """The part the headline rests on: the over-fitting substitute once its control is
-    decided, else the first part."""
+    decided (at its planned pairs), else the first part."""
     sub = parts.get(SUBSET_KEY)
-    if sub is not None and sub.get("status") != "not run" and sub.get("control") is not None:
+    if sub is not None and sub.get("status") != "not run" and sub.get("control_passed") is not None:
         return sub
     return next(p for p in parts.values() if p.get("status") != "not run")
 
@@ -880,7 +883,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             if i == 0 and spec_for(part).control is not None:
                 records = {c.id: grid.done[c.id] for c in stage}
                 decided = evaluate_claims(summarise(part, records)["finals"], spec_for(part))
-                if not decided["control_passed"]:  # the design cannot see the effect
+                if decided["control_passed"] is not True:  # the design cannot see the effect
                     break
     for part in runnable:
         ids = [c.id for st in all_cells[part.id] for c in st]

@@ -289,7 +289,9 @@ def decide(
                 **stats.decide(diff, +1, DELTA, coverage=coverage, substitute=substitute),
             }
     paired = _spec_paired(summary["arms"], preset.rates)
-    spec = stats.decide_contrasts(SPEC, paired, coverage=coverage, substitute=substitute)
+    spec = stats.decide_contrasts(
+        SPEC, paired, coverage=coverage, substitute=substitute, control_pairs=GROUP
+    )
     # The spec recorded when the grid's first cell trained; a file from before specs were
     # recorded ran under SPEC_AT_290B182 (reconstructed).
     recorded = (specs_at_start or {}).get(NAME)

@@ -586,15 +586,20 @@ def decide_contrasts(
     *,
     coverage: float,
     substitute: bool = False,
+    control_pairs: int | None = None,
 ) -> dict[str, Any]:
     """Decides every contrast of ``spec`` whose data exist, and combines each sub-claim.
+
+    The positive control is decided once it has ``control_pairs`` pairs (default: the spec's
+    planned ``pairs``); before that it is pending.
 
     ``paired(arm, cell)`` returns the arm's per-seed values in that cell, and the seeds, as
     ``(values, seeds)``; a contrast is decided on the seeds both sides have (at least two).
 
     Returns:
       ``{"claims": {key: {"claim", "combination", "cells", verdict fields}}, "control":
-      decision or None, "control_passed": bool or None, "rule"}``.
+      decision or None, "control_passed": bool, or None while the control has fewer than
+      the spec's planned pairs (or none), "rule"}``.
     """
 
     def one(c: Contrast) -> dict | None:
@@ -619,5 +624,8 @@ def decide_contrasts(
             **combine_by(combination, cells),
         }
     control = one(spec.control) if spec.control is not None else None
-    passed = None if control is None else control["verdict"] in spec.control_needs
+    # Decided only at the planned number of pairs: before that the control is pending (None).
+    needed = spec.pairs if control_pairs is None else control_pairs
+    pending = control is None or control["difference"]["n"] < needed
+    passed = None if pending else control["verdict"] in spec.control_needs
     return {"claims": claims, "control": control, "control_passed": passed, "rule": spec.rule}
