@@ -300,9 +300,14 @@ def decide(
     before = stats.decide_contrasts(start, paired, coverage=coverage, substitute=substitute)
     controls = {
         "null": spec["claims"]["null"]["cells"][0] if spec["claims"]["null"]["cells"] else None,
-        "positive": [
+        "positive": [  # only each arm's control is decided (no claims, no contrasts)
             stats.decide_contrasts(
-                dataclasses.replace(SPEC, control=dataclasses.replace(SPEC.control, other=arm)),
+                dataclasses.replace(
+                    SPEC,
+                    claims={},
+                    contrasts=(),
+                    control=dataclasses.replace(SPEC.control, other=arm),
+                ),
                 paired,
                 coverage=coverage,
                 substitute=substitute,
