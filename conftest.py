@@ -18,4 +18,4 @@ import jax  # noqa: E402
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 # Fixtures shared by the experiments' tests (data_dir).
-pytest_plugins = ["tests.smoke"]
+pytest_plugins = ["tests.experiments.smoke"]

@@ -31,7 +31,7 @@ from jax import lax
 
 from benchmarks.common import command_line, device_label, min_time, write_text_atomic
 from dropjax import cpu_conv
-from experiments.registry import write_json_atomic
+from experiments.harness.results import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DN = ("NHWC", "HWIO", "NHWC")

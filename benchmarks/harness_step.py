@@ -5,13 +5,13 @@ Usage: ``python -m benchmarks.harness_step [--steps 50] [--repeats 3] [--replica
 For each replica count R it times, per SGD step (batch 100, MNIST-shaped data, standard
 dropout 0.5 before the last layer, SGD momentum 0.9 with weight decay):
 
-* ``bare``: the same model (``experiments.models.LeNet``) and optimiser in a plain
+* ``bare``: the same model (``experiments.harness.models.LeNet``) and optimiser in a plain
   ``jax.jit`` step (dropout keys folded in inside it, parameters and optimiser state
   donated) called from a Python loop on one batch already on the device (``vmap``-ed
   over R parameter sets for R > 1);
 * ``bare step in scan``: that step, ``steps`` times in one jitted ``lax.scan`` (what the
   harness does, minus shuffling, gathering and bookkeeping);
-* ``harness``: :meth:`experiments.train.Trainer.segment`, i.e. ``steps`` iterations in one
+* ``harness``: :meth:`experiments.harness.train.Trainer.segment`, i.e. ``steps`` iterations in one
   ``lax.scan`` with on-device shuffling, batch gathering, per-step keys and the replica
   ``vmap``;
 * ``bare, stock conv``: the bare step with ``flax.linen.Conv`` on ``lax.conv_general_dilated``
@@ -33,14 +33,14 @@ import numpy as np
 import optax
 from jax import lax
 
-from experiments.models import DropoutConfig, LeNet
-from experiments.train import ArrayData, TrainConfig, Trainer
+from experiments.harness.models import DropoutConfig, LeNet
+from experiments.harness.train import ArrayData, TrainConfig, Trainer
 
 BATCH = 100
 
 
 class StockLeNet(nn.Module):
-    """LeNet as in ``experiments.models`` but on stock ``nn.Conv`` (no CPU workaround)."""
+    """LeNet as in ``experiments.harness.models`` but on stock ``nn.Conv`` (no CPU workaround)."""
 
     @nn.compact
     def __call__(self, x, train: bool = False):

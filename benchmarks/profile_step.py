@@ -5,7 +5,7 @@ Usage::
     XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false \\
     intra_op_parallelism_threads=1" python -m benchmarks.profile_step --model convnet_quick
 
-It traces one :meth:`experiments.train.Trainer.segment` of ``--steps`` steps (batch 100, one
+It traces one :meth:`experiments.harness.train.Trainer.segment` of ``--steps`` steps (batch 100, one
 replica, synthetic data of the model's shape, standard dropout 0.5, as in
 ``benchmarks.torch_vs_harness``) after two warm-up segments, then sums the time of every
 XLA operation that ran on each device's thread and attributes it to a layer and a pass

@@ -11,7 +11,7 @@ layers), with SGD momentum 0.9 and weight decay, it times one training step:
 
 * ``torch``: PyTorch eager, ``torch.set_num_threads(threads)``; R replicas are R models
   stepped one after another (what a researcher running R seeds in one process does);
-* ``harness``: :meth:`experiments.train.Trainer.segment`, i.e. ``steps`` iterations in one
+* ``harness``: :meth:`experiments.harness.train.Trainer.segment`, i.e. ``steps`` iterations in one
   ``lax.scan`` with on-device shuffling and the R replicas ``vmap``-ed.
 
 Both sides run in the same process, alternately, so that a busy machine slows both alike;
@@ -36,9 +36,9 @@ import jax
 import numpy as np
 
 from benchmarks.common import command_line, write_text_atomic
-from experiments.models import ConvNetQuick, DropoutConfig, LeNet
-from experiments.registry import write_json_atomic
-from experiments.train import ArrayData, TrainConfig, Trainer
+from experiments.harness.models import ConvNetQuick, DropoutConfig, LeNet
+from experiments.harness.results import write_json_atomic
+from experiments.harness.train import ArrayData, TrainConfig, Trainer
 
 BATCH = 100
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,11 +1,11 @@
-"""Command line for the experiment registry.
+"""Command line for the experiments.
 
 ``python -m experiments list`` prints one experiment a line, its name first, then a short
 description (from the catalog: no experiment is imported, so it takes well under a second);
 ``python -m experiments report`` renders ``experiments/REPORT.md`` from the results files.
 ``python -m experiments NAME --preset {smoke,quick,paper}`` runs one through
-:func:`experiments.registry.execute`, which writes ``<out>/<name>/<preset>.json``, and prints
-the experiment's markdown table.
+:func:`experiments.harness.claim.execute`, which writes ``<out>/<name>/<preset>.json``,
+and prints the claim's markdown table.
 
 A bad value on the command line, or a results file that is not valid JSON, is one line on
 stderr, ``python -m experiments: error: ...``, and exit status 2, before anything runs or
@@ -25,16 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from experiments.catalog import DESCRIPTIONS, NAMES
-from experiments.cells import BudgetExhausted
-from experiments.registry import (
+from experiments.catalog import DESCRIPTIONS, NAMES, claim
+from experiments.harness.budget import BudgetExhausted
+from experiments.harness.claim import execute
+from experiments.harness.results import (
     DEFAULT_OUT,
     PRESETS,
     PUBLISHED,
     ResultsFileError,
     RunContext,
-    execute,
-    lookup,
     read_results,
 )
 
@@ -101,7 +100,7 @@ def _regex(text: str) -> str:
 
 
 def _dataset(text: str) -> str:
-    from experiments import data
+    from experiments.harness import data
 
     try:
         data.cache_path(text)  # resolves the name as data.load does; unknown names raise
@@ -139,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"results folder (default {DEFAULT_OUT}/, git-ignored; `report` reads "
         f"{PUBLISHED} by default; publish a run with --out experiments/results)",
     )
+    _add_grid_options(parser)
+    _add_distributed_options(parser)
+    _add_data_options(parser)
+    return parser
+
+
+def _add_grid_options(parser: argparse.ArgumentParser) -> None:
+    """Grid experiments: which cells, forgetting cells, the time budget, progress."""
     parser.add_argument(
         "--cells",
         type=_regex,
@@ -163,6 +170,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars (default when CI is set)"
     )
+
+
+def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    """Multi-host runs: one process per host."""
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -182,11 +193,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--process-id", type=_index, help="with --distributed: this process's index, from 0"
     )
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Where the data come from, and TensorBoard curves."""
     parser.add_argument(
         "--data-source",
         choices=("auto", "tfds"),
         default="auto",
-        help="auto: cache, then the offline sources (experiments/data.py); tfds: read a "
+        help="auto: cache, then the offline sources (experiments/harness/data/); tfds: read a "
         "tensorflow-datasets folder prepared in ArrayRecord format, without TensorFlow",
     )
     parser.add_argument(
@@ -202,12 +217,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also write the training curves to TensorBoard under DIR/<name>/<preset>/ "
         "(needs tensorboardX)",
     )
-    return parser
 
 
 def _data_and_curves(args: argparse.Namespace, name: str) -> contextlib.ExitStack:
     """The ``--data-source``/``--data-dir`` and ``--tensorboard`` settings for one run."""
-    from experiments import data, tensorboard
+    from experiments.harness import data, tensorboard
 
     logdir = None if args.tensorboard is None else args.tensorboard / name / args.preset
     with contextlib.ExitStack() as stack:
@@ -301,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _check_results_files([ctx.results_file])
     if args.forget is not None:
-        from experiments.cells import forget_cells
+        from experiments.harness.cells import forget_cells
 
         try:
             gone = forget_cells(ctx.results_file, args.forget)
@@ -311,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         with _data_and_curves(args, args.name):
-            payload, path = execute(args.name, ctx)
+            payload, path = execute(claim(args.name), ctx)
     except BudgetExhausted as stop:
         print(
             f"{stop}. Finished cells are in {ctx.results_file}{_on_host0()}; rerun the same "
@@ -324,9 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError:
         _check_results_files([ctx.results_file])  # names the file when it is the culprit
         raise
-    render = lookup(args.name).render
-    if render is not None:
-        print(render(payload["results"]))
+    print(claim(args.name).render(payload["results"]))
     print(f"\nresults: {path}{_on_host0()}")
     return 0
 

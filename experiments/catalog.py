@@ -1,21 +1,21 @@
 """The one list of experiments: claim number, source, title and experiment names.
 
-The command line, REPORT.md and the tests all read this list. An experiment is a module
-``experiments/<name>.py`` named as the experiment; it registers itself with
-:func:`experiments.registry.register` when imported. A new claim is one new file plus one
-entry here (in :data:`CLAIMS`, and its one-line description in :data:`DESCRIPTIONS`, which
-``python -m experiments list`` prints without importing any experiment). Nothing in the
-harness (data, models, training, results, stats, plots, presets) imports this module or any
-claim, so the import graph has no cycle.
+The command line, REPORT.md and the tests all read this list, and it is the only way to
+find a claim. A claim is a module ``experiments/claims/<name>.py`` named as its experiment
+that ends with ``CLAIM = Claim(...)`` (the contract, :mod:`experiments.harness.claim`). A
+new claim is one new file plus one entry here (in :data:`CLAIMS`, and its one-line
+description in :data:`DESCRIPTIONS`, which ``python -m experiments list`` prints without
+importing any claim). Nothing in ``experiments/harness/`` imports this module or any claim,
+so the import graph has no cycle and no upward arrow.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from experiments.registry import Experiment, registered
+from experiments.harness.claim import Claim
 
-__all__ = ["ACCELERATOR", "CLAIMS", "DESCRIPTIONS", "NAMES", "experiments"]
+__all__ = ["ACCELERATOR", "CLAIMS", "DESCRIPTIONS", "NAMES", "claim", "claims"]
 
 # (claim number, seed, short title, experiment names in the registry)
 CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
@@ -144,18 +144,32 @@ without importing any experiment (they import Flax and SciPy: seconds). Each is 
 description its module registers; :func:`experiments` checks that they agree."""
 
 
-def experiments() -> dict[str, Experiment]:
-    """All experiments, by name (imports each module of :data:`NAMES` first)."""
-    for name in NAMES:
-        importlib.import_module(f"experiments.{name}")
-    table = registered()
-    missing = [n for n in NAMES if n not in table]
-    if missing:
-        raise RuntimeError(f"experiment modules that did not register their name: {missing}")
-    stale = [n for n in NAMES if table[n].description != DESCRIPTIONS.get(n)]
-    if stale:
+def claim(name: str) -> Claim:
+    """The claim called ``name``: the ``CLAIM`` of module ``experiments.claims.<name>``.
+
+    Raises:
+      KeyError: no such experiment (the message says how to list them).
+
+    Examples:
+      >>> from experiments import catalog
+      >>> catalog.claim("linear_l2").description == catalog.DESCRIPTIONS["linear_l2"]
+      True
+    """
+    if name not in NAMES:
+        raise KeyError(f"unknown experiment {name!r}; `python -m experiments list` lists them")
+    found = getattr(importlib.import_module(f"experiments.claims.{name}"), "CLAIM", None)
+    if not isinstance(found, Claim) or found.name != name:
         raise RuntimeError(
-            f"DESCRIPTIONS in experiments/catalog.py differ from what {stale} register: copy "
-            "each module's register(name, description) there"
+            f"experiments/claims/{name}.py must end with CLAIM = Claim({name!r}, ...)"
         )
-    return {name: table[name] for name in sorted(table)}
+    if found.description != DESCRIPTIONS[name]:
+        raise RuntimeError(
+            f"DESCRIPTIONS[{name!r}] in experiments/catalog.py differs from the description "
+            f"experiments/claims/{name}.py declares: copy it here"
+        )
+    return found
+
+
+def claims() -> dict[str, Claim]:
+    """Every claim, by name, in claim order."""
+    return {name: claim(name) for name in NAMES}

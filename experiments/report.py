@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments import stats
-from experiments.catalog import ACCELERATOR, CLAIMS, experiments
-from experiments.registry import PUBLISHED, cells_wall_time
+from experiments.catalog import ACCELERATOR, CLAIMS, claims
+from experiments.harness import stats
+from experiments.harness.results import PUBLISHED, cells_wall_time
 
 __all__ = ["CLAIMS", "build_report", "load_results"]
 
@@ -32,7 +32,7 @@ def load_results(out: Path, name: str) -> dict[str, Any] | None:
     summarise partial cells (its ``partial`` hook); its payload then gets ``results`` from
     that hook and ``partial: "k/n cells"``.
     """
-    table = experiments()
+    table = claims()
     for preset in PRESET_ORDER:
         path = Path(out) / name / f"{preset}.json"
         if not path.exists():
@@ -200,9 +200,44 @@ def compute_plan(out: Path = PUBLISHED) -> list[str]:
     return lines + [""]
 
 
+HEADER = [
+    "# dropjax experiments: the seeds' claims, reproduced or refuted",
+    "",
+    "Rendered by `python -m experiments report` from the results JSON under",
+    "`experiments/results/`; every number below comes from those files. Each experiment",
+    "records its data source, device, library versions and git commit in its JSON.",
+    "",
+    "How to read a verdict. A comparative claim is decided on the paired 95 % interval",
+    "[lo, hi] of the difference in the claimed direction, against the paper's effect size",
+    "δ (`experiments.harness.stats.verdict`, rule `monotone-2026-12`): *contradicted* if hi < 0;",
+    "*reproduced* if lo > 0 (*reproduced-smaller* when also hi < δ); *refuted* if lo <= 0",
+    "and hi < δ (no effect as large as claimed); else *inconclusive*. A narrower interval",
+    "never gets a weaker verdict. *Coverage* is the fraction of the paper's protocol the",
+    "run trained (iterations or epochs, times the fraction of the paper's table cells where",
+    "the experiment records it); below 100 % of the iterations the headline says",
+    "*indicative* instead of reproduced, refuted or contradicted (an inconclusive interval",
+    "stays inconclusive), and on a substitute dataset it says so: *refuted (SUBSTITUTE",
+    "data)*, for instance. *P(reproduce | δ)* is the design's chance to call the paper's",
+    "effect reproduced if it is real, and *P(refute | 0)* its chance to call it refuted when",
+    "the truth is no effect, both from its number of pairs and their observed spread (for",
+    "results written before the second was recorded, the spread is recovered from the",
+    "recorded power, which determines it). Rows marked *rule changed after data* show the",
+    "verdict under the decision spec recorded when the first cell ran as well. Rows",
+    "marked *interim* come from an unfinished grid (the cells finished so far): the",
+    "planned design is not complete and the verdict may change as cells land (a",
+    "partial grid whose missing cells are all secondary arms is not interim). Rows",
+    "marked *legacy rule* were decided before verdicts recorded coverage and power:",
+    "they are quick-preset runs at a few per cent of the protocol, to be rerun.",
+    "",
+    "## Summary",
+    "",
+]
+"""REPORT.md's opening: what it is and how to read a verdict."""
+
+
 def build_report(out: Path = PUBLISHED) -> str:
     """The report's markdown, built from the results files under ``out``."""
-    table = experiments()
+    table = claims()
     summary = [
         "| # | source | claim | experiment | preset | device | coverage "
         "| P(reproduce \\| δ) | P(refute \\| 0) | verdict |",
@@ -213,92 +248,69 @@ def build_report(out: Path = PUBLISHED) -> str:
         for name in names:
             payload = load_results(out, name)
             if payload is None:
-                registered = name in table
-                why = "no results committed yet" if registered else "experiment not implemented"
+                why = "no results committed yet" if name in table else "experiment not implemented"
                 summary.append(
                     f"| {number} | {source} | {title} | `{name}` | — | — | — | — | — | {why} |"
                 )
                 sections.append(f"## {number}. {title}\n\n{source}. **{why}.**\n")
                 continue
-            res = payload["results"]
-            env = payload.get("environment", {})
-            device = f"{env.get('device_kind', '?')} x{env.get('device_count', '?')}"
-            verdict = _verdict(res)
-            coverage, power, refute = _evidence(res)
-            preset = payload["preset"]
-            if payload.get("partial"):
-                preset += f" (partial: {payload['partial']})"
-                # An unfinished grid's verdict is an interim look at the evidence so far,
-                # unless every cell the headline rests on is in (the experiment says so).
-                if res.get("interim", True):
-                    verdict = f"interim, {payload['partial']}: {verdict}"
-            summary.append(
-                f"| {number} | {source} | {title} | `{name}` | {preset} | "
-                f"{device} | {coverage} | {power} | {refute} | **{verdict}** |"
-            )
-            body = [f"## {number}. {title}", ""]
-            if res.get("claim"):
-                body += [f"> {res['claim']}", "", f"Source: {res.get('source', source)}.", ""]
-            if res.get("not_run"):
-                body += [f"**Not run:** {res.get('reason', '')}", ""]
             render = table[name].render if name in table else None
-            if render is not None and not res.get("not_run"):
-                try:
-                    body += [render(res), ""]
-                except (KeyError, TypeError):  # written by an older version of the claim
-                    body += [
-                        "*These results were written by an older version of this experiment, "
-                        "whose table the current code no longer renders; rerun the command "
-                        "below to refresh them.*",
-                        "",
-                    ]
-            body += [
-                f"**Verdict: {verdict}.** Preset `{preset}` on {device}, "
-                f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`"
-                f"{_cell_commits(payload)}.",
-                "",
-                f"Regenerate: `python -m experiments {name} --preset {payload['preset']} "
-                "--out experiments/results` (rerunning resumes an unfinished grid)",
-                "",
-            ]
-            if res.get("notes"):
-                body += [str(res["notes"]), ""]
-            for fig in _figures(payload, name):
-                body += [f"![{name}]({fig})", ""]
-            sections.append("\n".join(body))
-    header = [
-        "# dropjax experiments: the seeds' claims, reproduced or refuted",
+            row, section = _claim_entry(number, source, title, name, payload, render)
+            summary.append(row)
+            sections.append(section)
+    return "\n".join([*HEADER, *summary, "", *compute_plan(out), *sections])
+
+
+def _claim_entry(number, source, title, name, payload, render) -> tuple[str, str]:
+    """One experiment's summary row and its section."""
+    res = payload["results"]
+    env = payload.get("environment", {})
+    device = f"{env.get('device_kind', '?')} x{env.get('device_count', '?')}"
+    verdict = _verdict(res)
+    coverage, power, refute = _evidence(res)
+    preset = payload["preset"]
+    if payload.get("partial"):
+        preset += f" (partial: {payload['partial']})"
+        # An unfinished grid's verdict is an interim look at the evidence so far,
+        # unless every cell the headline rests on is in (the experiment says so).
+        if res.get("interim", True):
+            verdict = f"interim, {payload['partial']}: {verdict}"
+    row = (
+        f"| {number} | {source} | {title} | `{name}` | {preset} | "
+        f"{device} | {coverage} | {power} | {refute} | **{verdict}** |"
+    )
+    body = [f"## {number}. {title}", ""]
+    if res.get("claim"):
+        body += [f"> {res['claim']}", "", f"Source: {res.get('source', source)}.", ""]
+    if res.get("not_run"):
+        body += [f"**Not run:** {res.get('reason', '')}", ""]
+    if render is not None and not res.get("not_run"):
+        body += [_rendered(render, res), ""]
+    body += [
+        f"**Verdict: {verdict}.** Preset `{preset}` on {device}, "
+        f"{payload.get('wall_time_s', '?')} s, git `{str(env.get('git_commit'))[:10]}`"
+        f"{_cell_commits(payload)}.",
         "",
-        "Rendered by `python -m experiments report` from the results JSON under",
-        "`experiments/results/`; every number below comes from those files. Each experiment",
-        "records its data source, device, library versions and git commit in its JSON.",
-        "",
-        "How to read a verdict. A comparative claim is decided on the paired 95 % interval",
-        "[lo, hi] of the difference in the claimed direction, against the paper's effect size",
-        "δ (`experiments.stats.verdict`, rule `monotone-2026-12`): *contradicted* if hi < 0;",
-        "*reproduced* if lo > 0 (*reproduced-smaller* when also hi < δ); *refuted* if lo <= 0",
-        "and hi < δ (no effect as large as claimed); else *inconclusive*. A narrower interval",
-        "never gets a weaker verdict. *Coverage* is the fraction of the paper's protocol the",
-        "run trained (iterations or epochs, times the fraction of the paper's table cells where",
-        "the experiment records it); below 100 % of the iterations the headline says",
-        "*indicative* instead of reproduced, refuted or contradicted (an inconclusive interval",
-        "stays inconclusive), and on a substitute dataset it says so: *refuted (SUBSTITUTE",
-        "data)*, for instance. *P(reproduce | δ)* is the design's chance to call the paper's",
-        "effect reproduced if it is real, and *P(refute | 0)* its chance to call it refuted when",
-        "the truth is no effect, both from its number of pairs and their observed spread (for",
-        "results written before the second was recorded, the spread is recovered from the",
-        "recorded power, which determines it). Rows marked *rule changed after data* show the",
-        "verdict under the decision spec recorded when the first cell ran as well. Rows",
-        "marked *interim* come from an unfinished grid (the cells finished so far): the",
-        "planned design is not complete and the verdict may change as cells land (a",
-        "partial grid whose missing cells are all secondary arms is not interim). Rows",
-        "marked *legacy rule* were decided before verdicts recorded coverage and power:",
-        "they are quick-preset runs at a few per cent of the protocol, to be rerun.",
-        "",
-        "## Summary",
+        f"Regenerate: `python -m experiments {name} --preset {payload['preset']} "
+        "--out experiments/results` (rerunning resumes an unfinished grid)",
         "",
     ]
-    return "\n".join(header + summary + [""] + compute_plan(out) + sections)
+    if res.get("notes"):
+        body += [str(res["notes"]), ""]
+    for fig in _figures(payload, name):
+        body += [f"![{name}]({fig})", ""]
+    return row, "\n".join(body)
+
+
+def _rendered(render, res) -> str:
+    try:
+        return render(res)
+    except (KeyError, TypeError):  # written by an older version of the claim
+        return (
+            "*These results were written by an older version of this experiment, "
+            "whose table the current code no longer renders; rerun the command "
+            "below to refresh them.*"
+        )
 
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"

@@ -152,11 +152,17 @@ print("IMPORTED", heavy, experiments)
     assert out.returncode == 0, out.stderr
     *rows, imported = out.stdout.strip().splitlines()
     assert imported.startswith("IMPORTED [] ")
-    assert set(eval(imported.split(" ", 2)[2])) <= {  # noqa: S307 (our own repr)
+    loaded = set(eval(imported.split(" ", 2)[2]))  # noqa: S307 (our own repr)
+    assert not {m for m in loaded if m.startswith("experiments.claims")}  # no claim
+    assert loaded <= {  # the catalog and the light part of the harness
         "experiments.__main__",
         "experiments.catalog",
-        "experiments.cells",
-        "experiments.registry",
+        "experiments.harness",
+        "experiments.harness.budget",
+        "experiments.harness.cells",
+        "experiments.harness.claim",
+        "experiments.harness.multihost",
+        "experiments.harness.results",
     }
     from experiments.catalog import DESCRIPTIONS, NAMES
 
@@ -166,9 +172,9 @@ print("IMPORTED", heavy, experiments)
 
 
 def test_the_catalogs_descriptions_are_the_registered_ones():
-    from experiments.catalog import DESCRIPTIONS, NAMES, experiments
+    from experiments.catalog import DESCRIPTIONS, NAMES, claims
 
-    table = experiments()  # imports every experiment (and checks the same)
+    table = claims()  # imports every claim (and checks the same)
     assert set(DESCRIPTIONS) == set(NAMES)
     assert {name: table[name].description for name in NAMES} == DESCRIPTIONS
 
@@ -282,7 +288,7 @@ def test_report_refuses_an_unreadable_results_file_before_writing(tmp_path, caps
 
 
 def test_read_results_reads_a_results_object(tmp_path):
-    from experiments.registry import ResultsFileError, read_results
+    from experiments.harness.results import ResultsFileError, read_results
 
     path = tmp_path / "ok.json"
     path.write_text(json.dumps({"status": "complete", "results": {"verdict": "reproduced"}}))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-import experiments.models as models_lib
-from experiments.models import DropConv, DropDense, DropoutConfig
+import experiments.harness.models as models_lib
+from experiments.harness.models import DropConv, DropDense, DropoutConfig
 from tests.reference import extra_key, keep_ref, nested_keep_ref
 
 P, Q = 0.4, 0.25  # forward (or backward-only) rate, extra nested rate (large, to be visible)

