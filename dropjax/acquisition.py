@@ -50,8 +50,7 @@ from jax.scipy.special import entr
 from jax.typing import ArrayLike
 
 from dropjax import uncertainty as _unc
-from dropjax._src.masks import check_key
-from dropjax.uncertainty import _check_probs
+from dropjax._src.checks import check_key, check_probs
 
 __all__ = [
     "BatchBALDResult",
@@ -182,7 +181,7 @@ def mean_std(probs: ArrayLike) -> jax.Array:
       >>> print(float(mean_std(p)[0]))  # each class: std of {0, 1} = 0.5
       0.5
     """
-    p = _check_probs(probs, "probs", "(T, N, C)")
+    p = check_probs(probs, "probs", "(T, N, C)")
     return jnp.mean(jnp.std(p, axis=0), axis=-1)
 
 
@@ -216,7 +215,7 @@ def margin(probs: ArrayLike) -> jax.Array:
       >>> [round(float(s), 4) for s in margin(p)]
       [-0.2, -0.85]
     """
-    p = _check_probs(probs, "probs", "(T, N, C)")
+    p = check_probs(probs, "probs", "(T, N, C)")
     if p.shape[-1] < 2:
         raise ValueError(f"margin needs at least 2 classes, got probs of shape {p.shape}.")
     top2 = jax.lax.top_k(jnp.mean(p, axis=0), 2)[0]
@@ -464,7 +463,7 @@ def batch_bald(
       >>> [round(float(s), 3) for s in result.scores]
       [0.368, 0.736]
     """
-    p = _check_probs(probs, "probs", "(T, N, C)")
+    p = check_probs(probs, "probs", "(T, N, C)")
     _, n, c = p.shape
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise ValueError(f"batch_bald: batch_size must be a Python int, got {batch_size!r}.")

@@ -41,7 +41,8 @@ except ImportError as err:  # the optional extra is missing
     ) from err
 
 import dropjax
-from dropjax._src import masks as _masks
+from dropjax._src import checks as _checks
+from dropjax._src import mc_mode
 
 __all__ = [
     "AlphaDropout",
@@ -72,7 +73,7 @@ _RATE_FIELDS = ("p", "max_p", "forward_p", "backward_p")
 def _check_p(owner: str, **rates: ArrayLike) -> None:
     """Validates concrete drop probabilities at construction; traced ones pass unchanged."""
     for name, value in rates.items():
-        _masks.check_rate(value, f"{owner}.{name}")
+        _checks.check_rate(value, f"{owner}.{name}")
 
 
 def _is_python_zero(p: object) -> bool:
@@ -757,7 +758,7 @@ class ConcreteDropout(_Stochastic):
         dropout_regularizer: float = 1e-5,
         inference: bool = False,
     ):
-        init = _masks.concrete_value(init_p)
+        init = _checks.concrete_value(init_p)
         if init is None or not 0.0 < init < 1.0:
             raise ValueError(
                 "ConcreteDropout: init_p is the initial drop probability and must be a number "
@@ -1397,8 +1398,10 @@ def mc_dropout(model: Any) -> Any:
       >>> [layer.inference for layer in mc.layers]
       [False, False, True]
     """
-    model = eqx.nn.inference_mode(model, True)
-    return eqx.tree_at(_dropout_flags, model, replace_fn=lambda _: False)
+    model = eqx.nn.inference_mode(model, mc_mode.inference(is_dropout=False))
+    return eqx.tree_at(
+        _dropout_flags, model, replace_fn=lambda _: mc_mode.inference(is_dropout=True)
+    )
 
 
 def _call(model: Any, x: Any, state: Any, key: jax.Array) -> Any:

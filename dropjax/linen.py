@@ -10,7 +10,8 @@ the constructor or at call time (exactly once), and the key comes from ``rng`` o
 Monte Carlo mode: inside ``with dropjax.linen.mc_dropout():`` every dropout layer, dropjax's
 and ``flax.linen.Dropout``, samples even when the model is applied with
 ``deterministic=True`` / ``train=False``, while BatchNorm and everything else stay in the
-mode the model was called with. No model code changes.
+mode the model was called with. No model code changes. :func:`dropjax.mc.sample_linen`
+(defined here, with the other Flax glue) draws Monte Carlo samples of a linen model.
 
 Modules contain no maths of their own; they call the functional ops.
 """
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 try:
     import flax.linen as nn
@@ -34,8 +37,11 @@ except ImportError as err:  # the optional extra is missing (or flax does not im
     ) from err
 
 import dropjax
-from dropjax._src import masks as _masks
+from dropjax._src import checks as _checks
+from dropjax._src import mc_mode
 from dropjax._src import variational as _variational
+from dropjax._src.flax_glue import attention_fn as attention_fn
+from dropjax._src.sampling import sample_args
 
 __all__ = [
     "AlphaDropout",
@@ -65,7 +71,9 @@ def _resolve(
 ) -> jax.Array | None:
     """The key to use, or None when the layer is deterministic for this call."""
     deterministic = nn.merge_param("deterministic", module.deterministic, deterministic)
-    if deterministic and not _MC_MODE.get():
+    if _MC_MODE.get():
+        deterministic = mc_mode.ATTRIBUTES[mc_mode.DETERMINISTIC]
+    if deterministic:
         return None
     return rng if rng is not None else module.make_rng(module.rng_collection)
 
@@ -78,7 +86,7 @@ def _check_rates(module: nn.Module) -> None:
     fields = getattr(type(module), "__dataclass_fields__", {})
     for name in _RATE_FIELDS:
         if name in fields:
-            _masks.check_rate(getattr(module, name), f"{type(module).__name__}.{name}")
+            _checks.check_rate(getattr(module, name), f"{type(module).__name__}.{name}")
 
 
 def _flax_dropout_interceptor(
@@ -135,6 +143,137 @@ def mc_dropout() -> Iterator[None]:
         _MC_MODE.reset(token)
 
 
+def sample_linen(
+    model: nn.Module,
+    variables: Mapping[str, Any],
+    x: Any,
+    key: jax.Array,
+    num_samples: int,
+    *,
+    rng_collection: str = "dropout",
+    chunk_size: int | None = None,
+    method: str | Callable[..., Any] | None = None,
+    consistent: bool = False,
+    batch_axis: int = 0,
+    out_batch_axis: int | None = None,
+    mesh: Mesh | None = None,
+    axis_name: str = "samples",
+    **apply_kwargs: Any,
+) -> Any:
+    r"""MC samples of a ``flax.linen`` model: ``model.apply`` once per dropout key.
+
+    Sample ``i`` is, with ``keys = jax.random.split(key, num_samples)``:
+
+    .. code-block:: python
+
+        model.apply(variables, x, rngs={rng_collection: keys[i]}, method=method, **apply_kwargs)
+
+    Linen modules take their mode from call arguments or attributes, which this function
+    cannot see, so **turn dropout on yourself** through ``apply_kwargs`` (e.g.
+    ``deterministic=False`` or ``train=True``, whatever your ``__call__`` takes). For MC
+    dropout, BatchNorm should use its running averages while dropout is on; give your model
+    separate flags if one flag drives both. The variables are never updated: ``apply`` runs
+    with ``mutable=False``, so a BatchNorm left in training mode raises instead of silently
+    changing its statistics.
+
+    Args:
+      model: a ``flax.linen.Module``.
+      variables: its variables, e.g. ``{"params": ..., "batch_stats": ...}``.
+      x: the model input (any pytree); the batch with ``consistent=True``.
+      key: one PRNG key.
+      num_samples: number of samples, a static Python int >= 1.
+      rng_collection: the rng name the model's dropout layers draw from.
+      chunk_size: as in :func:`dropjax.mc.sample`.
+      method: passed to ``model.apply`` (a method name or function), default ``__call__``.
+      consistent: as in :func:`dropjax.mc.sample`: one dropout mask per sample for the whole batch.
+      batch_axis: batch axis of ``x`` (with ``consistent=True``).
+      out_batch_axis: batch axis of the outputs (with ``consistent=True``).
+      mesh: as in :func:`dropjax.mc.sample`.
+      axis_name: as in :func:`dropjax.mc.sample`.
+      **apply_kwargs: more arguments of ``model.apply`` and the model, e.g. ``train=True``.
+
+    Returns:
+      The model output with a new leading axis of size ``num_samples``.
+
+    Raises:
+      ValueError: ``apply_kwargs`` holds ``rngs`` or a truthy ``mutable``, or as in
+        :func:`dropjax.mc.sample`.
+      TypeError: as in :func:`dropjax.mc.sample`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> from dropjax import mc
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x, *, mc_dropout: bool):
+      ...         x = nn.Dropout(0.5, deterministic=not mc_dropout)(nn.Dense(8)(x))
+      ...         return nn.Dense(2)(x)
+      >>> net, x = Net(), jnp.ones((3, 4))
+      >>> variables = net.init(jax.random.key(0), x, mc_dropout=False)
+      >>> ys = mc.sample_linen(net, variables, x, jax.random.key(1), 5, mc_dropout=True)
+      >>> ys.shape
+      (5, 3, 2)
+    """
+    fn_name = "dropjax.mc.sample_linen"
+    if "rngs" in apply_kwargs:
+        raise ValueError(
+            f"{fn_name} passes rngs={{rng_collection: key_i}} itself; drop rngs= and set "
+            "rng_collection= to the name your dropout layers use"
+        )
+    if apply_kwargs.get("mutable", False):
+        raise ValueError(
+            f"{fn_name} never updates the variables (mutable=False); put BatchNorm in "
+            "evaluation mode (use_running_average=True) through your model's flags instead"
+        )
+    apply_kwargs.pop("mutable", None)
+    if not isinstance(rng_collection, str):
+        raise TypeError(f"{fn_name}: rng_collection must be a str; got {rng_collection!r}")
+
+    def fn(k, inputs, variables):
+        rngs = {rng_collection: k}
+        return model.apply(variables, inputs, rngs=rngs, method=method, **apply_kwargs)
+
+    out = sample_args(
+        fn,
+        key,
+        num_samples,
+        (x, variables),
+        {},
+        chunk_size=chunk_size,
+        consistent=consistent,
+        batch_axis=(batch_axis, None),
+        out_batch_axis=out_batch_axis,
+        mesh=mesh,
+        axis_name=axis_name,
+        fn_name=fn_name,
+    )
+    if num_samples > 1 and _all_samples_identical(out):
+        warnings.warn(
+            f"{fn_name}: all {num_samples} samples are identical, so dropout was off in "
+            "every sample. Linen layers take their mode from your call arguments: turn "
+            "dropout on through apply_kwargs (e.g. deterministic=False or train=True, "
+            "whatever your __call__ takes), or set rng_collection= to the rng name your "
+            "dropout layers draw from",
+            stacklevel=2,
+        )
+    return out
+
+
+def _all_samples_identical(out) -> bool:
+    """True when every floating leaf is concrete and equal along its sample axis."""
+    leaves = [
+        leaf
+        for leaf in jax.tree.leaves(out)
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    if not leaves or not all(
+        isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) for leaf in leaves
+    ):
+        return False
+    return all(bool(jnp.all(leaf == leaf[:1])) for leaf in leaves)
+
+
 class Dropout(nn.Module):
     """Inverted dropout; a drop-in for ``flax.linen.Dropout`` built on :func:`dropjax.dropout`.
 
@@ -174,7 +313,7 @@ class Dropout(nn.Module):
     ) -> jax.Array:
         """Drops inputs with probability ``rate`` and rescales the rest by 1/(1-rate)."""
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-        rate = _masks.concrete_value(self.rate)  # None when traced: no Python branch on it
+        rate = _checks.concrete_value(self.rate)  # None when traced: no Python branch on it
         if rate == 0.0 or (deterministic and not _MC_MODE.get()):
             return inputs
         if rate == 1.0:  # as flax: zeros, without drawing a key
@@ -662,7 +801,7 @@ class ConcreteDropout(nn.Module):
     rng_collection: str = "dropout"
 
     def __post_init__(self) -> None:
-        init = _masks.concrete_value(self.init_rate)
+        init = _checks.concrete_value(self.init_rate)
         if init is not None and not 0.0 < init < 1.0:
             raise ValueError(
                 f"ConcreteDropout.init_rate is the initial drop probability and must be in "
@@ -989,71 +1128,4 @@ def sparsity(
             setting(path, "clip", clip, 8.0),
         )
         for path, layer in _variational.variational_layers(variables)
-    )
-
-
-def attention_fn(
-    query: jax.typing.ArrayLike,
-    key: jax.typing.ArrayLike,
-    value: jax.typing.ArrayLike,
-    bias: jax.typing.ArrayLike | None = None,
-    mask: jax.typing.ArrayLike | None = None,
-    broadcast_dropout: bool = True,
-    dropout_rng: jax.Array | None = None,
-    dropout_rate: jax.typing.ArrayLike = 0.0,
-    deterministic: bool = False,
-    dtype: jax.typing.DTypeLike | None = None,
-    precision: jax.lax.PrecisionLike = None,
-    module: object | None = None,
-    *,
-    is_causal: bool = False,
-    implementation: str | None = None,
-    block_q: int | None = None,
-    block_kv: int | None = None,
-) -> jax.Array:
-    """Drop-in ``attention_fn`` for ``flax.linen.MultiHeadDotProductAttention``.
-
-    Same call signature as ``flax.linen.dot_product_attention`` (the dropout rng, rate,
-    ``broadcast_dropout`` and ``deterministic`` the module passes), computed by
-    :func:`dropjax.dot_product_attention`: with ``implementation=None`` long sequences use
-    the blockwise path, whose dropout masks are regenerated in the backward pass instead of
-    stored, so attention memory no longer grows as ``q_len * kv_len``. With
-    ``deterministic=True`` (or rate 0) it equals Flax's own attention up to float rounding;
-    with dropout the masks follow :func:`dropjax.keep_mask` (``broadcast_dropout`` shares
-    one over the batch axes and heads), not ``jax.random.bernoulli``. ``mask`` is read as
-    Flax reads it, nonzero = attend, in any dtype: the float32 masks of
-    ``nn.make_causal_mask``, ``nn.make_attention_mask``, ``nn.combine_masks`` and of
-    KV-cache decoding (``decode=True``) work as with Flax's own attention. ``precision``
-    is ignored; the module cannot sow the weights (never built). Pick an implementation
-    with ``functools.partial(attention_fn, implementation="blockwise")``.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp, flax.linen as nn, dropjax.linen
-      >>> layer = nn.MultiHeadDotProductAttention(
-      ...     num_heads=2, qkv_features=8, dropout_rate=0.1,
-      ...     attention_fn=dropjax.linen.attention_fn)
-      >>> x = jnp.ones((1, 5, 8))
-      >>> params = layer.init(jax.random.key(0), x, deterministic=True)
-      >>> layer.apply(params, x, deterministic=False, rngs={"dropout": jax.random.key(1)}).shape
-      (1, 5, 8)
-    """
-    from dropjax._src.attention import flax_attention_fn
-
-    return flax_attention_fn(
-        query,
-        key,
-        value,
-        bias,
-        mask,
-        broadcast_dropout,
-        dropout_rng,
-        dropout_rate,
-        deterministic,
-        dtype,
-        precision,
-        module,
-        is_causal=is_causal,
-        implementation=implementation,
-        block_q=block_q,
-        block_kv=block_kv,
     )

@@ -8,17 +8,19 @@ overrides the stream given to the constructor, and ``model.train()`` / ``model.e
 
 Monte Carlo mode: ``with dropjax.nnx.mc_dropout(model):`` turns every dropout layer of the
 model on (dropjax's and ``flax.nnx.Dropout``) and puts BatchNorm in eval (running
-averages); the previous settings come back on exit.
+averages); the previous settings come back on exit. :func:`dropjax.mc.sample_nnx` (defined
+here, with the other Flax glue) draws Monte Carlo samples of an NNX model in that mode.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 try:
     from flax import nnx
@@ -29,8 +31,11 @@ except ImportError as err:  # the optional extra is missing (or flax does not im
     ) from err
 
 import dropjax
-from dropjax._src import masks as _masks
+from dropjax._src import checks as _checks
+from dropjax._src import mc_mode
 from dropjax._src import variational as _variational
+from dropjax._src.flax_glue import attention_fn as attention_fn
+from dropjax._src.sampling import sample_args
 
 __all__ = [
     "AlphaDropout",
@@ -82,7 +87,7 @@ class _Stochastic(nnx.Module):
         # Concrete rates are validated here, at construction; traced ones pass unchanged.
         for name in ("rate", "max_rate", "forward_rate", "backward_rate"):
             if name in vars(self):
-                _masks.check_rate(getattr(self, name), f"{type(self).__name__}.{name}")
+                _checks.check_rate(getattr(self, name), f"{type(self).__name__}.{name}")
         self.deterministic = deterministic
         self.rng_collection = rng_collection
         self.rngs: nnx.RngStream | None = _fork(rngs, rng_collection)
@@ -173,7 +178,7 @@ class Dropout(_Stochastic):
         rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
     ) -> jax.Array:
         """Drops inputs with probability ``rate`` and rescales the rest by 1/(1-rate)."""
-        rate = _masks.concrete_value(self.rate)  # None when traced: no Python branch on it
+        rate = _checks.concrete_value(self.rate)  # None when traced: no Python branch on it
         if self._deterministic(deterministic) or rate == 0.0:
             return inputs
         if rate == 1.0:  # as flax: zeros, without drawing a key
@@ -357,16 +362,140 @@ def mc_dropout(model: nnx.Module) -> Iterator[nnx.Module]:
     saved: list[tuple[nnx.Module, str, bool | None]] = []
     for _, module in nnx.iter_modules(model):
         if isinstance(module, _DROPOUT_TYPES):
-            saved.append((module, "deterministic", module.deterministic))
-            module.deterministic = False
+            name = mc_mode.DETERMINISTIC
         elif isinstance(module, nnx.BatchNorm):
-            saved.append((module, "use_running_average", module.use_running_average))
-            module.use_running_average = True
+            name = mc_mode.USE_RUNNING_AVERAGE
+        else:
+            continue
+        saved.append((module, name, getattr(module, name)))
+        setattr(module, name, mc_mode.ATTRIBUTES[name])
     try:
         yield model
     finally:
         for module, name, value in reversed(saved):
             setattr(module, name, value)
+
+
+def sample_nnx(
+    model: nnx.Module,
+    x: Any,
+    key: jax.Array,
+    num_samples: int,
+    *,
+    rng_collection: str = "dropout",
+    chunk_size: int | None = None,
+    method: str | Callable[..., Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    consistent: bool = False,
+    batch_axis: int = 0,
+    out_batch_axis: int | None = None,
+    mesh: Mesh | None = None,
+    axis_name: str = "samples",
+    **call_kwargs: Any,
+) -> Any:
+    r"""MC samples of a ``flax.nnx`` model with dropout on and BatchNorm in evaluation mode.
+
+    The model is split once (``nnx.split``) and, for each sample, merged into a private
+    copy inside the transform; the copy gets ``attributes`` via ``set_attributes`` (default
+    ``deterministic=False, use_running_average=True``: every Dropout on, every BatchNorm on
+    its running statistics, whatever mode ``model`` is in; other modules with these
+    attributes, e.g. attention dropout, follow) and its ``rng_collection`` RNG streams
+    reseeded. With ``keys = jax.random.split(key, num_samples)``, sample ``i`` is
+
+    .. code-block:: python
+
+        copy = nnx.clone(model)
+        copy.set_attributes(**attributes, raise_if_not_found=False)
+        nnx.reseed(copy, **{rng_collection: keys[i]})
+        out[i] = copy(x, **call_kwargs)  # or getattr(copy, method)(x, ...)
+
+    ``model`` itself is never changed: not its mode, not its RNG counters, not its
+    BatchNorm statistics. The Dropout layers must own an RNG stream named
+    ``rng_collection`` (built with ``rngs=nnx.Rngs(..., dropout=seed)``); for models that
+    take ``rngs`` at call time, use :func:`dropjax.mc.sample` with your own ``fn``.
+
+    Args:
+      model: a ``flax.nnx.Module``.
+      x: the model input (any pytree); the batch with ``consistent=True``.
+      key: one PRNG key.
+      num_samples: number of samples, a static Python int >= 1.
+      rng_collection: the tag of the RNG streams to reseed per sample.
+      chunk_size: as in :func:`dropjax.mc.sample`.
+      method: name of the method to call, or ``method(module, x, **call_kwargs)``; default
+        ``__call__``.
+      attributes: module attributes set on the copy, merged over the defaults
+        ``{"deterministic": False, "use_running_average": True}`` (e.g.
+        ``{"deterministic": True}`` gives the deterministic evaluation-mode output).
+      consistent: as in :func:`dropjax.mc.sample`: one dropout mask per sample for the whole batch.
+      batch_axis: batch axis of ``x`` (with ``consistent=True``).
+      out_batch_axis: batch axis of the outputs (with ``consistent=True``).
+      mesh: as in :func:`dropjax.mc.sample`.
+      axis_name: as in :func:`dropjax.mc.sample`.
+      **call_kwargs: more keyword arguments of the call.
+
+    Returns:
+      The model output with a new leading axis of size ``num_samples``.
+
+    Raises:
+      ValueError: the model has no RNG stream tagged ``rng_collection``, or as in
+        :func:`dropjax.mc.sample`.
+      TypeError: as in :func:`dropjax.mc.sample`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropjax import mc
+      >>> class Net(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.lin = nnx.Linear(4, 2, rngs=rngs)
+      ...         self.drop = nnx.Dropout(0.5, rngs=rngs)
+      ...     def __call__(self, x):
+      ...         return self.lin(self.drop(x))
+      >>> net = Net(nnx.Rngs(params=0, dropout=1))
+      >>> net.eval()  # the model's own mode does not matter
+      >>> ys = mc.sample_nnx(net, jnp.ones((3, 4)), jax.random.key(2), 5)
+      >>> ys.shape, net.drop.deterministic
+      ((5, 3, 2), True)
+    """
+    fn_name = "dropjax.mc.sample_nnx"
+    if not isinstance(rng_collection, str):
+        raise TypeError(f"{fn_name}: rng_collection must be a str; got {rng_collection!r}")
+    tags = {node.key.tag for _, node in nnx.iter_graph(model) if isinstance(node, nnx.RngStream)}
+    if rng_collection not in tags:
+        raise ValueError(
+            f"{fn_name} found no RNG stream named {rng_collection!r} in the model (streams: "
+            f"{sorted(tags)}); build its Dropout layers with "
+            f"rngs=nnx.Rngs(params=0, {rng_collection}=1), or pass rng_collection= one of the "
+            "names above"
+        )
+    attrs = {**mc_mode.ATTRIBUTES, **(attributes or {})}
+    graphdef, state = nnx.split(model)
+
+    def fn(k, inputs, state):
+        copy = nnx.merge(graphdef, state)
+        if attrs:
+            copy.set_attributes(**attrs, raise_if_not_found=False)
+        nnx.reseed(copy, **{rng_collection: k})
+        if method is None:
+            return copy(inputs, **call_kwargs)
+        if isinstance(method, str):
+            return getattr(copy, method)(inputs, **call_kwargs)
+        return method(copy, inputs, **call_kwargs)
+
+    return sample_args(
+        fn,
+        key,
+        num_samples,
+        (x, state),
+        {},
+        chunk_size=chunk_size,
+        consistent=consistent,
+        batch_axis=(batch_axis, None),
+        out_batch_axis=out_batch_axis,
+        mesh=mesh,
+        axis_name=axis_name,
+        fn_name=fn_name,
+    )
 
 
 class _Variant(_Stochastic):
@@ -644,7 +773,7 @@ class ConcreteDropout(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ):
-        init = _masks.concrete_value(init_rate)
+        init = _checks.concrete_value(init_rate)
         if init is not None and not 0.0 < init < 1.0:
             raise ValueError(
                 f"ConcreteDropout: init_rate is the initial drop probability and must be in "
@@ -994,65 +1123,4 @@ def sparsity(
             module.clip if clip is None else clip,
         )
         for path, module in layers
-    )
-
-
-def attention_fn(
-    query: jax.typing.ArrayLike,
-    key: jax.typing.ArrayLike,
-    value: jax.typing.ArrayLike,
-    bias: jax.typing.ArrayLike | None = None,
-    mask: jax.typing.ArrayLike | None = None,
-    broadcast_dropout: bool = True,
-    dropout_rng: jax.Array | None = None,
-    dropout_rate: jax.typing.ArrayLike = 0.0,
-    deterministic: bool = False,
-    dtype: jax.typing.DTypeLike | None = None,
-    precision: jax.lax.PrecisionLike = None,
-    module: object | None = None,
-    *,
-    is_causal: bool = False,
-    implementation: str | None = None,
-    block_q: int | None = None,
-    block_kv: int | None = None,
-) -> jax.Array:
-    """Drop-in ``attention_fn`` for ``flax.nnx.MultiHeadAttention``.
-
-    Takes what the module passes (``mask``, the dropout rng, rate, ``broadcast_dropout``,
-    ``deterministic``, ``dtype``, ``precision``, ``module``, ``is_causal``) and computes
-    :func:`dropjax.dot_product_attention`; see :func:`dropjax.linen.attention_fn` for the
-    semantics (memory-efficient dropout on long sequences, equal to Flax's attention when
-    deterministic, ``precision`` ignored, no sown weights). ``mask`` is nonzero = attend in
-    any dtype, as in Flax: ``nnx.make_causal_mask``, ``nnx.make_attention_mask``,
-    ``nnx.combine_masks`` and KV-cache decoding (``decode=True``) give float32 masks.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp, dropjax.nnx
-      >>> from flax import nnx
-      >>> layer = nnx.MultiHeadAttention(
-      ...     num_heads=2, in_features=8, dropout_rate=0.1, decode=False,
-      ...     attention_fn=dropjax.nnx.attention_fn, rngs=nnx.Rngs(0))
-      >>> x = jnp.ones((1, 5, 8))
-      >>> layer(x, deterministic=False, rngs=nnx.Rngs(dropout=1)).shape
-      (1, 5, 8)
-    """
-    from dropjax._src.attention import flax_attention_fn
-
-    return flax_attention_fn(
-        query,
-        key,
-        value,
-        bias,
-        mask,
-        broadcast_dropout,
-        dropout_rng,
-        dropout_rate,
-        deterministic,
-        dtype,
-        precision,
-        module,
-        is_causal=is_causal,
-        implementation=implementation,
-        block_q=block_q,
-        block_kv=block_kv,
     )

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.lax import PrecisionLike
-from jax.typing import ArrayLike, DTypeLike
+from jax.typing import ArrayLike
 
+from dropjax._src import checks as _c
 from dropjax._src import masks as _m
 from dropjax._src.flash_attention import BIG_NEGATIVE, blockwise_attention
 
@@ -53,7 +53,7 @@ _LAYOUT_HINT = (
 )
 
 
-def _reject_prng_key(x, label: str) -> None:
+def reject_prng_key(x, label: str) -> None:
     """A PRNG key where an attention tensor goes: name ``dropout_key=``."""
     typed = hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
     raw = hasattr(x, "dtype") and x.dtype == jnp.uint32 and tuple(x.shape)[-1:] == (2,)
@@ -67,7 +67,7 @@ def _reject_prng_key(x, label: str) -> None:
 
 
 def _floating(x, label: str) -> jax.Array:
-    _reject_prng_key(x, label)
+    reject_prng_key(x, label)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
@@ -427,13 +427,13 @@ def dot_product_attention(
     key = _floating(key, "key")
     value = _floating(value, "value")
     _check_layout(query, key, value)
-    rate = _m.check_rate(dropout_rate, "dropout_rate")
+    rate = _c.check_rate(dropout_rate, "dropout_rate")
     unbatched = query.ndim == 3
     t, n = query.shape[-3], query.shape[-2]
     s = key.shape[-3]
     weights_shape = (n, t, s) if unbatched else (query.shape[0], n, t, s)
-    bdims = _m.normalize_axes(broadcast_dims, len(weights_shape))
-    drop = not deterministic and _m.concrete_value(rate) != 0.0
+    bdims = _c.normalize_axes(broadcast_dims, len(weights_shape))
+    drop = not deterministic and _c.concrete_value(rate) != 0.0
     if drop:
         if dropout_key is None:
             raise ValueError(
@@ -441,7 +441,7 @@ def dot_product_attention(
                 "pass dropout_key=jax.random.key(0) (the argument named key is the "
                 "attention keys tensor)"
             )
-        dropout_key = _m.check_key(dropout_key, _NAME)
+        dropout_key = _c.check_key(dropout_key, _NAME)
     if bias is not None:
         bias = _operand(bias, weights_shape, "bias")
     if mask is not None:
@@ -476,7 +476,7 @@ def dot_product_attention(
             impl=_m.get_mask_impl(),
         )
     else:
-        if not _m.is_concrete(scale):
+        if not _c.is_concrete(scale):
             raise TypeError(
                 f"{_NAME}(implementation={impl!r}) needs a Python number as scale; got a "
                 "traced value. Use implementation='xla' for a traced scale"
@@ -507,114 +507,8 @@ def dot_product_attention(
                 "custom VJP recomputes the tiles); for jax.jvp, jax.jacfwd or jax.hessian pass "
                 "implementation='xla'"
             ) from err
-        if drop and not _m.is_concrete(rate):
+        if drop and not _c.is_concrete(rate):
             # The tiles zero the dropped weights (an invalid rate keeps nothing), which would
             # give zeros; the "xla" path's NaN scale gives NaN. One rule: NaN everywhere.
-            out = out * _m.rate_guard(rate).astype(out.dtype)
+            out = out * _c.rate_guard(rate).astype(out.dtype)
     return out[0] if unbatched else out
-
-
-def _flat_operand(x: ArrayLike | None, batch_shape: tuple[int, ...], name: str) -> jax.Array | None:
-    """A ``[batch..., heads, q_len, kv_len]``-broadcastable operand as 4-D, batch flattened."""
-    if x is None:
-        return None
-    x = jnp.asarray(x)
-    full = len(batch_shape) + 3
-    if x.ndim > full:
-        raise ValueError(
-            f"attention_fn needs {name} with at most {full} dimensions "
-            f"([batch..., heads, q_len, kv_len]); got shape {x.shape}"
-        )
-    x = x.reshape((1,) * (full - x.ndim) + x.shape)
-    lead = x.shape[: len(batch_shape)]
-    if all(d == 1 for d in lead):
-        return x.reshape((1, *x.shape[len(batch_shape) :]))
-    x = jnp.broadcast_to(x, batch_shape + x.shape[len(batch_shape) :])
-    return x.reshape((-1, *x.shape[len(batch_shape) :]))
-
-
-def flax_attention_fn(
-    query: ArrayLike,
-    key: ArrayLike,
-    value: ArrayLike,
-    bias: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    broadcast_dropout: bool = True,
-    dropout_rng: jax.Array | None = None,
-    dropout_rate: ArrayLike = 0.0,
-    deterministic: bool = False,
-    dtype: DTypeLike | None = None,
-    precision: PrecisionLike = None,
-    module: object | None = None,
-    *,
-    is_causal: bool = False,
-    implementation: str | None = None,
-    block_q: int | None = None,
-    block_kv: int | None = None,
-) -> jax.Array:
-    """Flax's ``attention_fn`` call signature over :func:`dot_product_attention`.
-
-    Takes what ``flax.linen.MultiHeadDotProductAttention`` and ``flax.nnx.MultiHeadAttention``
-    pass: inputs ``[batch..., length, heads, head_dim]`` (any number of batch axes, or
-    none), ``mask``/``bias`` broadcastable to ``[batch..., heads, q_len, kv_len]``, and the
-    dropout rng, rate, ``broadcast_dropout`` (one mask shared over the batch axes and the
-    heads) and ``deterministic``. ``mask`` is read as Flax reads it, nonzero = attend, in any
-    dtype: Flax's helpers (``make_causal_mask``, ``make_attention_mask``,
-    ``combine_masks``) and its KV-cache decoding build float32 masks, converted here with
-    ``mask != 0``. ``dtype`` casts the inputs; ``precision`` is accepted and
-    ignored (matmuls run at the backend's default precision); ``module`` is only passed
-    when Flax is asked to sow the weights, which this function never builds, so a module
-    raises.
-    """
-    if module is not None:
-        raise ValueError(
-            "dropjax attention_fn never materialises the attention weights, so it cannot sow "
-            "them; call the attention module with sow_weights=False"
-        )
-    del precision
-    _reject_prng_key(key, "key")
-    query, key, value = (jnp.asarray(x) for x in (query, key, value))
-    if dtype is None:
-        dtype = jnp.result_type(query, key, value)
-    query, key, value = (x.astype(dtype) for x in (query, key, value))
-    if query.ndim < 3:
-        raise ValueError(
-            "attention_fn expects inputs of shape [batch..., length, heads, head_dim]; got "
-            f"query of shape {query.shape}"
-        )
-    batch_shape = query.shape[:-3]
-    if key.shape[:-3] != batch_shape or value.shape[:-3] != batch_shape:
-        raise ValueError(
-            f"attention_fn needs query, key and value with the same batch axes; got shapes "
-            f"{query.shape}, {key.shape}, {value.shape}"
-        )
-    if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.dtype != jnp.bool_:
-            mask = mask != 0  # Flax's convention: nonzero = attend, any dtype
-    unbatched = not batch_shape
-    if not unbatched:
-        query, key, value = (x.reshape((-1, *x.shape[-3:])) for x in (query, key, value))
-        bias = _flat_operand(bias, batch_shape, "bias")
-        mask = _flat_operand(mask, batch_shape, "mask")
-    dims: tuple[int, ...]
-    if broadcast_dropout:
-        dims = (0,) if unbatched else (0, 1)
-    else:
-        dims = ()
-    out = dot_product_attention(
-        query,
-        key,
-        value,
-        bias,
-        mask,
-        dropout_key=dropout_rng,
-        dropout_rate=dropout_rate,
-        broadcast_dims=dims,
-        deterministic=deterministic,
-        is_causal=is_causal,
-        implementation=implementation,
-        block_q=block_q,
-        block_kv=block_kv,
-    )
-    return out.reshape(batch_shape + out.shape[-3:])

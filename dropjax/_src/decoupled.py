@@ -42,7 +42,9 @@ from jax.custom_derivatives import SymbolicZero
 from jax.interpreters import ad, batching, mlir
 from jax.typing import ArrayLike
 
+from dropjax._src import checks as _c
 from dropjax._src import masks as _m
+from dropjax._src.ops import forward_mask, masked_dropout
 
 __all__ = [
     "augmented_dropout",
@@ -72,8 +74,7 @@ def _forward_mask(plan: str, key, shape, p_f, bdims):
     """(keep, scale) of the forward pass, or (None, None) for the identity."""
     if plan in ("backward_only", "identity"):
         return None, None
-    keep = _m.draw_keep(key, _m.mask_shape(shape, bdims), p_f)
-    return keep, _m.inverse_keep_prob(p_f)
+    return forward_mask(key, shape, p_f, bdims)
 
 
 def _backward_mask(plan: str, key, shape, p_f, p_b, bdims):
@@ -82,7 +83,7 @@ def _backward_mask(plan: str, key, shape, p_f, p_b, bdims):
     if plan in ("forward_only", "identity"):
         return None, None
     if plan == "standard":
-        return _m.draw_keep(key, mshape, p_f), _m.inverse_keep_prob(p_f)
+        return forward_mask(key, shape, p_f, bdims)
     if plan == "nested":
         keep = _m.draw_nested_keep(key, mshape, p_f, p_b)
         return keep, _m.inverse_keep_prob(p_f) * _m.inverse_keep_prob(p_b)
@@ -90,59 +91,19 @@ def _backward_mask(plan: str, key, shape, p_f, p_b, bdims):
     return extra, _m.inverse_keep_prob(p_b)  # independent, backward_only
 
 
-def _masked(plan: str, bdims, key, x, p_f):
-    """The forward value ``x * m_f * s_f`` of ``plan`` (the identity for backward-only)."""
-    keep, scale = _forward_mask(plan, key, x.shape, p_f, bdims)
-    return _m.apply_mask(x, keep, scale)
-
-
 def _decoupled_value(plan: str, bdims, key, x, p_f, p_b):
-    """The forward value of a decoupled plan: ``_masked``, all NaN for an invalid traced p_b.
+    """The forward value ``x * m_f * s_f`` of a plan, all NaN for an invalid traced p_b.
 
     ``p_b`` only shapes the backward pass, so without this an invalid traced backward rate
     (1.5, -0.1, NaN) would leave the value untouched and show up only in the gradient. A
     concrete ``p_b`` was validated by ``check_rate``.
     """
     keep, scale = _forward_mask(plan, key, x.shape, p_f, bdims)
-    if not _m.is_concrete(p_b):
-        guard = _m.rate_guard(p_b)
+    if not _c.is_concrete(p_b):
+        guard = _c.rate_guard(p_b)
         scale = guard if scale is None else scale * guard
         keep = jnp.ones((), bool) if keep is None else keep
     return _m.apply_mask(x, keep, scale)
-
-
-def _rate_term(bdims, key, x, rate, d_rate):
-    """Pathwise derivative in the rate, mask held fixed: ``x m / (1 - p)^2 * dp``."""
-    d = _m.as_f32(d_rate) * _m.inverse_keep_prob(rate)
-    y = _masked("standard", bdims, key, x, rate)
-    compute = y.dtype if jnp.finfo(y.dtype).bits >= 32 else jnp.dtype(jnp.float32)
-    return (y.astype(compute) * d.astype(compute)).astype(y.dtype)
-
-
-# Plain dropout: forward and backward noise are the same mask, so it is an ordinary
-# differentiable function and supports forward mode (jvp, jacfwd, hessian). The tangent rule
-# applies the mask through ``jax.checkpoint``: under linearize/transpose (reverse mode) the
-# mask is then recomputed from the key in the backward pass instead of being saved, so the
-# residual is the key and the rate, never an activation-sized mask.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _standard(bdims: tuple[int, ...], key, x, rate):
-    return _masked("standard", bdims, key, x, rate)
-
-
-def _standard_jvp(bdims, primals, tangents):
-    key, x, rate = primals
-    _, dx, d_rate = tangents
-    y = _masked("standard", bdims, key, x, rate)
-    dy = None
-    if not isinstance(dx, SymbolicZero):
-        dy = jax.checkpoint(functools.partial(_masked, "standard", bdims))(key, dx, rate)
-    if not isinstance(d_rate, SymbolicZero):
-        term = jax.checkpoint(functools.partial(_rate_term, bdims))(key, x, rate, d_rate)
-        dy = term if dy is None else dy + term
-    return y, (jnp.zeros_like(y) if dy is None else dy)
-
-
-_standard.defjvp(_standard_jvp, symbolic_zeros=True)
 
 
 # The decoupled plans: the backward pass is by design not the derivative of the forward
@@ -263,7 +224,7 @@ def _decoupled_jvp(plan, bdims, primals, tangents):
     (dy,) = _backward_only(
         "decoupled_dropout (and forward_dropout, backward_dropout, augmented_dropout)",
         _elementwise_bwd(plan, bdims),
-        (key, _m.as_f32(p_f), _m.as_f32(p_b)),
+        (key, _c.as_f32(p_f), _c.as_f32(p_b)),
         (dx,),
         (jax.typeof(dx),),
     )
@@ -276,19 +237,20 @@ _decoupled.defjvp(_decoupled_jvp, symbolic_zeros=True)
 def decoupled_core(plan: str, bdims: tuple[int, ...], key, x, p_f, p_b):
     """Elementwise decoupled dropout; ``plan`` and ``bdims`` are static (see module doc).
 
-    ``"standard"`` (forward and backward mask equal) is differentiable in both modes and in
-    the rate; the other plans are reverse-mode only and raise under forward mode.
+    ``"standard"`` (forward and backward mask equal) is plain dropout,
+    :func:`dropjax._src.ops.masked_dropout`: differentiable in both modes and in the rate.
+    The other plans are reverse-mode only and raise under forward mode.
     """
     if plan == "standard":
-        return _standard(bdims, key, x, p_f)
+        return masked_dropout(bdims, key, x, p_f)
     return _decoupled(plan, bdims, key, x, p_f, p_b)
 
 
 def _plan(backward: str, p_f, p_b) -> str:
     if backward not in _BACKWARD_MODES:
         raise ValueError(f"backward must be one of {_BACKWARD_MODES}; got {backward!r}")
-    f0 = _m.concrete_value(p_f) == 0.0
-    b0 = _m.concrete_value(p_b) == 0.0
+    f0 = _c.concrete_value(p_f) == 0.0
+    b0 = _c.concrete_value(p_b) == 0.0
     if f0 and b0:
         return "identity"
     if backward == "nested":
@@ -313,13 +275,13 @@ def _prepare(
     else:
         order = "key, x, forward_rate, backward_rate"
         example = f"{name}(jax.random.key(0), x, 0.5, 0.1)"
-    x = _m.check_floating(x, name, key=key, order=order, example=example)
-    p_f = _m.check_rate(forward_rate, "forward_rate")
-    p_b = _m.check_rate(backward_rate, "backward_rate")
+    x = _c.check_floating(x, name, key=key, order=order, example=example)
+    p_f = _c.check_rate(forward_rate, "forward_rate")
+    p_b = _c.check_rate(backward_rate, "backward_rate")
     plan = _plan(backward, p_f, p_b)
-    bdims = _m.normalize_axes(broadcast_dims, x.ndim)
+    bdims = _c.normalize_axes(broadcast_dims, x.ndim)
     if plan != "identity":
-        key = _m.check_key(key, name, order=order)
+        key = _c.check_key(key, name, order=order)
     return key, x, p_f, p_b, plan, bdims
 
 
@@ -536,7 +498,7 @@ def _call_jvp(fn, plan, bdims, primals, tangents):
     out_leaves, out_tree = jax.tree.flatten(out)
     if not any(present):
         return out, jax.tree.unflatten(out_tree, [jnp.zeros_like(o) for o in out_leaves])
-    res, tree = jax.tree.flatten((key, params, x, _m.as_f32(p_f), _m.as_f32(p_b), consts))
+    res, tree = jax.tree.flatten((key, params, x, _c.as_f32(p_f), _c.as_f32(p_b), consts))
     d_out = _backward_only(
         "decoupled_call",
         functools.partial(_call_bwd, fn, plan, bdims, tree, present),

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from dropjax._src import checks as _c
 from dropjax._src import masks as _m
 
 __all__ = [
@@ -106,7 +107,7 @@ def _edge_lists(senders, receivers, name: str) -> tuple[jax.Array, jax.Array]:
 
 def _check_in_range(idx: jax.Array, num_nodes: int, label: str, name: str) -> None:
     """Raises for concrete indices outside ``[0, num_nodes)``; traced ones pass."""
-    if _m.is_concrete(idx) and idx.size:
+    if _c.is_concrete(idx) and idx.size:
         values = np.asarray(idx)
         if values.min() < 0 or values.max() >= num_nodes:
             raise ValueError(
@@ -118,7 +119,7 @@ def _check_in_range(idx: jax.Array, num_nodes: int, label: str, name: str) -> No
 def _edge_weight(edge_weight, num_edges: int, name: str) -> jax.Array:
     if edge_weight is None:
         return jnp.ones((num_edges,), jnp.float32)
-    w = _m.check_floating(edge_weight, name)
+    w = _c.check_floating(edge_weight, name)
     if w.shape != (num_edges,):
         raise ValueError(
             f"{name} needs edge_weight of shape ({num_edges},), one weight per edge; got "
@@ -132,7 +133,7 @@ def _need_key(key, rate, name: str):
         raise ValueError(
             f"{name} needs a PRNG key when rate > 0; pass key=jax.random.key(0) (or rate=0.0)"
         )
-    return _m.check_key(key, name)
+    return _c.check_key(key, name)
 
 
 def edge_dropout(
@@ -189,14 +190,14 @@ def edge_dropout(
     """
     name = "edge_dropout"
     senders, receivers = _edge_lists(senders, receivers, name)
-    rate = _m.check_rate(rate)
+    rate = _c.check_rate(rate)
     num_edges = senders.shape[0]
     weight = _edge_weight(edge_weight, num_edges, name)
-    if _m.concrete_value(rate) == 0.0:
+    if _c.concrete_value(rate) == 0.0:
         return EdgeDropoutResult(jnp.ones((num_edges,), bool), weight)
     key = _need_key(key, rate, name)
     keep = _m.draw_keep(key, (num_edges,), rate)
-    scale = _m.inverse_keep_prob(rate) if rescale else _m.rate_guard(rate)
+    scale = _m.inverse_keep_prob(rate) if rescale else _c.rate_guard(rate)
     return EdgeDropoutResult(keep, _m.apply_mask(weight, keep, scale))
 
 
@@ -258,10 +259,10 @@ def node_dropout(
       True
     """
     name = "node_dropout"
-    x = _m.check_floating(x, name)
+    x = _c.check_floating(x, name)
     if x.ndim == 0:
         raise ValueError(f"{name} needs node features of shape [N, ...]; got a scalar")
-    rate = _m.check_rate(rate)
+    rate = _c.check_rate(rate)
     num_nodes = x.shape[0]
     if (senders is None) != (receivers is None):
         raise ValueError(
@@ -273,13 +274,13 @@ def node_dropout(
         _check_in_range(senders, num_nodes, "senders", name)
         _check_in_range(receivers, num_nodes, "receivers", name)
 
-    if _m.concrete_value(rate) == 0.0:
+    if _c.concrete_value(rate) == 0.0:
         node_keep = jnp.ones((num_nodes,), bool)
         x_out = x
     else:
         key = _need_key(key, rate, name)
         node_keep = _m.draw_keep(key, (num_nodes,), rate)
-        scale = _m.inverse_keep_prob(rate) if rescale else _m.rate_guard(rate)
+        scale = _m.inverse_keep_prob(rate) if rescale else _c.rate_guard(rate)
         row_keep = node_keep.reshape((num_nodes,) + (1,) * (x.ndim - 1))
         x_out = _m.apply_mask(x, row_keep, scale)
 

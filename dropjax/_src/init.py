@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
-from dropjax._src import masks as _m
+from dropjax._src import checks as _c
 
 __all__ = ["dropout_he_normal", "dropout_variance_scaling"]
 
@@ -62,8 +62,8 @@ _DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
 
 def _keep_factor(rate: ArrayLike, inverted: bool, name: str) -> float | jax.Array:
-    rate = _m.check_rate(rate, "rate")
-    value = _m.concrete_value(rate)
+    rate = _c.check_rate(rate, "rate")
+    value = _c.concrete_value(rate)
     if value == 1.0:
         raise ValueError(
             f"{name} got rate=1: every input is dropped, so there is no signal whose variance "

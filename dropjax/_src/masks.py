@@ -6,8 +6,8 @@ same mask in every op, under ``jit`` or not, on one device or sharded over many.
 default sampler is a counter-based hash of the element index keyed by the PRNG key (see
 :func:`keep_mask`); :func:`mask_impl` switches to ``jax.random.bits``.
 
-This module also holds the input checks that every op shares (keys, rates, axes, dtypes),
-so the error messages read the same everywhere.
+The argument checks it applies (keys, rates, shapes, axes) live in
+:mod:`dropjax._src.checks`, shared with every op.
 """
 
 from __future__ import annotations
@@ -16,12 +16,22 @@ import contextlib
 import contextvars
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
+
+from dropjax._src.checks import (
+    as_f32,
+    check_key,
+    check_rate,
+    check_shape,
+    concrete_value,
+    is_concrete,
+    normalize_axes,
+    rate_guard,
+)
 
 __all__ = ["get_mask_impl", "keep_mask", "mask_impl"]
 
@@ -29,199 +39,9 @@ __all__ = ["get_mask_impl", "keep_mask", "mask_impl"]
 _MAX_THRESHOLD = float(np.nextafter(np.float32(2.0**32), np.float32(0)))
 
 
-def is_concrete(value: object) -> bool:
-    """True when ``value`` can be inspected in Python (not a tracer under jit/vmap/grad)."""
-    return not isinstance(value, jax.core.Tracer)
-
-
-def check_key(key: Any, name: str = "dropout", *, order: str = "key, x, rate") -> jax.Array:
-    """Returns ``key`` as one typed PRNG key, or raises an error that names the fix.
-
-    Accepts a typed key (``jax.random.key``) of shape ``()`` or a legacy raw key
-    (``jax.random.PRNGKey``: uint32 of shape ``(2,)``), which is wrapped. ``order`` is the
-    caller's leading arguments, named in the error for a float array in the key's place.
-    """
-    if key is None:
-        raise ValueError(
-            f"{name} needs a PRNG key when deterministic=False; pass key=jax.random.key(0)"
-        )
-    if isinstance(key, (int, np.integer)) or (
-        hasattr(key, "dtype")
-        and not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        and jnp.issubdtype(key.dtype, jnp.integer)
-        and jnp.ndim(key) == 0
-    ):
-        raise TypeError(
-            f"{name} got a raw integer {key!r} as its key; pass a PRNG key such as "
-            "jax.random.key(0) (or jax.random.key(seed) for your seed)"
-        )
-    if not hasattr(key, "dtype"):
-        raise TypeError(
-            f"{name} expects a PRNG key made by jax.random.key(seed); got {type(key).__name__}"
-        )
-    if jnp.issubdtype(key.dtype, jnp.floating):
-        raise TypeError(
-            f"{name} got a floating-point array of shape {key.shape} where the PRNG key goes: "
-            f"the argument order is ({order}), with key=jax.random.key(seed)"
-        )
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.ndim != 0:
-            raise ValueError(
-                f"{name} got a batch of keys of shape {key.shape}; it takes one key. To apply "
-                f"it once per key, use jax.vmap over the keys, e.g. "
-                f"jax.vmap(lambda k: {name}(k, ...))(keys)"
-            )
-        return key
-    if key.dtype == jnp.uint32 and key.shape == (2,):
-        return jax.random.wrap_key_data(key)
-    if key.dtype == jnp.uint32 and key.ndim >= 2 and key.shape[-1] == 2:
-        raise ValueError(
-            f"{name} got a batch of raw keys of shape {key.shape}; it takes one key. To apply "
-            f"it once per key, use jax.vmap over the keys, e.g. "
-            f"jax.vmap(lambda k: {name}(k, ...))(keys)"
-        )
-    raise TypeError(
-        f"{name} expects a PRNG key made by jax.random.key(seed); got an array of dtype "
-        f"{key.dtype} and shape {key.shape}"
-    )
-
-
-def check_rate(rate: ArrayLike, name: str = "rate") -> ArrayLike:
-    """Validates a drop probability when it is concrete; a traced rate passes unchanged.
-
-    Raises:
-      ValueError: if a concrete ``rate`` has a value outside ``[0, 1]`` (or is NaN).
-      TypeError: if ``rate`` is not a real number or a floating/integer array.
-    """
-    if isinstance(rate, bool) or rate is None:
-        raise TypeError(f"{name} must be a float in [0, 1]; got {rate!r}")
-    if isinstance(rate, (int, float, np.integer, np.floating)):
-        value = float(rate)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"{name} is the probability of dropping and must be in [0, 1]; got {rate!r}"
-            )
-        return value
-    if not hasattr(rate, "dtype") or not (
-        jnp.issubdtype(rate.dtype, jnp.floating) or jnp.issubdtype(rate.dtype, jnp.integer)
-    ):
-        raise TypeError(f"{name} must be a float or a floating array; got {rate!r}")
-    if is_concrete(rate):
-        values = np.asarray(rate, dtype=np.float64)
-        bad = ~((values >= 0.0) & (values <= 1.0))
-        if bad.any():
-            raise ValueError(
-                f"{name} is the probability of dropping and must be in [0, 1]; got "
-                f"{values[bad].ravel()[:5].tolist()}"
-            )
-    return rate
-
-
-def concrete_value(rate: Any) -> float | None:
-    """The rate as a Python float when it is a concrete scalar, else None."""
-    if isinstance(rate, float):
-        return rate
-    if is_concrete(rate) and jnp.ndim(rate) == 0:
-        return float(rate)
-    return None
-
-
-def normalize_axes(
-    axes: Sequence[int] | int, ndim: int, name: str = "broadcast_dims"
-) -> tuple[int, ...]:
-    """Normalises (possibly negative) axes to a sorted tuple of non-negative ints."""
-    if isinstance(axes, (int, np.integer)):
-        axes = (int(axes),)
-    out = []
-    for axis in axes:
-        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-            raise TypeError(f"{name} must hold integer axes; got {axes!r}")
-        if not -ndim <= axis < ndim:
-            raise ValueError(
-                f"{name} has axis {axis}, out of range for an input with {ndim} dimensions "
-                f"(valid axes are {-ndim} .. {ndim - 1})"
-            )
-        out.append(int(axis) % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"{name} repeats an axis: {axes!r}")
-    return tuple(sorted(out))
-
-
-def _is_key_array(x: object) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def check_floating(
-    x: Any,
-    name: str = "dropout",
-    *,
-    key: Any = None,
-    order: str = "key, x, rate",
-    example: str | None = None,
-) -> jax.Array:
-    """Returns ``x`` as an array, raising TypeError if it is not floating point.
-
-    A PRNG key in ``x``'s place (or a float array in ``key``'s place) means the arguments
-    were swapped: the error then names the argument order ``order`` and a call that works,
-    ``example`` (default ``name(jax.random.key(0), x, 0.5)``, right for ops whose third
-    argument is a rate; ops with other arguments pass their own).
-    """
-    if _is_key_array(x) or (
-        key is not None and hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jnp.floating)
-    ):
-        example = example or f"{name}(jax.random.key(0), x, 0.5)"
-        raise TypeError(
-            f"{name} got a PRNG key where the input x goes (or x where the key goes): the "
-            f"argument order is ({order}), e.g. {example}"
-        )
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{name} needs a floating-point input; got dtype {x.dtype}. Cast first, e.g. "
-            "x.astype(jnp.float32)"
-        )
-    return x
-
-
-def check_shape(shape: Any, name: str = "keep_mask") -> tuple[int, ...]:
-    """``shape`` as a tuple of non-negative ints; an int ``n`` means ``(n,)`` (as jax.random)."""
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-        shape = (int(shape),)
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        raise TypeError(
-            f"{name}: shape must be a tuple of ints such as (4, 3), or an int; got {shape!r}"
-        ) from None
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise TypeError(
-                f"{name}: shape must be a tuple of non-negative ints such as (4, 3); got {shape!r}"
-            )
-    return tuple(int(d) for d in dims)
-
-
 def mask_shape(shape: Sequence[int], broadcast_dims: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of the drawn mask: ``shape`` with the broadcast axes set to 1."""
     return tuple(1 if i in broadcast_dims else int(d) for i, d in enumerate(shape))
-
-
-def as_f32(rate: ArrayLike) -> jax.Array:
-    """``rate`` as a float32 array."""
-    return jnp.asarray(rate).astype(jnp.float32)
-
-
-_as_f32 = as_f32
-
-
-def rate_guard(rate: ArrayLike) -> jax.Array:
-    """1.0 where ``rate`` is a valid probability, NaN where it is not (a traced 1.5, -0.1, NaN).
-
-    A concrete rate is checked by :func:`check_rate`; a traced one cannot be, so the ops
-    multiply their scale by this factor and an invalid rate shows up as NaN output.
-    """
-    rate32 = as_f32(rate)
-    return jnp.where((rate32 >= 0.0) & (rate32 <= 1.0), jnp.float32(1.0), jnp.float32(jnp.nan))
 
 
 MASK_IMPLS = ("hash", "bits")
@@ -341,7 +161,7 @@ def draw_keep(key: jax.Array, shape: tuple[int, ...], rate: ArrayLike) -> jax.Ar
         return jnp.ones(shape, dtype=bool)
     if value == 1.0:
         return jnp.zeros(shape, dtype=bool)
-    rate32 = _as_f32(rate)
+    rate32 = as_f32(rate)
     keep = draw_bits(key, shape) >= _threshold(rate32)
     if value is None:  # traced (or array) rate: see keeps_something.
         keep = keep & keeps_something(rate32)
@@ -364,7 +184,7 @@ def draw_nested_keep(
     draw. The threshold is integer arithmetic after one float32 product (no rounding that
     depends on the compiler).
     """
-    rate32, extra32 = _as_f32(rate), _as_f32(extra_rate)
+    rate32, extra32 = as_f32(rate), as_f32(extra_rate)
     t = _threshold(rate32)
     room = (jnp.uint32(0xFFFFFFFF) - t).astype(jnp.float32)
     extra = jnp.clip(extra32 * room, 0.0, _MAX_THRESHOLD).astype(jnp.uint32)
@@ -378,7 +198,7 @@ def inverse_keep_prob(rate: ArrayLike) -> jax.Array:
     At rate 1 the scale is 0, so ``0 * scale`` is never NaN. A (traced) rate outside
     ``[0, 1]`` or NaN gives a NaN scale, which :func:`apply_mask` spreads to every element.
     """
-    rate32 = _as_f32(rate)
+    rate32 = as_f32(rate)
     keep = 1.0 - rate32
     scale = jnp.where(keep > 0.0, 1.0 / jnp.where(keep > 0.0, keep, 1.0), 0.0)
     if is_concrete(rate32):  # a concrete rate was validated by check_rate
@@ -532,7 +352,7 @@ def keep_from_bits(bits: jax.Array, rate: ArrayLike) -> jax.Array:
         return jnp.ones(bits.shape, dtype=bool)
     if value == 1.0:
         return jnp.zeros(bits.shape, dtype=bool)
-    rate32 = _as_f32(rate)
+    rate32 = as_f32(rate)
     keep = bits >= _threshold(rate32)
     if value is None:
         keep = keep & keeps_something(rate32)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dropjax._src import masks as _m
+from dropjax._src import checks as _c
 
 __all__ = [
     "RateSchedule",
@@ -57,7 +57,7 @@ def _rate(rate: object, name: str) -> float:
             f"{name} must be a Python float in [0, 1] (schedules are built from numbers; the "
             f"step may be traced); got {rate!r}"
         )
-    checked = _m.check_rate(rate, name)
+    checked = _c.check_rate(rate, name)
     assert isinstance(checked, float)  # check_rate returns a Python number as a float
     return checked
 
@@ -219,7 +219,7 @@ def depth_rates(max_rate: ArrayLike, num_layers: int) -> tuple[float | jax.Array
       >>> dropjax.depth_rates(0.5, 4)
       (0.125, 0.25, 0.375, 0.5)
     """
-    rate = _m.check_rate(max_rate, "max_rate")
+    rate = _c.check_rate(max_rate, "max_rate")
     layers = _count(num_layers, "num_layers", positive=True)
     if isinstance(rate, float):
         return tuple(rate * layer / layers for layer in range(1, layers + 1))

@@ -46,8 +46,9 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike, DTypeLike
 
+from dropjax._src import checks as _c
 from dropjax._src import masks as _m
-from dropjax._src.ops import dropout
+from dropjax._src.ops import apply_dropout
 
 __all__ = [
     "alpha_dropout",
@@ -79,58 +80,11 @@ def _compute_dtype(dtype: DTypeLike) -> np.dtype:
     return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
 
 
-def _start(
-    name: str,
-    key: jax.Array,
-    x: ArrayLike,
-    rate: ArrayLike,
-    rate_name: str = "rate",
-    *,
-    order: str = "key, x, rate",
-    example: str | None = None,
-) -> tuple[jax.Array, jax.Array, ArrayLike, float | None]:
-    """Shared checks: a floating ``x``, a valid rate, and a key unless the rate is a concrete 0.
-
-    ``order`` and ``example`` name the signature and a working call in the error for
-    swapped arguments (see :func:`dropjax._src.masks.check_floating`).
-    """
-    x = _m.check_floating(x, name, order=order, example=example)
-    rate = _m.check_rate(rate, rate_name)
-    value = _m.concrete_value(rate)
-    if value != 0.0:
-        key = _m.check_key(key, name, order=order)
-    return key, x, rate, value
-
-
-def _shaped_dropout(
-    key: jax.Array,
-    x: jax.Array,
-    rate: ArrayLike,
-    value: float | None,
-    broadcast_dims: tuple[int, ...],
-) -> jax.Array:
-    """``dropout(key, x, rate, broadcast_dims=...)``, with the concrete-rate shortcuts."""
-    if value == 0.0:
-        return x
-    if value == 1.0:
-        return jnp.zeros_like(x)
-    return _dropout(key, x, rate, broadcast_dims)
-
-
-def _named_axis(axis: int | None, ndim: int, name: str) -> int | None:
-    """A (possibly negative) axis as a non-negative int, or None."""
-    if axis is None:
-        return None
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer axis or None; got {axis!r}")
-    return _m.normalize_axes((int(axis),), ndim, name)[0]
-
-
 def _batch_and_channel(
     name: str, x: jax.Array, batch_axis: int | None, channel_axis: int | None
 ) -> tuple[int | None, int | None]:
-    batch = _named_axis(batch_axis, x.ndim, "batch_axis")
-    channel = _named_axis(channel_axis, x.ndim, "channel_axis")
+    batch = _c.check_axis(batch_axis, x.ndim, "batch_axis")
+    channel = _c.check_axis(channel_axis, x.ndim, "channel_axis")
     if batch is not None and batch == channel:
         raise ValueError(
             f"{name}: batch_axis={batch_axis} and channel_axis={channel_axis} name the same axis "
@@ -138,13 +92,6 @@ def _batch_and_channel(
             "channel_axis=-1 (NHWC) or channel_axis=1 (NCHW)"
         )
     return batch, channel
-
-
-def _scalar_rate(name: str, rate: ArrayLike, rate_name: str = "rate") -> None:
-    if jnp.ndim(rate) != 0:
-        raise ValueError(
-            f"{name} takes one scalar {rate_name}; got an array of shape {jnp.shape(rate)}"
-        )
 
 
 def random_rate_dropout(
@@ -210,12 +157,12 @@ def random_rate_dropout(
       True
     """
     name = "random_rate_dropout"
-    key, x, max_rate, value = _start(name, key, x, max_rate, "max_rate")
-    _scalar_rate(name, max_rate, "max_rate")
-    bdims = _m.normalize_axes(broadcast_dims, x.ndim)
+    key, x, max_rate, value = _c.check_call(name, key, x, max_rate, "max_rate")
+    _c.check_scalar_rate(name, max_rate, "max_rate")
+    bdims = _c.normalize_axes(broadcast_dims, x.ndim)
     batch = None
     if per_example:
-        batch = _named_axis(batch_axis, x.ndim, "batch_axis")
+        batch = _c.check_axis(batch_axis, x.ndim, "batch_axis")
         if batch is None:
             raise ValueError(f"{name} with per_example=True needs an integer batch_axis")
         if batch in bdims:
@@ -232,21 +179,13 @@ def random_rate_dropout(
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _random_rate_core(key, x, max_rate, batch, bdims):
     rate_key, mask_key = jax.random.split(key)
-    max32 = jnp.asarray(max_rate).astype(jnp.float32) * _m.rate_guard(max_rate)
+    max32 = jnp.asarray(max_rate).astype(jnp.float32) * _c.rate_guard(max_rate)
     if batch is None:
         rho = max32 * jax.random.uniform(rate_key, (), jnp.float32)
     else:
         rho = max32 * jax.random.uniform(rate_key, (x.shape[batch],), jnp.float32)
         rho = rho.reshape(tuple(-1 if i == batch else 1 for i in range(x.ndim)))
-    return dropout(mask_key, x, rho, broadcast_dims=bdims)
-
-
-# Plain dropout with a fixed mask layout, compiled once per shape: an eager call then runs
-# one program instead of dispatching every primitive of the sampler on its own. The rate is
-# an ordinary (traced) argument, so the mask is the one dropjax.dropout draws for any rate.
-@functools.partial(jax.jit, static_argnums=(3,))
-def _dropout(key, x, rate, broadcast_dims):
-    return dropout(key, x, rate, broadcast_dims=broadcast_dims)
+    return apply_dropout(mask_key, x, rho, bdims)
 
 
 def gaussian_dropout(key: jax.Array, x: ArrayLike, rate: ArrayLike) -> jax.Array:
@@ -288,8 +227,8 @@ def gaussian_dropout(key: jax.Array, x: ArrayLike, rate: ArrayLike) -> jax.Array
       (True, True)
     """
     name = "gaussian_dropout"
-    key, x, rate, value = _start(name, key, x, rate)
-    if _m.is_concrete(rate) and bool(np.any(np.asarray(rate) == 1.0)):
+    key, x, rate, value = _c.check_call(name, key, x, rate)
+    if _c.is_concrete(rate) and bool(np.any(np.asarray(rate) == 1.0)):
         raise ValueError(
             f"{name} at rate 1 has infinite noise variance rate / (1 - rate); use a rate below "
             "1, or dropjax.dropout(key, x, 1.0) to zero the input"
@@ -368,7 +307,7 @@ def alpha_dropout(key: jax.Array, x: ArrayLike, rate: ArrayLike) -> jax.Array:
       >>> bool(abs(float(y.mean())) < 0.02), bool(abs(float(y.var()) - 1.0) < 0.03)
       (True, True)
     """
-    key, x, rate, value = _start("alpha_dropout", key, x, rate)
+    key, x, rate, value = _c.check_call("alpha_dropout", key, x, rate)
     if value == 0.0:
         return x
     if value == 1.0:
@@ -381,7 +320,7 @@ def alpha_dropout(key: jax.Array, x: ArrayLike, rate: ArrayLike) -> jax.Array:
         q = jnp.asarray(rate).astype(_compute_dtype(x.dtype))
         ok = q < 1.0
         a = jnp.where(ok, lax.rsqrt(jnp.where(ok, (1.0 - q) * (1.0 + q * _ALPHA_PRIME**2), 1.0)), 0)
-        a = a * _m.rate_guard(q).astype(q.dtype)  # a traced rate outside [0, 1]: NaN out
+        a = a * _c.rate_guard(q).astype(q.dtype)  # a traced rate outside [0, 1]: NaN out
         b = -a * _ALPHA_PRIME * q
         dropped = a * _ALPHA_PRIME + b
     return _alpha_core(key, x, rate, a, b, dropped)
@@ -440,10 +379,10 @@ def spatial_dropout(
       True
     """
     name = "spatial_dropout"
-    key, x, rate, value = _start(name, key, x, rate)
+    key, x, rate, _ = _c.check_call(name, key, x, rate)
     batch, channel = _batch_and_channel(name, x, batch_axis, channel_axis)
     shared = tuple(i for i in range(x.ndim) if i not in (batch, channel))
-    return _shaped_dropout(key, x, rate, value, shared)
+    return apply_dropout(key, x, rate, shared, compiled=True)
 
 
 def drop_path(
@@ -482,9 +421,9 @@ def drop_path(
       >>> bool(((y == 0).all(axis=1) | (y == 2).all(axis=1)).all())
       True
     """
-    key, x, rate, value = _start("drop_path", key, x, rate)
-    batch = _named_axis(batch_axis, x.ndim, "batch_axis")
-    return _shaped_dropout(key, x, rate, value, tuple(i for i in range(x.ndim) if i != batch))
+    key, x, rate, _ = _c.check_call("drop_path", key, x, rate)
+    batch = _c.check_axis(batch_axis, x.ndim, "batch_axis")
+    return apply_dropout(key, x, rate, tuple(i for i in range(x.ndim) if i != batch), compiled=True)
 
 
 def dropconnect(key: jax.Array, w: ArrayLike, rate: ArrayLike) -> jax.Array:
@@ -519,8 +458,8 @@ def dropconnect(key: jax.Array, w: ArrayLike, rate: ArrayLike) -> jax.Array:
       >>> sorted(set(w.ravel().tolist())) in ([0.0, 4.0], [0.0], [4.0])
       True
     """
-    key, w, rate, value = _start("dropconnect", key, w, rate)
-    return _shaped_dropout(key, w, rate, value, ())
+    key, w, rate, _ = _c.check_call("dropconnect", key, w, rate)
+    return apply_dropout(key, w, rate, (), compiled=True)
 
 
 def dropconnect_dense(
@@ -579,7 +518,7 @@ def dropconnect_dense(
                 f"bias. Pass it by keyword: {name}(key, x, w, rate={b!r})"
             )
         raise TypeError(f"{name} needs a drop rate; pass rate=0.5 (or your rate)")
-    key, x, rate, value = _start(
+    key, x, rate, value = _c.check_call(
         name,
         key,
         x,
@@ -587,7 +526,7 @@ def dropconnect_dense(
         order="key, x, w, b=None, rate=...",
         example=f"{name}(jax.random.key(0), x, w, rate=0.5)",
     )
-    w = _m.check_floating(w, name)
+    w = _c.check_floating(w, name)
     if w.ndim != 2:
         raise ValueError(f"{name}: w must be an (in_features, out_features) matrix; got {w.shape}")
     if x.ndim < 1 or x.shape[-1] != w.shape[0]:
@@ -599,7 +538,7 @@ def dropconnect_dense(
             f"{name}: x is {x.dtype} but w is {w.dtype}; cast one, e.g. x.astype(w.dtype)"
         )
     if b is not None:
-        b = _m.check_floating(b, name)
+        b = _c.check_floating(b, name)
         if b.shape != (w.shape[1],) or b.dtype != w.dtype:
             raise ValueError(
                 f"{name}: b must have shape ({w.shape[1]},) and dtype {w.dtype}; got "
@@ -613,7 +552,7 @@ def dropconnect_dense(
     if value == 0.0:
         y = x @ w
     elif not per_example:
-        y = x @ _shaped_dropout(key, w, rate, value, ())
+        y = x @ apply_dropout(key, w, rate, (), compiled=True)
     else:
         y = _per_example_dense(key, x, w, rate)
     return y if b is None else y + b
@@ -653,7 +592,7 @@ def _dropblock_gamma(
     in float64 for a concrete rate (a Python float comes back), in float32 when traced.
     """
     values, weights = _coverage_histogram(tuple(sizes), tuple(blocks))
-    value = _m.concrete_value(rate)
+    value = _c.concrete_value(rate)
     if value is not None:
         if value in (0.0, 1.0):
             return value
@@ -790,8 +729,8 @@ def dropblock(
       True
     """
     name = "dropblock"
-    key, x, rate, value = _start(name, key, x, rate)
-    _scalar_rate(name, rate)
+    key, x, rate, value = _c.check_call(name, key, x, rate)
+    _c.check_scalar_rate(name, rate)
     batch, channel = _batch_and_channel(name, x, batch_axis, channel_axis)
     spatial = tuple(i for i in range(x.ndim) if i not in (batch, channel))
     layout = _layout(x.shape, batch, channel, spatial)
@@ -807,7 +746,7 @@ def dropblock(
     if value == 1.0:
         return jnp.zeros_like(x)
     gamma = _dropblock_gamma(sizes, blocks, rate)
-    guard = _m.rate_guard(rate) if value is None else jnp.float32(1.0)
+    guard = _c.rate_guard(rate) if value is None else jnp.float32(1.0)
     return _dropblock_core(
         key, x, gamma, guard, spatial, blocks, batch, channel, bool(share_channels)
     )
@@ -839,7 +778,7 @@ def _dropblock_core(key, x, gamma, guard, spatial, blocks, batch, channel, share
 def _check_concrete(
     name: str, value: ArrayLike | None, test: Callable[[np.ndarray], Any], message: str
 ) -> None:
-    if value is not None and _m.is_concrete(value):
+    if value is not None and _c.is_concrete(value):
         if not bool(np.all(test(np.asarray(value, dtype=np.float64)))):
             raise ValueError(f"{name}: {message}; got {value!r}")
 
@@ -898,7 +837,7 @@ def concrete_dropout(
       True
     """
     name = "concrete_dropout"
-    x = _m.check_floating(
+    x = _c.check_floating(
         x, name, order="key, x, rate_logit", example=f"{name}(jax.random.key(0), x, -2.0)"
     )
     if isinstance(rate_logit, (int, float)) and not isinstance(rate_logit, bool):
@@ -928,7 +867,7 @@ def concrete_dropout(
     _check_concrete(name, temperature, lambda t: t > 0, "temperature must be positive")
     if not 0.0 <= float(eps) < 0.5:
         raise ValueError(f"{name}: eps must be in [0, 0.5); got {eps!r}")
-    key = _m.check_key(key, name, order="key, x, rate_logit")
+    key = _c.check_key(key, name, order="key, x, rate_logit")
     return _concrete_core(key, x, rate_logit, temperature, float(eps))
 
 
@@ -1016,7 +955,7 @@ def concrete_dropout_regularizer(
     logit = logit.astype(compute)
     square_norm = jnp.zeros((), compute)
     for leaf in jax.tree.leaves(weight):
-        leaf = _m.check_floating(leaf, name)
+        leaf = _c.check_floating(leaf, name)
         square_norm = square_norm + jnp.sum(jnp.square(leaf.astype(compute)))
     p = jax.nn.sigmoid(logit)
     neg_entropy = p * jax.nn.log_sigmoid(logit) + (1.0 - p) * jax.nn.log_sigmoid(-logit)

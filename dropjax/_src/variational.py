@@ -48,7 +48,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike, DTypeLike
 
-from dropjax._src import masks as _m
+from dropjax._src import checks as _c
 
 __all__ = [
     "KINGMA_C",
@@ -147,12 +147,12 @@ def variational_dropout(key: jax.Array, x: ArrayLike, log_alpha: ArrayLike) -> j
     """
     name = "variational_dropout"
     order = "key, x, log_alpha"
-    x = _m.check_floating(
+    x = _c.check_floating(
         x, name, key=key, order=order, example=f"{name}(jax.random.key(0), x, log_alpha)"
     )
     log_alpha = _floating(log_alpha, name, "log_alpha")
     _check_broadcast(name, "log_alpha", log_alpha.shape, x.shape)
-    key = _m.check_key(key, name, order=order)
+    key = _c.check_key(key, name, order=order)
     return _vd_core(key, x, log_alpha)
 
 
@@ -201,7 +201,7 @@ def _prepare(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None, np.dtype, jax.Array | None]:
     order = "key, x, kernel, log_alpha"
     example = f"{name}(jax.random.key(0), x, kernel, log_alpha)"
-    x = _m.check_floating(x, name, key=key, order=order, example=example)
+    x = _c.check_floating(x, name, key=key, order=order, example=example)
     kernel = _floating(kernel, name, "kernel")
     log_alpha = _floating(log_alpha, name, "log_alpha")
     _check_broadcast(name, "log_alpha", log_alpha.shape, kernel.shape)
@@ -213,7 +213,7 @@ def _prepare(
     if threshold is not None:
         kernel = sparsify(kernel, log_alpha, threshold)
     if not deterministic:
-        key = _m.check_key(key, name, order=order)
+        key = _c.check_key(key, name, order=order)
     return x, kernel, log_alpha, bias, compute, key
 
 
