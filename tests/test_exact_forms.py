@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-import experiments.harness.models as models_lib
+from experiments.harness.models import _dropout, _layers
 from experiments.harness.models import DropConv, DropDense, DropoutConfig
 from tests.reference import extra_key, keep_ref, nested_keep_ref
 
@@ -75,9 +75,12 @@ def _grads(module, x, g):
 @pytest.fixture
 def fixed_key(monkeypatch):
     """Every DropDense/DropConv draws KEY, so the test knows the masks."""
-    monkeypatch.setattr(
-        models_lib, "_draw_key", lambda module, cfg, train: KEY if train and cfg.active else None
-    )
+    def fixed(module, cfg, train):
+        return KEY if train and cfg.active else None
+
+    # DropDense lives in _dropout, DropConv in _layers; each looks the name up in its own module.
+    for module in (_dropout, _layers):
+        monkeypatch.setattr(module, "_draw_key", fixed)
 
 
 @pytest.mark.parametrize("kind", KINDS)
