@@ -33,7 +33,12 @@ from jax.typing import ArrayLike
 
 from dropjax._src import checks as _c
 from dropjax._src import masks as _m
-from dropjax._src.flash_attention import BIG_NEGATIVE, blockwise_attention
+from dropjax._src.flash_attention import (
+    BIG_NEGATIVE,
+    blockwise_attention,
+    make_config,
+    position_mask,
+)
 
 __all__ = ["dot_product_attention"]
 
@@ -66,9 +71,24 @@ def reject_prng_key(x, label: str) -> None:
         )
 
 
+COMPLEX_REASON = (
+    "the softmax over the keys needs real logits: a complex logit has no order, so neither "
+    "the large-negative masking nor the running maximum of the tiled implementations is "
+    "defined for it (Flax's own attention is inconsistent here: linen's takes a complex "
+    "softmax, jax.nn.dot_product_attention, which flax.nnx calls without dropout, drops "
+    "the imaginary part of the logits)"
+)
+
+
 def _floating(x, label: str) -> jax.Array:
     reject_prng_key(x, label)
     x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{_NAME} does not take complex inputs ({label} has dtype {x.dtype}): "
+            f"{COMPLEX_REASON}. Attend over real features instead, e.g. "
+            f"jnp.concatenate([{label}.real, {label}.imag], axis=-1) for query and key"
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
             f"{_NAME} needs a floating-point {label}; got dtype {x.dtype}. Cast first, e.g. "
@@ -137,8 +157,13 @@ def _operand(t, shape: tuple[int, ...], label: str) -> jax.Array:
     return t.reshape((1,) * (len(shape) - t.ndim) + t.shape)
 
 
-def _attention_weights(query, key, bias, mask, scale, is_causal) -> jax.Array:
-    """Softmax weights in float32, shape ``[B, N, T, S]``, from 4-D inputs."""
+def _attention_weights(query, key, bias, mask, lengths, scale, cfg) -> jax.Array:
+    """Softmax weights in float32, shape ``[B, N, T, S]``, from 4-D inputs.
+
+    ``cfg`` carries the static causal flag, window and precision (a
+    :class:`~dropjax._src.flash_attention.Config`); ``lengths`` is ``(query_seq_lengths,
+    key_value_seq_lengths)``, each int32 ``[B]`` or None.
+    """
     b, t, n, h = query.shape
     s, k = key.shape[1], key.shape[2]
     g = n // k
@@ -146,14 +171,21 @@ def _attention_weights(query, key, bias, mask, scale, is_causal) -> jax.Array:
     logits_dtype = query.dtype if jnp.finfo(query.dtype).bits >= 32 else jnp.dtype(jnp.float32)
     grouped = query.reshape(b, t, k, g, h)
     logits = jnp.einsum(
-        "btkgh,bskh->bkgts", grouped, key, preferred_element_type=logits_dtype
+        "btkgh,bskh->bkgts",
+        grouped,
+        key,
+        preferred_element_type=logits_dtype,
+        precision=cfg.precision,
     ).reshape(b, n, t, s)
     logits = logits * jnp.asarray(scale).astype(logits_dtype)
     if bias is not None:
         logits = logits + bias.astype(logits_dtype)
-    if is_causal:
-        causal = jnp.tril(jnp.ones((t, s), bool))
-        mask = causal if mask is None else mask & causal
+    t_pos = jnp.arange(t, dtype=jnp.int32)[:, None]
+    s_pos = jnp.arange(s, dtype=jnp.int32)[None, :]
+    q_len, kv_len = (None if x is None else x.reshape(-1, 1, 1, 1) for x in lengths)
+    positional = position_mask(t_pos, s_pos, q_len, kv_len, cfg)
+    if positional is not None:
+        mask = positional if mask is None else mask & positional
     if mask is not None:
         # A large finite negative (not -inf) keeps fully masked rows finite: they become a
         # uniform average, as in jax.nn.dot_product_attention.
@@ -177,84 +209,108 @@ def _drop_weights(dropout_key, weights, rate, bdims):
     return jax.checkpoint(apply, policy=policy)(weights, dropout_key, rate)
 
 
-@functools.partial(jax.jit, static_argnames=("bdims", "unbatched", "drop", "causal", "impl"))
+def _zero_padded_queries(out: jax.Array, q_len: jax.Array | None) -> jax.Array:
+    """Zeroes the output rows at or past each batch row's query length (as jax.nn does).
+
+    A product, not a select, so a NaN output (an invalid traced rate) stays NaN.
+    """
+    if q_len is None:
+        return out
+    valid = jnp.arange(out.shape[1], dtype=jnp.int32)[None, :] < q_len[:, None]
+    return out * valid[:, :, None, None].astype(out.dtype)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("bdims", "unbatched", "drop", "cfg", "impl", "return_weights")
+)
 def _attention_xla(
-    query, key, value, bias, mask, dropout_key, rate, scale, *, bdims, unbatched, drop, causal, impl
+    query,
+    key,
+    value,
+    bias,
+    mask,
+    lengths,
+    dropout_key,
+    rate,
+    scale,
+    *,
+    bdims,
+    unbatched,
+    drop,
+    cfg,
+    impl,
+    return_weights=False,
 ):
     """The materialised path, jitted so that eager calls compile once per shape.
 
     ``impl`` (the mask sampler in effect at the call) is static so that the jit cache never
-    serves a trace made under another :func:`dropjax.mask_impl`.
+    serves a trace made under another :func:`dropjax.mask_impl`. With ``return_weights``
+    it also returns the softmax weights before dropout, float32 ``[B, N, T, S]``.
     """
     with _m.mask_impl(impl):
         b, t, n, _ = query.shape
         k, s = key.shape[2], key.shape[1]
-        weights = _attention_weights(query, key, bias, mask, scale, causal)
+        softmax = _attention_weights(query, key, bias, mask, lengths, scale, cfg)
+        weights = softmax
         if drop:
             if unbatched:
                 weights = _drop_weights(dropout_key, weights[0], rate, bdims)[None]
             else:
                 weights = _drop_weights(dropout_key, weights, rate, bdims)
         weights = weights.astype(value.dtype).reshape(b, k, n // k, t, s)
-        out = jnp.einsum("bkgts,bskh->btkgh", weights, value).reshape(query.shape)
-        return out.astype(query.dtype)
+        out = jnp.einsum("bkgts,bskh->btkgh", weights, value, precision=cfg.precision)
+        out = _zero_padded_queries(out.reshape(query.shape).astype(query.dtype), lengths[0])
+        return (out, softmax) if return_weights else out
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "scale",
-        "causal",
-        "weights_shape",
-        "bdims",
-        "drop",
-        "block_q",
-        "block_kv",
-        "kernel",
-    ),
-)
+@functools.partial(jax.jit, static_argnames=("cfg", "kernel"))
 def _attention_tiled(
-    query,
-    key,
-    value,
-    bias,
-    mask,
-    dropout_key,
-    rate,
-    *,
-    scale,
-    causal,
-    weights_shape,
-    bdims,
-    drop,
-    block_q,
-    block_kv,
-    kernel,
+    query, key, value, bias, mask, lengths, dropout_key, rate, scale, *, cfg, kernel
 ):
-    words = _m.key_words(dropout_key) if drop else None
-    rate = jnp.asarray(rate).astype(jnp.float32) if drop else None
+    words = _m.key_words(dropout_key) if cfg.drop else None
+    rate = jnp.asarray(rate).astype(jnp.float32) if cfg.drop else None
+    scale = jnp.asarray(scale).astype(jnp.float32)
     if kernel == "blockwise":
         fn = blockwise_attention
     else:
         from dropjax._src.attention_pallas import pallas_attention
 
         fn = functools.partial(pallas_attention, interpret=jax.default_backend() == "cpu")
-    return fn(
-        query,
-        key,
-        value,
-        bias,
-        mask,
-        words,
-        rate,
-        scale=scale,
-        causal=causal,
-        weights_shape=weights_shape,
-        bdims=bdims,
-        drop=drop,
-        block_q=block_q,
-        block_kv=block_kv,
-    )
+    out = fn(query, key, value, bias, mask, lengths, words, rate, scale, cfg=cfg)
+    return _zero_padded_queries(out, lengths[0])
+
+
+def _forward_mode_tracer(x: object) -> bool:
+    """True when ``x`` carries a forward-mode (``jax.jvp``) tangent at this call.
+
+    Looks through ``vmap`` tracers; stops at a reverse-mode linearisation (``jax.grad``,
+    ``jax.vjp``, and the reverse half of ``jax.hessian``), which the tiled custom VJPs
+    serve. Tracing done before the transform is applied (``jax.jvp(jax.jit(f))``) cannot
+    be seen here.
+    """
+    if _JVPTracer is None:
+        return False
+    while isinstance(x, jax.core.Tracer):
+        if isinstance(x, _JVPTracer):
+            # The linearisation of reverse mode without direct linearize (partial eval).
+            return _JaxprTracer is None or not isinstance(x.tangent, _JaxprTracer)
+        if _BatchTracer is not None and isinstance(x, _BatchTracer):
+            x = x.val
+            continue
+        return False
+    return False
+
+
+try:  # JAX's tracer types, to tell forward mode from reverse mode at the call.
+    from jax._src.interpreters.ad import JVPTracer as _JVPTracer
+    from jax._src.interpreters.batching import BatchTracer as _BatchTracer
+    from jax._src.interpreters.partial_eval import JaxprTracer as _JaxprTracer
+except ImportError:  # pragma: no cover - a JAX without them: no automatic fallback
+    _JVPTracer = _BatchTracer = _JaxprTracer = None  # type: ignore[assignment,misc]
+
+
+def _forward_mode(*operands: object) -> bool:
+    return any(_forward_mode_tracer(x) for x in jax.tree_util.tree_leaves(operands))
 
 
 def _choose(implementation, t: int, s: int, drop: bool) -> str:
@@ -305,8 +361,12 @@ def dot_product_attention(
     dropout_rate: ArrayLike = 0.0,
     broadcast_dims: Sequence[int] = (),
     deterministic: bool = False,
-    scale: float | None = None,
+    scale: ArrayLike | None = None,
     is_causal: bool = False,
+    query_seq_lengths: ArrayLike | None = None,
+    key_value_seq_lengths: ArrayLike | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    precision: jax.lax.PrecisionLike = None,
     implementation: str | None = None,
     block_q: int | None = None,
     block_kv: int | None = None,
@@ -322,8 +382,7 @@ def dot_product_attention(
         \mathrm{out} = \frac{A \odot M}{1 - \text{rate}}\, V, \qquad
         \mathbb{E}_M[\mathrm{out}] = A V
 
-    where masked-out logits (``mask`` False, or a key after its query when
-    ``is_causal``) are replaced by a large negative number before the softmax and
+    where masked-out logits are replaced by a large negative number before the softmax and
     :math:`M` is the keep-mask
 
     ``M = dropjax.keep_mask(dropout_key, weights_shape, dropout_rate,
@@ -337,6 +396,14 @@ def dot_product_attention(
     mask over the batch and heads (Flax's ``broadcast_dropout=True``). That contract holds
     for every ``implementation``, so they agree up to float rounding for the same key.
 
+    A logit ``[b, n, t, s]`` is masked out, as in :func:`jax.nn.dot_product_attention`,
+    where ``mask`` is False, where ``s > t`` with ``is_causal``, outside the window
+    ``t - left <= s <= t + right`` with ``local_window_size=(left, right)`` (an int ``w``
+    means ``(w, w)``), and where ``t >= query_seq_lengths[b]`` or ``s >=
+    key_value_seq_lengths[b]``; output rows ``t >= query_seq_lengths[b]`` are zero. Every
+    implementation takes these arguments; the tiled ones rebuild each tile's positional
+    mask from its offsets, so none of them exists as a ``[q_len, kv_len]`` array.
+
     ``implementation`` chooses how the weights are computed:
 
     * ``"xla"``: the whole ``[batch, heads, q_len, kv_len]`` weight array is built, dropped
@@ -347,11 +414,12 @@ def dot_product_attention(
       in plain JAX (any backend), with a ``jax.custom_vjp`` that saves the inputs, the
       output and one log-sum-exp per query row; both passes recompute each tile's weights
       and regenerate its dropout mask from the key, so no ``q_len x kv_len`` array exists.
-      Reverse mode only: forward mode raises and names ``implementation="xla"``.
+      Reverse mode, and ``jax.hessian`` (forward over reverse); forward mode on its own
+      (``jax.jvp``, ``jax.jacfwd``) raises and names ``implementation="xla"``.
     * ``"pallas"``: the same algorithm as fused ``jax.experimental.pallas`` kernels
       (forward, and backward for ``dq`` and ``dk, dv``), the keep bit computed inside the
       kernel from the key and the element's global index. On CPU the kernels run in
-      Pallas' interpreter (slow; for testing). Reverse mode only.
+      Pallas' interpreter (slow; for testing). Autodiff as ``"blockwise"``.
     * ``None``: on CPU, ``"blockwise"`` when ``q_len * kv_len >= 128 * 128`` (where it
       measured faster than ``"xla"``, see ``benchmarks/attention.py``) and ``"xla"``
       below; elsewhere (GPU, TPU) ``"blockwise"``: the Pallas kernels have so far run only
@@ -359,7 +427,13 @@ def dot_product_attention(
       Mosaic's tiling rules), so they are opt-in until measured there. Under
       ``dropjax.mask_impl("bits")`` with dropout it picks ``"xla"``: ``jax.random.bits``
       cannot be evaluated one tile at a time, so the tiled implementations refuse that
-      sampler.
+      sampler. Whatever the length, it also picks ``"xla"`` when an input carries a
+      forward-mode tangent at the call (``jax.jvp``, ``jax.jacfwd``, also under an outer
+      ``jax.jit``), so the transforms that work at short lengths work at every length,
+      with the same values and mask; only memory differs. The one case it cannot see is
+      ``jax.jvp`` applied *outside* a ``jax.jit`` that contains the call (the call is
+      traced before the transform exists); there it raises the same error as
+      ``"blockwise"``: pass ``implementation="xla"``.
 
     ``dropout_rate`` is the probability of *dropping* a weight (not the keep rate!); it may
     be traced (its gradient is the pathwise derivative, the mask held fixed). A concrete
@@ -386,10 +460,18 @@ def dot_product_attention(
       broadcast_dims: axes of the weights array ``[batch, heads, q_len, kv_len]`` (or
         ``[heads, q_len, kv_len]`` unbatched) along which one mask entry is shared.
       deterministic: if True, no dropout (evaluation mode).
-      scale: logit scale; ``1 / sqrt(head_dim)`` when None. A Python number for the
-        tiled implementations.
+      scale: logit scale, a scalar; ``1 / sqrt(head_dim)`` when None. It may be traced
+        (and differentiated) on every implementation.
       is_causal: if True, query ``t`` attends only to keys ``s <= t`` (combined with
         ``mask``), as in :func:`jax.nn.dot_product_attention`.
+      query_seq_lengths: optional integer ``[batch]`` (unbatched: ``()`` or ``[1]``)
+        lengths of the queries; later query rows attend nowhere and output zero.
+      key_value_seq_lengths: optional integer ``[batch]`` lengths of the keys/values; later
+        keys are masked out.
+      local_window_size: optional ``(left, right)`` non-negative ints (or one int for
+        both): query ``t`` attends to keys ``t - left`` to ``t + right``.
+      precision: ``jax.lax.PrecisionLike`` of every matrix product (logits and weighted
+        values, forward and backward), as Flax's ``precision``.
       implementation: ``None``, ``"xla"``, ``"blockwise"`` or ``"pallas"`` (see above).
       block_q: query tile length of the tiled implementations (default 256, capped at
         ``q_len``); need not divide ``q_len``.
@@ -403,9 +485,12 @@ def dot_product_attention(
         axis of ``broadcast_dims`` out of range; no ``dropout_key`` while dropping; an
         unknown or unavailable ``implementation``; a tiled implementation under the
         ``"bits"`` sampler.
-      TypeError: non-floating or mixed-dtype inputs; a PRNG key passed as an attention
-        tensor; a non-boolean ``mask``; a raw integer key; forward-mode autodiff through a
-        tiled implementation.
+      TypeError: non-floating or mixed-dtype inputs; complex inputs (a softmax needs real
+        logits: a complex logit has no order, so neither the large-negative masking nor
+        the tiles' running maximum is defined, and Flax's own paths disagree on them);
+        a PRNG key passed as an attention tensor; a non-boolean ``mask``; non-integer
+        sequence lengths; a raw integer key; forward-mode autodiff through a tiled
+        implementation.
 
     Examples:
       >>> import jax, jax.numpy as jnp, dropjax
@@ -422,6 +507,131 @@ def dot_product_attention(
       >>> ref = jax.nn.dot_product_attention(q, k, v)
       >>> bool(jnp.allclose(dropjax.dot_product_attention(q, k, v), ref))
       True
+
+      The positional masks of :func:`jax.nn.dot_product_attention`, on every
+      implementation:
+
+      >>> q = jax.random.normal(jax.random.key(1), (2, 6, 4, 8))
+      >>> lengths = jnp.array([6, 3], jnp.int32)
+      >>> masks = dict(is_causal=True, local_window_size=(2, 0),
+      ...              query_seq_lengths=lengths, key_value_seq_lengths=lengths)
+      >>> ref = jax.nn.dot_product_attention(q, q, q, **masks)
+      >>> tiled = dropjax.dot_product_attention(
+      ...     q, q, q, implementation="blockwise", block_q=4, block_kv=4, **masks)
+      >>> bool(jnp.allclose(tiled, ref, atol=1e-6))
+      True
+
+      Forward mode at any length (``implementation=None`` picks ``"xla"`` for it):
+
+      >>> long = jnp.ones((1, 128, 1, 4))
+      >>> _, tangent = jax.jvp(
+      ...     lambda x: dropjax.dot_product_attention(x, long, long), (long,), (long,))
+      >>> tangent.shape
+      (1, 128, 1, 4)
+    """
+    out, _ = attention_and_weights(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        dropout_key=dropout_key,
+        dropout_rate=dropout_rate,
+        broadcast_dims=broadcast_dims,
+        deterministic=deterministic,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size,
+        precision=precision,
+        implementation=implementation,
+        block_q=block_q,
+        block_kv=block_kv,
+    )
+    return out
+
+
+def _window(local_window_size) -> tuple[int, int] | None:
+    """``local_window_size`` as ``(left, right)`` Python ints (or None)."""
+    if local_window_size is None:
+        return None
+    sizes = (
+        (local_window_size, local_window_size)
+        if isinstance(local_window_size, (int, np.integer))
+        else tuple(local_window_size)
+        if isinstance(local_window_size, (tuple, list))
+        else None
+    )
+    if (
+        sizes is None
+        or len(sizes) != 2
+        or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) for w in sizes)
+        or min(sizes) < 0
+    ):
+        raise ValueError(
+            f"{_NAME} needs local_window_size to be a non-negative int or a pair (left, "
+            f"right) of them, e.g. local_window_size=(3, 0); got {local_window_size!r}"
+        )
+    return int(sizes[0]), int(sizes[1])
+
+
+def _lengths(x, label: str, batch: int, unbatched: bool) -> jax.Array | None:
+    """Lengths as an int32 ``[batch]`` vector (unbatched: shape ``()`` or ``[1]``)."""
+    if x is None:
+        return None
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(
+            f"{_NAME} needs integer {label}; got dtype {x.dtype}. Pass e.g. "
+            f"jnp.asarray(lengths, jnp.int32)"
+        )
+    want = "() or (1,)" if unbatched else f"({batch},)"
+    if (unbatched and x.shape not in ((), (1,))) or (not unbatched and x.shape != (batch,)):
+        raise ValueError(
+            f"{_NAME} needs {label} of shape {want}, one length per batch row; got shape {x.shape}"
+        )
+    return x.reshape(batch).astype(jnp.int32)
+
+
+def _precision(precision):
+    try:
+        hash(precision)
+    except TypeError:
+        raise TypeError(
+            f"{_NAME} needs a hashable precision (None, a jax.lax.Precision, a string such as "
+            f"'highest', or a pair of them); got {precision!r}"
+        ) from None
+    return precision
+
+
+def attention_and_weights(
+    query: ArrayLike,
+    key: ArrayLike,
+    value: ArrayLike,
+    bias: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    *,
+    dropout_key: jax.Array | None = None,
+    dropout_rate: ArrayLike = 0.0,
+    broadcast_dims: Sequence[int] = (),
+    deterministic: bool = False,
+    scale: ArrayLike | None = None,
+    is_causal: bool = False,
+    query_seq_lengths: ArrayLike | None = None,
+    key_value_seq_lengths: ArrayLike | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    precision: jax.lax.PrecisionLike = None,
+    implementation: str | None = None,
+    block_q: int | None = None,
+    block_kv: int | None = None,
+    return_weights: bool = False,
+) -> tuple[jax.Array, jax.Array | None]:
+    """:func:`dot_product_attention`, and with ``return_weights`` its softmax weights.
+
+    The weights (before dropout, float32, the shape of the dropout mask) exist only on the
+    ``"xla"`` path: ``return_weights`` picks it for ``implementation=None`` and refuses a
+    tiled implementation. (For the Flax adapters, which sow them.)
     """
     query = _floating(query, "query")
     key = _floating(key, "key")
@@ -431,7 +641,8 @@ def dot_product_attention(
     unbatched = query.ndim == 3
     t, n = query.shape[-3], query.shape[-2]
     s = key.shape[-3]
-    weights_shape = (n, t, s) if unbatched else (query.shape[0], n, t, s)
+    batch = 1 if unbatched else query.shape[0]
+    weights_shape = (n, t, s) if unbatched else (batch, n, t, s)
     bdims = _c.normalize_axes(broadcast_dims, len(weights_shape))
     drop = not deterministic and _c.concrete_value(rate) != 0.0
     if drop:
@@ -451,14 +662,58 @@ def dot_product_attention(
                 f"{_NAME} needs a boolean mask (True = attend); got dtype {mask.dtype}. Pass "
                 "mask.astype(bool), or pass an additive mask as bias="
             )
+    lengths = (
+        _lengths(query_seq_lengths, "query_seq_lengths", batch, unbatched),
+        _lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, unbatched),
+    )
+    window = _window(local_window_size)
+    precision = _precision(precision)
+    if scale is None:
+        scale = float(1.0 / np.sqrt(query.shape[-1]))
+    elif _c.is_concrete(scale):
+        if np.ndim(scale) != 0:
+            raise ValueError(f"{_NAME} needs a scalar scale; got shape {np.shape(scale)}")
+        scale = float(np.asarray(scale))
+    else:
+        scale = jnp.asarray(scale)
+        if scale.ndim != 0:
+            raise ValueError(f"{_NAME} needs a scalar scale; got shape {scale.shape}")
+    forward = _forward_mode(query, key, value, bias, rate, scale)
+    if return_weights and implementation not in (None, "xla"):
+        raise ValueError(
+            f"{_NAME}(implementation={implementation!r}) never forms the attention weights, "
+            "so it cannot return (or sow) them; use implementation='xla' (or None) to get "
+            "them, or stop asking for them (sow_weights=False)"
+        )
     impl = _choose(implementation, t, s, drop)
+    if implementation is None and (forward or return_weights):
+        # Forward-mode autodiff (or the weights) needs the materialised path; it computes
+        # the same function with the same mask, so only memory differs.
+        impl = "xla"
+    if impl != "xla" and forward:
+        raise _forward_mode_error(impl)
     block_q = _block(block_q, DEFAULT_BLOCK_Q, "block_q")
     block_kv = _block(block_kv, DEFAULT_BLOCK_KV, "block_kv")
     if unbatched:
         query, key, value = query[None], key[None], value[None]
         bias = None if bias is None else bias[None]
         mask = None if mask is None else mask[None]
-    scale = 1.0 / np.sqrt(query.shape[-1]) if scale is None else scale
+    cfg = make_config(
+        t=t,
+        s=s,
+        block_q=block_q,
+        block_kv=block_kv,
+        causal=bool(is_causal),
+        has_mask=mask is not None,
+        has_lengths=lengths != (None, None),
+        weights_shape=weights_shape,
+        bdims=bdims,
+        drop=drop,
+        window=window,
+        precision=precision,
+        scale_grad=not _c.is_concrete(scale),
+    )
+    weights = None
     if impl == "xla":
         out = _attention_xla(
             query,
@@ -466,21 +721,21 @@ def dot_product_attention(
             value,
             bias,
             mask,
+            lengths,
             dropout_key if drop else None,
             rate if drop else None,
             scale,
             bdims=bdims,
             unbatched=unbatched,
             drop=drop,
-            causal=bool(is_causal),
+            cfg=cfg,
             impl=_m.get_mask_impl(),
+            return_weights=return_weights,
         )
+        if return_weights:
+            out, weights = out
+            weights = weights[0] if unbatched else weights
     else:
-        if not _c.is_concrete(scale):
-            raise TypeError(
-                f"{_NAME}(implementation={impl!r}) needs a Python number as scale; got a "
-                "traced value. Use implementation='xla' for a traced scale"
-            )
         try:
             out = _attention_tiled(
                 query,
@@ -488,27 +743,28 @@ def dot_product_attention(
                 value,
                 bias,
                 mask,
+                lengths,
                 dropout_key if drop else None,
                 rate if drop else None,
-                scale=float(scale),
-                causal=bool(is_causal),
-                weights_shape=weights_shape,
-                bdims=bdims,
-                drop=drop,
-                block_q=block_q,
-                block_kv=block_kv,
+                scale,
+                cfg=cfg,
                 kernel=impl,
             )
         except TypeError as err:
             if "forward-mode" not in str(err):
                 raise
-            raise TypeError(
-                f"{_NAME}(implementation={impl!r}) supports reverse-mode autodiff only (its "
-                "custom VJP recomputes the tiles); for jax.jvp, jax.jacfwd or jax.hessian pass "
-                "implementation='xla'"
-            ) from err
+            raise _forward_mode_error(impl) from err
         if drop and not _c.is_concrete(rate):
             # The tiles zero the dropped weights (an invalid rate keeps nothing), which would
             # give zeros; the "xla" path's NaN scale gives NaN. One rule: NaN everywhere.
             out = out * _c.rate_guard(rate).astype(out.dtype)
-    return out[0] if unbatched else out
+    return (out[0] if unbatched else out), weights
+
+
+def _forward_mode_error(impl: str) -> TypeError:
+    return TypeError(
+        f"{_NAME}(implementation={impl!r}) supports reverse-mode autodiff only (its custom "
+        "VJP recomputes the tiles); for jax.jvp, jax.jacfwd or jax.linearize pass "
+        "implementation='xla', or implementation=None, which picks it when it sees forward "
+        "mode at the call (it cannot see a jax.jvp applied outside a jax.jit)"
+    )

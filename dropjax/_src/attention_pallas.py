@@ -27,31 +27,40 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from dropjax._src import masks as _m
-from dropjax._src.flash_attention import BIG_NEGATIVE, Config, to_internal
+from dropjax._src.flash_attention import BIG_NEGATIVE, Config, position_mask, to_internal
 
 __all__ = ["pallas_attention"]
 
 F32 = jnp.float32
 
 
-def _logits(q, kj, bias_ref, mask_ref, i, j, cfg: Config):
-    """Float32 logits of tile ``(i, j)`` inside a kernel, and the allowed-mask (or None)."""
-    s = jax.lax.dot_general(q, kj, (((1,), (1,)), ((), ())), preferred_element_type=F32)
-    s = s * jnp.float32(cfg.scale)
+def _dot(a, b, contract, cfg: Config):
+    """``lax.dot_general`` over one axis of each operand, float32 out, at ``cfg.precision``."""
+    dims = (((contract[0],), (contract[1],)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=F32, precision=cfg.precision)
+
+
+def _logits(q, kj, bias_ref, mask_ref, lens, scale, i, j, cfg: Config):
+    """Float32 logits of tile ``(i, j)`` inside a kernel, the allowed-mask (or None), raw.
+
+    ``lens`` is ``(query length, key/value length)`` of the kernel's batch row, each a
+    scalar or None; ``raw`` is the unscaled ``q k^T`` (for the scale's gradient).
+    """
+    raw = _dot(q, kj, (1, 1), cfg)
+    s = raw * scale
     if bias_ref is not None:
         s = s + _ref_tile(bias_ref, j, cfg).astype(F32)
     t_pos = i * cfg.block_q + jax.lax.broadcasted_iota(jnp.int32, s.shape, 0)
     s_pos = j * cfg.block_kv + jax.lax.broadcasted_iota(jnp.int32, s.shape, 1)
-    allowed = None
+    allowed = position_mask(t_pos, s_pos, lens[0], lens[1], cfg)
     if mask_ref is not None:
-        allowed = _ref_tile(mask_ref, j, cfg) != 0
-    if cfg.causal:
-        allowed = s_pos <= t_pos if allowed is None else allowed & (s_pos <= t_pos)
+        tile = _ref_tile(mask_ref, j, cfg) != 0
+        allowed = tile if allowed is None else tile & allowed
     if allowed is not None:
         s = jnp.where(allowed, s, jnp.float32(BIG_NEGATIVE))
     if cfg.s % cfg.block_kv:
         s = jnp.where(s_pos < cfg.s, s, -jnp.inf)
-    return s, allowed
+    return s, allowed, raw
 
 
 def _ref_tile(ref, j, cfg: Config):
@@ -76,6 +85,23 @@ def _keep(words_ref, rate_ref, b, n, i, j, cfg: Config):
     return _m.keep_from_bits(jnp.broadcast_to(bits, shape), rate_ref[0])
 
 
+def _lens(groups, b):
+    """The query and key/value lengths of batch row ``b`` (None where not given)."""
+    return tuple(None if groups[name] is None else groups[name][0][b] for name in ("qlen", "kvlen"))
+
+
+def _flags(cfg: Config, has_bias: bool, has_mask: bool, has_qlen: bool, has_kvlen: bool):
+    """The optional kernel inputs, in the order :func:`_extras` passes them."""
+    return [
+        ("bias", int(has_bias)),
+        ("mask", int(has_mask)),
+        ("qlen", int(has_qlen)),
+        ("kvlen", int(has_kvlen)),
+        ("drop", 2 * cfg.drop),
+        ("scale", 1),
+    ]
+
+
 def _unpack(refs, flags):
     """Splits the kernel's refs into named optional groups in ``flags`` order."""
     out, pos = {}, 0
@@ -85,15 +111,14 @@ def _unpack(refs, flags):
     return out, refs[pos:]
 
 
-def _forward_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int):
+def _forward_kernel(*refs, cfg: Config, nk: int, **flags):
     (q_ref, k_ref, v_ref), rest = refs[:3], refs[3:]
-    groups, outs = _unpack(
-        rest, [("bias", int(has_bias)), ("mask", int(has_mask)), ("drop", 2 * cfg.drop)]
-    )
+    groups, outs = _unpack(rest, _flags(cfg, **flags))
     o_ref, stats_ref = outs
-    bias_ref = groups["bias"][0] if has_bias else None
-    mask_ref = groups["mask"][0] if has_mask else None
+    bias_ref = groups["bias"][0] if flags["has_bias"] else None
+    mask_ref = groups["mask"][0] if flags["has_mask"] else None
     b, n, i = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    lens, scale = _lens(groups, b), groups["scale"][0][0]
     q = q_ref[...]
     if cfg.drop:
         words_ref, rate_ref = groups["drop"]
@@ -103,7 +128,7 @@ def _forward_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int)
         m, norm, acc = carry
         kj = k_ref[pl.ds(j * cfg.block_kv, cfg.block_kv), :]
         vj = v_ref[pl.ds(j * cfg.block_kv, cfg.block_kv), :]
-        s, _ = _logits(q, kj, bias_ref, mask_ref, i, j, cfg)
+        s, _, _ = _logits(q, kj, bias_ref, mask_ref, lens, scale, i, j, cfg)
         m_new = jnp.maximum(m, s.max(-1))
         p = jnp.exp(s - m_new[:, None])
         alpha = jnp.exp(m - m_new)
@@ -111,7 +136,7 @@ def _forward_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int)
         if cfg.drop:
             keep = _keep(words_ref, rate_ref, b, n, i, j, cfg)
             p = jnp.where(keep, p * inv, jnp.float32(0))
-        pv = jnp.dot(p.astype(vj.dtype), vj, preferred_element_type=F32)
+        pv = _dot(p.astype(vj.dtype), vj, (1, 0), cfg)
         return m_new, norm, acc * alpha[:, None] + pv
 
     bq, h = q.shape
@@ -129,16 +154,17 @@ def _forward_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int)
     stats_ref[1, :] = 1.0 / norm
 
 
-def _dq_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int):
+def _dq_kernel(*refs, cfg: Config, nk: int, **flags):
     (q_ref, k_ref, v_ref, do_ref, stats_ref, delta_ref), rest = refs[:6], refs[6:]
-    groups, outs = _unpack(
-        rest, [("bias", int(has_bias)), ("mask", int(has_mask)), ("drop", 2 * cfg.drop)]
-    )
-    dq_ref = outs[0]
-    dbias_ref = outs[1] if has_bias else None
-    bias_ref = groups["bias"][0] if has_bias else None
-    mask_ref = groups["mask"][0] if has_mask else None
+    groups, outs = _unpack(rest, _flags(cfg, **flags))
+    outs = list(outs)
+    dq_ref = outs.pop(0)
+    dbias_ref = outs.pop(0) if flags["has_bias"] else None
+    dscale_ref = outs.pop(0) if cfg.scale_grad else None
+    bias_ref = groups["bias"][0] if flags["has_bias"] else None
+    mask_ref = groups["mask"][0] if flags["has_mask"] else None
     b, n, i = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    lens, scale = _lens(groups, b), groups["scale"][0][0]
     q, do = q_ref[...], do_ref[...]
     m, inv_l, delta = stats_ref[0, :], stats_ref[1, :], delta_ref[...]
     if cfg.drop:
@@ -147,18 +173,21 @@ def _dq_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int):
     if dbias_ref is not None:
         dbias_ref[...] = jnp.zeros(dbias_ref.shape, dbias_ref.dtype)
 
-    def body(j, dq):
+    def body(j, carry):
+        dq, dscale = carry
         kj = k_ref[pl.ds(j * cfg.block_kv, cfg.block_kv), :]
         vj = v_ref[pl.ds(j * cfg.block_kv, cfg.block_kv), :]
-        s, allowed = _logits(q, kj, bias_ref, mask_ref, i, j, cfg)
+        s, allowed, raw = _logits(q, kj, bias_ref, mask_ref, lens, scale, i, j, cfg)
         p = jnp.exp(s - m[:, None]) * inv_l[:, None]
-        dp = jax.lax.dot_general(do, vj, (((1,), (1,)), ((), ())), preferred_element_type=F32)
+        dp = _dot(do, vj, (1, 1), cfg)
         if cfg.drop:
             keep = _keep(words_ref, rate_ref, b, n, i, j, cfg)
             dp = jnp.where(keep, dp * inv, jnp.float32(0))
         ds = p * (dp - delta[:, None])
         if allowed is not None:
             ds = jnp.where(allowed, ds, jnp.float32(0))
+        if cfg.scale_grad:
+            dscale = dscale + jnp.sum(ds * raw)
         if dbias_ref is not None:
             part = ds if dbias_ref.shape[0] > 1 else ds.sum(0, keepdims=True)
             if dbias_ref.shape[1] > 1:
@@ -166,24 +195,25 @@ def _dq_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nk: int):
                 dbias_ref[:, cols] = dbias_ref[:, cols] + part
             else:
                 dbias_ref[...] = dbias_ref[...] + part.sum(1, keepdims=True)
-        ds = (ds * jnp.float32(cfg.scale)).astype(kj.dtype)
-        return dq + jnp.dot(ds, kj, preferred_element_type=F32)
+        ds = (ds * scale).astype(kj.dtype)
+        return dq + _dot(ds, kj, (1, 0), cfg), dscale
 
     hi: int | jax.Array = nk
     if cfg.skip:
         hi = jnp.minimum(nk, ((i + 1) * cfg.block_q + cfg.block_kv - 1) // cfg.block_kv)
-    dq = jax.lax.fori_loop(0, hi, body, jnp.zeros(q.shape, F32))
+    dq, dscale = jax.lax.fori_loop(0, hi, body, (jnp.zeros(q.shape, F32), jnp.zeros((), F32)))
     dq_ref[...] = dq.astype(dq_ref.dtype)
+    if dscale_ref is not None:
+        dscale_ref[...] = jnp.broadcast_to(dscale, dscale_ref.shape)
 
 
-def _dkv_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nq: int, groups_n: int):
+def _dkv_kernel(*refs, cfg: Config, nq: int, groups_n: int, **flags):
     (q_ref, k_ref, v_ref, do_ref, stats_ref, delta_ref), rest = refs[:6], refs[6:]
-    groups, (dk_ref, dv_ref) = _unpack(
-        rest, [("bias", int(has_bias)), ("mask", int(has_mask)), ("drop", 2 * cfg.drop)]
-    )
-    bias_ref = groups["bias"][0] if has_bias else None
-    mask_ref = groups["mask"][0] if has_mask else None
+    groups, (dk_ref, dv_ref) = _unpack(rest, _flags(cfg, **flags))
+    bias_ref = groups["bias"][0] if flags["has_bias"] else None
+    mask_ref = groups["mask"][0] if flags["has_mask"] else None
     b, kh, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    lens, scale = _lens(groups, b), groups["scale"][0][0]
     kj, vj = k_ref[...], v_ref[...]
     if cfg.drop:
         words_ref, rate_ref = groups["drop"]
@@ -201,25 +231,23 @@ def _dkv_kernel(*refs, cfg: Config, has_bias: bool, has_mask: bool, nq: int, gro
             qi, doi = q_ref[g, rows, :], do_ref[g, rows, :]
             m, inv_l = stats_ref[g, 0, rows], stats_ref[g, 1, rows]
             delta = delta_ref[g, rows]
-            s, allowed = _logits(qi, kj, _rows(bias_g, rows), _rows(mask_g, rows), i, j, cfg)
+            s, allowed, _ = _logits(
+                qi, kj, _rows(bias_g, rows), _rows(mask_g, rows), lens, scale, i, j, cfg
+            )
             p = jnp.exp(s - m[:, None]) * inv_l[:, None]
-            dp = jax.lax.dot_general(doi, vj, (((1,), (1,)), ((), ())), preferred_element_type=F32)
+            dp = _dot(doi, vj, (1, 1), cfg)
             if cfg.drop:
                 keep = _keep(words_ref, rate_ref, b, n, i, j, cfg)
                 p_drop = jnp.where(keep, p * inv, jnp.float32(0))
                 dp = jnp.where(keep, dp * inv, jnp.float32(0))
             else:
                 p_drop = p
-            dv = dv + jax.lax.dot_general(
-                p_drop.astype(doi.dtype), doi, (((0,), (0,)), ((), ())), preferred_element_type=F32
-            )
+            dv = dv + _dot(p_drop.astype(doi.dtype), doi, (0, 0), cfg)
             ds = p * (dp - delta[:, None])
             if allowed is not None:
                 ds = jnp.where(allowed, ds, jnp.float32(0))
-            ds = (ds * jnp.float32(cfg.scale)).astype(qi.dtype)
-            dk = dk + jax.lax.dot_general(
-                ds, qi, (((0,), (0,)), ((), ())), preferred_element_type=F32
-            )
+            ds = (ds * scale).astype(qi.dtype)
+            dk = dk + _dot(ds, qi, (0, 0), cfg)
             return dk, dv
 
         lo = (j * cfg.block_kv) // bq if cfg.skip else 0
@@ -276,20 +304,32 @@ def _group_operand_spec(x, groups_n: int):
     return pl.BlockSpec((None, heads, xt, xs), index)
 
 
-def _extras(bias, mask, words, rate, cfg: Config):
-    args = [a for a in (bias, mask) if a is not None]
+def _extras(lengths, words, rate, scale, cfg: Config):
+    """The inputs after bias and mask: lengths, the dropout words and rate, the scale."""
+    args = [x for x in lengths if x is not None]
     if cfg.drop:
         args += [words, rate.reshape(1)]
-    return args
+    return [*args, scale.reshape(1)]
 
 
-def _scalar_specs(cfg: Config):
-    if not cfg.drop:
-        return []
-    return [pl.BlockSpec((2,), lambda *_: (0,)), pl.BlockSpec((1,), lambda *_: (0,))]
+def _scalar_specs(lengths, cfg: Config):
+    """Whole-array specs for :func:`_extras`' inputs (each a few scalars)."""
+    specs = [pl.BlockSpec(x.shape, lambda *_: (0,)) for x in lengths if x is not None]
+    if cfg.drop:
+        specs += [pl.BlockSpec((2,), lambda *_: (0,)), pl.BlockSpec((1,), lambda *_: (0,))]
+    return [*specs, pl.BlockSpec((1,), lambda *_: (0,))]
 
 
-def _fwd(cfg: Config, interpret: bool, q, k, v, bias, mask, words, rate):
+def _kernel_flags(bias, mask, lengths) -> dict[str, bool]:
+    return dict(
+        has_bias=bias is not None,
+        has_mask=mask is not None,
+        has_qlen=lengths[0] is not None,
+        has_kvlen=lengths[1] is not None,
+    )
+
+
+def _fwd(cfg: Config, interpret: bool, q, k, v, bias, mask, lengths, words, rate, scale):
     b, n, tp, h = q.shape
     kh, sp = k.shape[1], k.shape[2]
     g = n // kh
@@ -300,9 +340,9 @@ def _fwd(cfg: Config, interpret: bool, q, k, v, bias, mask, words, rate):
         pl.BlockSpec((None, None, sp, h), lambda b, n, i: (b, n // g, 0, 0)),
     ]
     specs += [_operand_spec(x, cfg.block_q, "q") for x in (bias, mask) if x is not None]
-    specs += _scalar_specs(cfg)
+    specs += _scalar_specs(lengths, cfg)
     kernel = functools.partial(
-        _forward_kernel, cfg=cfg, has_bias=bias is not None, has_mask=mask is not None, nk=nk
+        _forward_kernel, cfg=cfg, nk=nk, **_kernel_flags(bias, mask, lengths)
     )
     out, stats = pl.pallas_call(
         kernel,
@@ -318,30 +358,36 @@ def _fwd(cfg: Config, interpret: bool, q, k, v, bias, mask, words, rate):
         ],
         interpret=interpret,
         name="dropjax_attention_fwd",
-    )(q, k, v, *_extras(bias, mask, words, rate, cfg))
+    )(
+        q,
+        k,
+        v,
+        *[x for x in (bias, mask) if x is not None],
+        *_extras(lengths, words, rate, scale, cfg),
+    )
     return out, stats
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _pallas(cfg: Config, interpret: bool, q, k, v, bias, mask, words, rate):
-    return _fwd(cfg, interpret, q, k, v, bias, mask, words, rate)[0]
+def _pallas(cfg: Config, interpret: bool, q, k, v, bias, mask, lengths, words, rate, scale):
+    return _fwd(cfg, interpret, q, k, v, bias, mask, lengths, words, rate, scale)[0]
 
 
-def _pallas_fwd(cfg: Config, interpret: bool, q, k, v, bias, mask, words, rate):
-    out, stats = _fwd(cfg, interpret, q, k, v, bias, mask, words, rate)
-    return out, (q, k, v, bias, mask, words, rate, out, stats)
+def _pallas_fwd(cfg: Config, interpret: bool, q, k, v, bias, mask, lengths, words, rate, scale):
+    out, stats = _fwd(cfg, interpret, q, k, v, bias, mask, lengths, words, rate, scale)
+    return out, (q, k, v, bias, mask, lengths, words, rate, scale, out, stats)
 
 
 def _pallas_bwd(cfg: Config, interpret: bool, res, d_out):
-    q, k, v, bias, mask, words, rate, out, stats = res
+    q, k, v, bias, mask, lengths, words, rate, scale, out, stats = res
     b, n, tp, h = q.shape
     kh, sp = k.shape[1], k.shape[2]
     g = n // kh
     nq, nk = tp // cfg.block_q, sp // cfg.block_kv
     bq, bk = cfg.block_q, cfg.block_kv
     delta = jnp.sum(d_out.astype(F32) * out.astype(F32), axis=-1)  # [B, N, Tp]
-    extras = _extras(bias, mask, words, rate, cfg)
-    flags = dict(has_bias=bias is not None, has_mask=mask is not None)
+    extras = [x for x in (bias, mask) if x is not None] + _extras(lengths, words, rate, scale, cfg)
+    flags = _kernel_flags(bias, mask, lengths)
 
     # dq (and the bias gradient, per batch, head and query tile).
     q_tile = pl.BlockSpec((None, None, bq, h), lambda b, n, i: (b, n, i, 0))
@@ -355,7 +401,7 @@ def _pallas_bwd(cfg: Config, interpret: bool, res, d_out):
         pl.BlockSpec((None, None, bq), lambda b, n, i: (b, n, i)),
     ]
     specs += [_operand_spec(x, bq, "q") for x in (bias, mask) if x is not None]
-    specs += _scalar_specs(cfg)
+    specs += _scalar_specs(lengths, cfg)
     out_specs = [q_tile]
     out_shape = [jax.ShapeDtypeStruct(q.shape, F32)]
     if bias is not None:
@@ -363,6 +409,9 @@ def _pallas_bwd(cfg: Config, interpret: bool, res, d_out):
         cols = bias.shape[3]
         out_specs.append(pl.BlockSpec((None, None, rows, cols), lambda b, n, i: (b, n, i, 0)))
         out_shape.append(jax.ShapeDtypeStruct((b, n, nq * rows, cols), F32))
+    if cfg.scale_grad:  # one partial sum per (batch, head, query tile)
+        out_specs.append(pl.BlockSpec((None, None, None, 1), lambda b, n, i: (b, n, i, 0)))
+        out_shape.append(jax.ShapeDtypeStruct((b, n, nq, 1), F32))
     outs = pl.pallas_call(
         functools.partial(_dq_kernel, cfg=cfg, nk=nk, **flags),
         grid=(b, n, nq),
@@ -373,6 +422,7 @@ def _pallas_bwd(cfg: Config, interpret: bool, res, d_out):
         name="dropjax_attention_dq",
     )(q, k, v, d_out, stats, delta, *extras)
     dq = outs[0]
+    dscale = jnp.sum(outs[-1]) if cfg.scale_grad else jnp.zeros((), F32)
     dbias = None
     if bias is not None:
         part = outs[1]
@@ -394,7 +444,7 @@ def _pallas_bwd(cfg: Config, interpret: bool, res, d_out):
         pl.BlockSpec((None, g, tp), lambda b, kh, j: (b, kh, 0)),
     ]
     specs += [_group_operand_spec(x, g) for x in (bias, mask) if x is not None]
-    specs += _scalar_specs(cfg)
+    specs += _scalar_specs(lengths, cfg)
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, cfg=cfg, nq=nq, groups_n=g, **flags),
         grid=(b, kh, nk),
@@ -407,7 +457,8 @@ def _pallas_bwd(cfg: Config, interpret: bool, res, d_out):
     d_rate = None
     if cfg.drop:
         d_rate = (jnp.sum(delta) * _m.inverse_keep_prob(rate)).astype(rate.dtype)
-    return dq.astype(q.dtype), dk, dv, dbias, None, None, d_rate
+    d_scale = dscale.astype(scale.dtype)
+    return dq.astype(q.dtype), dk, dv, dbias, None, (None, None), None, d_rate, d_scale
 
 
 _pallas.defvjp(_pallas_fwd, _pallas_bwd)
@@ -419,35 +470,17 @@ def pallas_attention(
     value,
     bias,
     mask,
+    lengths,
     words,
     rate,
+    scale,
     *,
-    scale: float,
-    causal: bool,
-    weights_shape: tuple[int, ...],
-    bdims: tuple[int, ...],
-    drop: bool,
-    block_q: int,
-    block_kv: int,
+    cfg: Config,
     interpret: bool = False,
 ):
     """Pallas attention on batched ``[B, T, N, H]`` inputs (see :func:`blockwise_attention`)."""
     b, t, n, h = query.shape
-    s = key.shape[1]
-    block_q, block_kv = min(block_q, t), min(block_kv, s)
-    cfg = Config(
-        t=t,
-        s=s,
-        block_q=block_q,
-        block_kv=block_kv,
-        scale=float(scale),
-        causal=causal,
-        skip=causal and mask is None,
-        weights_shape=weights_shape,
-        bdims=bdims,
-        drop=drop,
-    )
-    q5, k, v, bias5, mask5 = to_internal(query, key, value, bias, mask, block_q, block_kv)
+    q5, k, v, bias5, mask5 = to_internal(query, key, value, bias, mask, cfg.block_q, cfg.block_kv)
     q = q5.reshape(b, n, q5.shape[3], h)  # [B, K, G, Tp, H] -> [B, N, Tp, H]
 
     def heads(x):
@@ -455,6 +488,6 @@ def pallas_attention(
 
     bias4 = heads(bias5)
     mask4 = None if mask5 is None else heads(mask5).astype(jnp.int8)
-    out = _pallas(cfg, interpret, q, k, v, bias4, mask4, words, rate)
+    out = _pallas(cfg, interpret, q, k, v, bias4, mask4, lengths, words, rate, scale)
     out = out[:, :, :t].transpose(0, 2, 1, 3)
     return out.reshape(b, t, n, h)

@@ -18,6 +18,13 @@ two words and the tile's offsets, identically in both passes and identically to
 O)`` the softmax backward step ``dS = P * (dP - D)`` holds with dropout as well, because
 ``rowsum(P * dP) = rowsum(dO * O)`` when ``dP = M * (dO V^T) / (1 - rate)``.
 
+The positional masks of :func:`jax.nn.dot_product_attention` (``is_causal``,
+``local_window_size``, ``query_seq_lengths``, ``key_value_seq_lengths``) are rebuilt for
+each tile from the tile's offsets, the window's two static sizes and one length per batch
+row, so they never exist as a ``[q_len, kv_len]`` array either. The logit scale is an
+operand (it may be traced); its gradient ``sum(dS * Q K^T)`` is accumulated tile by tile
+when it is asked for.
+
 Everything here works on the internal layout ``q: [B, K, G, T, H]``, ``k, v: [B, K, S,
 H]`` (``K`` key/value heads, ``G`` query heads per key/value head), with both lengths
 padded to whole blocks; :func:`blockwise_attention` converts from and to the public
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,12 +60,74 @@ class Config:
     s: int  # true key/value length
     block_q: int
     block_kv: int
-    scale: float
     causal: bool
-    skip: bool  # causal without a user mask: tiles above the diagonal can be skipped
+    skip: bool  # causal without any other mask: tiles above the diagonal can be skipped
     weights_shape: tuple[int, ...]  # the dropout mask's shape: (B, N, T, S) or (N, T, S)
     bdims: tuple[int, ...]  # broadcast_dims, normalised against weights_shape
     drop: bool
+    window: tuple[int, int] | None = None  # (left, right), as jax.nn's local_window_size
+    precision: Any = None  # jax.lax.PrecisionLike of every matrix product
+    scale_grad: bool = False  # accumulate the scale's gradient in the backward pass
+
+
+def make_config(
+    *,
+    t: int,
+    s: int,
+    block_q: int,
+    block_kv: int,
+    causal: bool,
+    has_mask: bool,
+    has_lengths: bool,
+    weights_shape: tuple[int, ...],
+    bdims: tuple[int, ...],
+    drop: bool,
+    window: tuple[int, int] | None,
+    precision: Any,
+    scale_grad: bool,
+) -> Config:
+    """The :class:`Config` of one call; tiles are skipped only for a causal mask alone.
+
+    (With any other mask a query row may be fully masked, and such a row averages *all*
+    the values, so every tile must be visited.)
+    """
+    return Config(
+        t=t,
+        s=s,
+        block_q=min(block_q, t),
+        block_kv=min(block_kv, s),
+        causal=causal,
+        skip=causal and not has_mask and not has_lengths and window is None,
+        weights_shape=weights_shape,
+        bdims=bdims,
+        drop=drop,
+        window=window,
+        precision=precision,
+        scale_grad=scale_grad,
+    )
+
+
+def position_mask(t_pos, s_pos, q_len, kv_len, cfg: Config):
+    """The positional part of the allowed-mask (causal, window, lengths), or None.
+
+    ``t_pos``/``s_pos`` are broadcastable global query/key positions; ``q_len``/``kv_len``
+    are None or lengths already shaped to broadcast against them (one per batch row).
+    """
+    allowed = None
+
+    def both(a, b):
+        return b if a is None else a & b
+
+    if cfg.causal:
+        allowed = both(allowed, s_pos <= t_pos)
+    if cfg.window is not None:
+        left, right = cfg.window
+        allowed = both(allowed, (t_pos <= s_pos + left) & (t_pos >= s_pos - right))
+    if q_len is not None:
+        allowed = both(allowed, t_pos < q_len)
+    if kv_len is not None:
+        allowed = both(allowed, s_pos < kv_len)
+    return allowed
 
 
 def _tile(x, i, j, cfg: Config):
@@ -75,28 +145,35 @@ def _positions(i, j, cfg: Config):
     return t, s
 
 
-def logits_tile(qi, kj, bias, mask, i, j, cfg: Config):
-    """Scaled, biased, masked float32 logits of tile ``(i, j)`` and its allowed-mask.
+def _lengths5(x):
+    """``[B]`` lengths as ``[B, 1, 1, 1, 1]`` (None stays None)."""
+    return None if x is None else x.reshape(-1, 1, 1, 1, 1)
 
-    Returns ``(logits [B, K, G, bq, bk], allowed or None)``; ``allowed`` (user mask and
-    causal) is what the backward pass uses to zero the gradient of replaced logits.
+
+def logits_tile(qi, kj, bias, mask, lengths, scale, i, j, cfg: Config):
+    """Scaled, biased, masked float32 logits of tile ``(i, j)``, its allowed-mask and raw.
+
+    Returns ``(logits [B, K, G, bq, bk], allowed or None, raw)``: ``allowed`` (user mask,
+    causal, window, lengths) is what the backward pass uses to zero the gradient of
+    replaced logits, and ``raw`` the unscaled ``Q K^T`` (for the scale's gradient).
     """
-    s = jnp.einsum("bkgqh,bksh->bkgqs", qi, kj, preferred_element_type=F32)
-    s = s * jnp.float32(cfg.scale)
+    raw = jnp.einsum(
+        "bkgqh,bksh->bkgqs", qi, kj, preferred_element_type=F32, precision=cfg.precision
+    )
+    s = raw * scale
     if bias is not None:
         s = s + _tile(bias, i, j, cfg).astype(F32)
     t_pos, s_pos = _positions(i, j, cfg)
-    allowed = None
+    q_len, kv_len = lengths
+    allowed = position_mask(t_pos, s_pos, _lengths5(q_len), _lengths5(kv_len), cfg)
     if mask is not None:
-        allowed = _tile(mask, i, j, cfg)
-    if cfg.causal:
-        causal = s_pos <= t_pos
-        allowed = causal if allowed is None else allowed & causal
+        tile = _tile(mask, i, j, cfg)
+        allowed = tile if allowed is None else tile & allowed
     if allowed is not None:
         s = jnp.where(allowed, s, jnp.float32(BIG_NEGATIVE))
     if cfg.s % cfg.block_kv:
         s = jnp.where(s_pos < cfg.s, s, -jnp.inf)
-    return s, allowed
+    return s, allowed, raw
 
 
 def keep_tile(words, rate, shape5, i, j, cfg: Config):
@@ -136,7 +213,7 @@ def _first_q_tile(j, cfg: Config):
     return (j * cfg.block_kv) // cfg.block_q
 
 
-def _forward(cfg: Config, q, k, v, bias, mask, words, rate):
+def _forward(cfg: Config, q, k, v, bias, mask, lengths, words, rate, scale):
     b, kh, g, tp, h = q.shape
     nq, nk = tp // cfg.block_q, k.shape[2] // cfg.block_kv
     inv = _m.inverse_keep_prob(rate) if cfg.drop else None
@@ -148,7 +225,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, words, rate):
             m, norm, acc = carry
             kj = jax.lax.dynamic_slice_in_dim(k, j * cfg.block_kv, cfg.block_kv, axis=2)
             vj = jax.lax.dynamic_slice_in_dim(v, j * cfg.block_kv, cfg.block_kv, axis=2)
-            s, _ = logits_tile(qi, kj, bias, mask, i, j, cfg)
+            s, _, _ = logits_tile(qi, kj, bias, mask, lengths, scale, i, j, cfg)
             m_new = jnp.maximum(m, s.max(-1))
             p = jnp.exp(s - m_new[..., None])
             alpha = jnp.exp(m - m_new)
@@ -157,7 +234,13 @@ def _forward(cfg: Config, q, k, v, bias, mask, words, rate):
                 assert inv is not None
                 keep = keep_tile(words, rate, s.shape, i, j, cfg)
                 p = jnp.where(keep, p * inv, jnp.float32(0))
-            pv = jnp.einsum("bkgqs,bksh->bkgqh", p.astype(v.dtype), vj, preferred_element_type=F32)
+            pv = jnp.einsum(
+                "bkgqs,bksh->bkgqh",
+                p.astype(v.dtype),
+                vj,
+                preferred_element_type=F32,
+                precision=cfg.precision,
+            )
             return m_new, norm, acc * alpha[..., None] + pv
 
         init = (
@@ -175,7 +258,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, words, rate):
 
 
 def _backward(cfg: Config, res, d_out):
-    q, k, v, bias, mask, words, rate, out, stats = res
+    q, k, v, bias, mask, lengths, words, rate, scale, out, stats = res
     b, kh, g, tp, h = q.shape
     nq, nk = tp // cfg.block_q, k.shape[2] // cfg.block_kv
     bq, bk = cfg.block_q, cfg.block_kv
@@ -189,18 +272,20 @@ def _backward(cfg: Config, res, d_out):
             if bd == 1 < qd
         )
 
+    prec = cfg.precision
+
     def kv_tile(carry, j):
-        dq, dbias = carry
+        dq, dbias, dscale = carry
         kj = jax.lax.dynamic_slice_in_dim(k, j * bk, bk, axis=2)
         vj = jax.lax.dynamic_slice_in_dim(v, j * bk, bk, axis=2)
 
         def body(i, c):
-            dq, dbias, dk, dv = c
+            dq, dbias, dscale, dk, dv = c
             qi = jax.lax.dynamic_slice_in_dim(q, i * bq, bq, axis=3)
             doi = jax.lax.dynamic_slice_in_dim(d_out, i * bq, bq, axis=3)
             m_i, inv_l_i = jax.lax.dynamic_slice_in_dim(stats, i * bq, bq, axis=4)
             delta_i = jax.lax.dynamic_slice_in_dim(delta, i * bq, bq, axis=3)
-            s, allowed = logits_tile(qi, kj, bias, mask, i, j, cfg)
+            s, allowed, raw = logits_tile(qi, kj, bias, mask, lengths, scale, i, j, cfg)
             p = jnp.exp(s - m_i[..., None]) * inv_l_i[..., None]
             if cfg.drop:
                 assert inv is not None
@@ -209,15 +294,23 @@ def _backward(cfg: Config, res, d_out):
             else:
                 p_drop = p
             dv = dv + jnp.einsum(
-                "bkgqs,bkgqh->bksh", p_drop.astype(d_out.dtype), doi, preferred_element_type=F32
+                "bkgqs,bkgqh->bksh",
+                p_drop.astype(d_out.dtype),
+                doi,
+                preferred_element_type=F32,
+                precision=prec,
             )
-            dp = jnp.einsum("bkgqh,bksh->bkgqs", doi, vj, preferred_element_type=F32)
+            dp = jnp.einsum(
+                "bkgqh,bksh->bkgqs", doi, vj, preferred_element_type=F32, precision=prec
+            )
             if cfg.drop:
                 assert inv is not None
                 dp = jnp.where(keep, dp * inv, jnp.float32(0))
             ds = p * (dp - delta_i[..., None])
             if allowed is not None:
                 ds = jnp.where(allowed, ds, jnp.float32(0))
+            if cfg.scale_grad:
+                dscale = dscale + jnp.sum(ds * raw)
             if bias is not None:
                 part = ds.sum(axis=reduce_axes, keepdims=True) if reduce_axes else ds
                 if bias.shape[3] == 1:
@@ -233,21 +326,26 @@ def _backward(cfg: Config, res, d_out):
                 )
                 old = jax.lax.dynamic_slice(dbias, at, part.shape)
                 dbias = jax.lax.dynamic_update_slice(dbias, old + part, at)
-            ds = (ds * jnp.float32(cfg.scale)).astype(q.dtype)
-            dq_i = jnp.einsum("bkgqs,bksh->bkgqh", ds, kj, preferred_element_type=F32)
+            ds = (ds * scale).astype(q.dtype)
+            dq_i = jnp.einsum(
+                "bkgqs,bksh->bkgqh", ds, kj, preferred_element_type=F32, precision=prec
+            )
             old = jax.lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=3)
             dq = jax.lax.dynamic_update_slice_in_dim(dq, old + dq_i, i * bq, axis=3)
-            dk = dk + jnp.einsum("bkgqs,bkgqh->bksh", ds, qi, preferred_element_type=F32)
-            return dq, dbias, dk, dv
+            dk = dk + jnp.einsum(
+                "bkgqs,bkgqh->bksh", ds, qi, preferred_element_type=F32, precision=prec
+            )
+            return dq, dbias, dscale, dk, dv
 
         zeros = jnp.zeros((b, kh, bk, h), F32)
-        dq, dbias, dk, dv = jax.lax.fori_loop(
-            _first_q_tile(j, cfg), nq, body, (dq, dbias, zeros, zeros)
+        dq, dbias, dscale, dk, dv = jax.lax.fori_loop(
+            _first_q_tile(j, cfg), nq, body, (dq, dbias, dscale, zeros, zeros)
         )
-        return (dq, dbias), (dk, dv)
+        return (dq, dbias, dscale), (dk, dv)
 
     dbias0 = None if bias is None else jnp.zeros(bias.shape, F32)
-    (dq, dbias), (dk, dv) = jax.lax.scan(kv_tile, (jnp.zeros(q.shape, F32), dbias0), jnp.arange(nk))
+    init = (jnp.zeros(q.shape, F32), dbias0, jnp.zeros((), F32))
+    (dq, dbias, dscale), (dk, dv) = jax.lax.scan(kv_tile, init, jnp.arange(nk))
     dk = jnp.moveaxis(dk, 0, 2).reshape(k.shape)
     dv = jnp.moveaxis(dv, 0, 2).reshape(v.shape)
     d_rate = None
@@ -261,19 +359,21 @@ def _backward(cfg: Config, res, d_out):
         dv.astype(v.dtype),
         None if dbias is None else dbias.astype(bias.dtype),
         None,
+        (None, None),
         None,
         d_rate,
+        dscale.astype(scale.dtype),
     )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(cfg: Config, q, k, v, bias, mask, words, rate):
-    return _forward(cfg, q, k, v, bias, mask, words, rate)[0]
+def _flash(cfg: Config, q, k, v, bias, mask, lengths, words, rate, scale):
+    return _forward(cfg, q, k, v, bias, mask, lengths, words, rate, scale)[0]
 
 
-def _flash_fwd(cfg: Config, q, k, v, bias, mask, words, rate):
-    out, stats = _forward(cfg, q, k, v, bias, mask, words, rate)
-    return out, (q, k, v, bias, mask, words, rate, out, stats)
+def _flash_fwd(cfg: Config, q, k, v, bias, mask, lengths, words, rate, scale):
+    out, stats = _forward(cfg, q, k, v, bias, mask, lengths, words, rate, scale)
+    return out, (q, k, v, bias, mask, lengths, words, rate, scale, out, stats)
 
 
 _flash.defvjp(_flash_fwd, _backward)
@@ -309,38 +409,22 @@ def blockwise_attention(
     value,
     bias,
     mask,
+    lengths,
     words,
     rate,
+    scale,
     *,
-    scale: float,
-    causal: bool,
-    weights_shape: tuple[int, ...],
-    bdims: tuple[int, ...],
-    drop: bool,
-    block_q: int,
-    block_kv: int,
+    cfg: Config,
 ):
     """Blockwise attention on batched ``[B, T, N, H]`` inputs; output ``[B, T, N, H]``.
 
-    ``bias``/``mask`` are 4-D (size-1 axes where they broadcast), ``words`` the dropout
-    key's two words and ``rate`` a float32 scalar (both None when ``drop`` is False).
+    ``bias``/``mask`` are 4-D (size-1 axes where they broadcast), ``lengths`` the pair
+    ``(query_seq_lengths, key_value_seq_lengths)`` (each int32 ``[B]`` or None), ``words``
+    the dropout key's two words and ``rate`` a float32 scalar (both None when ``cfg.drop``
+    is False), ``scale`` a float32 scalar.
     """
     b, t, n, h = query.shape
-    s = key.shape[1]
-    block_q, block_kv = min(block_q, t), min(block_kv, s)
-    cfg = Config(
-        t=t,
-        s=s,
-        block_q=block_q,
-        block_kv=block_kv,
-        scale=float(scale),
-        causal=causal,
-        skip=causal and mask is None,
-        weights_shape=weights_shape,
-        bdims=bdims,
-        drop=drop,
-    )
-    q, k, v, bias, mask = to_internal(query, key, value, bias, mask, block_q, block_kv)
-    out = _flash(cfg, q, k, v, bias, mask, words, rate)
+    q, k, v, bias, mask = to_internal(query, key, value, bias, mask, cfg.block_q, cfg.block_kv)
+    out = _flash(cfg, q, k, v, bias, mask, lengths, words, rate, scale)
     out = out[:, :, :, :t].transpose(0, 3, 1, 2, 4)
     return out.reshape(b, t, n, h)

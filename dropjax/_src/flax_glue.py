@@ -9,11 +9,14 @@ this module; it holds Flax's calling convention, no maths (that is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dropjax._src.attention import dot_product_attention, reject_prng_key
+from dropjax._src.attention import attention_and_weights, reject_prng_key
 
 __all__ = ["attention_fn"]
 
@@ -37,7 +40,7 @@ def _flat_operand(x: ArrayLike | None, batch_shape: tuple[int, ...], name: str) 
     return x.reshape((-1, *x.shape[len(batch_shape) :]))
 
 
-def _flat_inputs(query, key, value, bias, mask, dtype):
+def _flat_inputs(query, key, value, bias, mask, dtype, promote_dtype=None):
     """Flax's ``[batch..., length, heads, head_dim]`` inputs with one (flattened) batch axis.
 
     Returns ``(query, key, value, bias, mask, batch_shape)``: cast to ``dtype`` (default:
@@ -46,9 +49,12 @@ def _flat_inputs(query, key, value, bias, mask, dtype):
     """
     reject_prng_key(key, "key")
     query, key, value = (jnp.asarray(x) for x in (query, key, value))
-    if dtype is None:
-        dtype = jnp.result_type(query, key, value)
-    query, key, value = (x.astype(dtype) for x in (query, key, value))
+    if promote_dtype is not None:  # flax.nnx's hook: (arrays, dtype=...) -> arrays
+        query, key, value = promote_dtype((query, key, value), dtype=dtype)
+    else:
+        if dtype is None:
+            dtype = jnp.result_type(query, key, value)
+        query, key, value = (x.astype(dtype) for x in (query, key, value))
     if query.ndim < 3:
         raise ValueError(
             "attention_fn expects inputs of shape [batch..., length, heads, head_dim]; got "
@@ -84,9 +90,15 @@ def attention_fn(
     deterministic: bool = False,
     dtype: jax.typing.DTypeLike | None = None,
     precision: jax.lax.PrecisionLike = None,
-    module: object | None = None,
+    module: Any | None = None,
+    force_fp32_for_softmax: bool = False,
+    einsum_dot_general: Callable[..., jax.Array] | None = None,
+    qk_attn_weights_einsum: Callable[..., jax.Array] | None = None,
+    attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
+    promote_dtype: Callable[..., Any] | None = None,
     *,
     is_causal: bool = False,
+    local_window_size: int | tuple[int, int] | None = None,
     implementation: str | None = None,
     block_q: int | None = None,
     block_kv: int | None = None,
@@ -108,10 +120,31 @@ def attention_fn(
     read as Flax reads it, nonzero = attend, in any dtype: the float32 masks of
     ``make_causal_mask``, ``make_attention_mask``, ``combine_masks`` (linen's and nnx's)
     and of KV-cache decoding (``decode=True``) work as with Flax's own attention.
-    ``dtype`` casts the inputs; ``precision`` is accepted and ignored (matmuls run at the
-    backend's default precision); ``module`` is only passed when Flax is asked to sow the
-    weights, which this function never builds, so a module raises. Pick an implementation
-    with ``functools.partial(attention_fn, implementation="blockwise")``.
+    ``dtype`` casts the inputs (or nnx's ``promote_dtype`` hook, when given, promotes
+    them); ``precision`` goes to every matrix product, as in Flax.
+
+    Flax's other arguments:
+
+    * ``module`` (passed when the attention module is called with ``sow_weights=True``):
+      the softmax weights before dropout are sown as Flax sows them, into
+      ``"intermediates"`` / ``"attention_weights"`` (linen) or as an ``nnx.Intermediate``
+      (nnx), with shape ``[batch..., heads, q_len, kv_len]``. Only the materialised
+      ``"xla"`` path forms them, so sowing is the opt-in: with ``implementation=None`` a
+      module selects ``"xla"`` (memory grows as ``q_len * kv_len`` again), and a tiled
+      implementation raises.
+    * ``force_fp32_for_softmax``: dropjax computes the softmax in float32 for every input
+      dtype, which is what ``True`` asks for; with ``False`` and bf16/f16 inputs Flax
+      takes the softmax in the input dtype, so the two differ by that rounding. It also
+      sets the dtype of sown weights (float32, else the inputs' dtype), as in Flax.
+    * ``qk_attn_weights_einsum``, ``attn_weights_value_einsum``, ``einsum_dot_general``
+      (custom products, e.g. quantised ones): refused with a ``ValueError``, since the
+      tiled implementations compute their products tile by tile and cannot call them;
+      use Flax's own ``attention_fn`` for custom products.
+    * Complex inputs are refused with a ``TypeError`` (see
+      :func:`dropjax.dot_product_attention`).
+
+    Pick an implementation (or a local window) with
+    ``functools.partial(attention_fn, implementation="blockwise")``.
 
     ``dropjax.linen.attention_fn`` and ``dropjax.nnx.attention_fn`` are this one function.
 
@@ -132,20 +165,29 @@ def attention_fn(
       >>> layer(x, deterministic=False, rngs=nnx.Rngs(dropout=1)).shape
       (1, 5, 8)
     """
-    if module is not None:
+    custom = {
+        "qk_attn_weights_einsum": qk_attn_weights_einsum,
+        "attn_weights_value_einsum": attn_weights_value_einsum,
+        "einsum_dot_general": einsum_dot_general,
+    }
+    given = sorted(name for name, fn in custom.items() if fn is not None)
+    if given:
         raise ValueError(
-            "dropjax attention_fn never materialises the attention weights, so it cannot sow "
-            "them; call the attention module with sow_weights=False"
+            f"dropjax attention_fn cannot use custom products ({', '.join(given)}): its tiled "
+            "implementations compute the products tile by tile with the dropout mask. Leave "
+            "them unset (e.g. no qk_attn_weights_einsum_cls on the module), or use Flax's own "
+            "attention_fn for custom products"
         )
-    del precision
-    query, key, value, bias, mask, batch_shape = _flat_inputs(query, key, value, bias, mask, dtype)
+    query, key, value, bias, mask, batch_shape = _flat_inputs(
+        query, key, value, bias, mask, dtype, promote_dtype
+    )
     unbatched = not batch_shape
     dims: tuple[int, ...]
     if broadcast_dropout:
         dims = (0,) if unbatched else (0, 1)
     else:
         dims = ()
-    out = dot_product_attention(
+    out, weights = attention_and_weights(
         query,
         key,
         value,
@@ -156,8 +198,26 @@ def attention_fn(
         broadcast_dims=dims,
         deterministic=deterministic,
         is_causal=is_causal,
+        local_window_size=local_window_size,
+        precision=precision,
         implementation=implementation,
         block_q=block_q,
         block_kv=block_kv,
+        return_weights=module is not None,
     )
+    if module is not None:
+        assert weights is not None
+        # Sown in the inputs' dtype, as Flax does (float32 with force_fp32_for_softmax).
+        weights = weights if force_fp32_for_softmax else weights.astype(out.dtype)
+        _sow_weights(module, weights.reshape(batch_shape + weights.shape[-3:]))
     return out.reshape(batch_shape + out.shape[-3:])
+
+
+def _sow_weights(module: Any, weights: jax.Array) -> None:
+    """Sows the attention weights where Flax's own attention sows them."""
+    from flax import nnx
+
+    if isinstance(module, nnx.Module):
+        module.sow(nnx.Intermediate, "attention_weights", weights)
+    else:
+        module.sow("intermediates", "attention_weights", weights)
