@@ -111,6 +111,8 @@ def _evidence(results: dict[str, Any]) -> tuple[str, str, str]:
     cov_txt = "n/a (no source protocol)" if cov is None else _pct(cov)
     if ev.get("data") == "SUBSTITUTE":
         cov_txt += " (SUBSTITUTE data)"
+    if ev.get("missing"):  # coverage counts the paper's table cells: say which are missing
+        cov_txt += f"; {ev['missing']}"
     power = ev.get("p_reproduce_delta", ev.get("power"))
     refute = ev.get("p_refute_zero")
     delta, pairs = ev.get("delta"), ev.get("pairs")
@@ -222,7 +224,9 @@ HEADER = [
     "the truth is no effect, both from its number of pairs and their observed spread (for",
     "results written before the second was recorded, the spread is recovered from the",
     "recorded power, which determines it). Rows marked *rule changed after data* show the",
-    "verdict under the decision spec recorded when the first cell ran as well. Rows",
+    "verdict under the decision spec recorded when the first cell ran as well; a claim",
+    "whose results ran before specs were recorded says so in its section (no hash is",
+    "made up for them). Rows",
     "marked *interim* come from an unfinished grid (the cells finished so far): the",
     "planned design is not complete and the verdict may change as cells land (a",
     "partial grid whose missing cells are all secondary arms is not interim). Rows",
@@ -254,19 +258,21 @@ def build_report(out: Path = PUBLISHED) -> str:
                 )
                 sections.append(f"## {number}. {title}\n\n{source}. **{why}.**\n")
                 continue
-            render = table[name].render if name in table else None
-            row, section = _claim_entry(number, source, title, name, payload, render)
+            claim = table.get(name)
+            row, section = _claim_entry(number, source, title, name, payload, claim)
             summary.append(row)
             sections.append(section)
     return "\n".join([*HEADER, *summary, "", *compute_plan(out), *sections])
 
 
-def _claim_entry(number, source, title, name, payload, render) -> tuple[str, str]:
+def _claim_entry(number, source, title, name, payload, claim) -> tuple[str, str]:
     """One experiment's summary row and its section."""
     res = payload["results"]
+    render = getattr(claim, "render", None)
     env = payload.get("environment", {})
     device = f"{env.get('device_kind', '?')} x{env.get('device_count', '?')}"
-    verdict = _verdict(res)
+    changed, spec_lines = _spec_note(payload, claim)
+    verdict = _verdict(res) + changed
     coverage, power, refute = _evidence(res)
     preset = payload["preset"]
     if payload.get("partial"):
@@ -295,11 +301,45 @@ def _claim_entry(number, source, title, name, payload, render) -> tuple[str, str
         "--out experiments/results` (rerunning resumes an unfinished grid)",
         "",
     ]
+    body += spec_lines
     if res.get("notes"):
         body += [str(res["notes"]), ""]
     for fig in _figures(payload, name):
         body += [f"![{name}]({fig})", ""]
     return row, "\n".join(body)
+
+
+def _spec_note(payload: dict[str, Any], claim) -> tuple[str, list[str]]:
+    """The decision spec's record for a claim that does not render its own: a suffix for the
+    summary row ("rule changed after data") and the section's line. Results that ran before
+    specs were recorded say so; no hash is made up for them."""
+    specs_of = getattr(claim, "specs", None)
+    specs = specs_of(payload["preset"]) if specs_of is not None else {}
+    res = payload["results"]
+    record = res.get("spec")
+    if not specs or (record is not None and record.get("by") != "harness"):
+        return "", []  # a tolerance claim, or one that renders its spec itself
+    if record is None:
+        recorded = (payload.get("grid") or {}).get("specs_at_start")
+        record = stats.spec_record(specs, recorded) if recorded else None
+    now = ", ".join(f"`{k}` `{stats.spec_hash(s)}` (rule `{s.rule}`)" for k, s in specs.items())
+    if record is None or not record["at_start_recorded"]:
+        commit = str((payload.get("environment") or {}).get("git_commit"))[:7]
+        return "", [
+            f"Decision spec now declared in code: {now}. **No spec hash was recorded for "
+            f"these results**: they ran (git `{commit}`) before specs were recorded, so the "
+            "verdict above is the one that code decided and the spec was written down after "
+            "the data; a rerun records it before its first cell.",
+            "",
+        ]
+    changed = record["changed"]
+    start = ", ".join(f"`{v['at_start']}`" for v in record["specs"].values())
+    line = f"Decision spec {now}; recorded at the first cell: {start}" + (
+        ". **Rule changed after data**: the verdict above is decided under the spec now."
+        if changed
+        else "."
+    )
+    return (" (rule changed after data)" if changed else ""), [line, ""]
 
 
 def _rendered(render, res) -> str:

@@ -583,10 +583,46 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
 
 run = one_shot(PRESETS, measure_all)
 
+
+def spec_for(preset: str) -> stats.DecisionSpec:
+    """The decision, fixed before the data: at every (K, h) level with a claimed sign,
+    ``edge - none`` (the headline, P1/P2), ``edge - feature`` (P3) and ``node - none``, each
+    against ``DELTA``; each sub-claim holds only if every level does (any contradicted level
+    contradicts it)."""
+    p = PRESETS[preset]
+    levels = [(k, h, claimed_sign(h, k)) for k in p.classes for h in p.homophily]
+    pairs = [("edge", "none", "P1/P2"), ("edge", "feature", "P3"), ("node", "none", "P1/P2")]
+    return stats.DecisionSpec(
+        claims={
+            "edge - none (P1, P2)": ("dropping edges helps below h = 1/K, hurts above 1/2", "all"),
+            "edge - feature (P3)": ("DropEdge beats feature dropout where edges mislead", "all"),
+            "node - none (P1, P2)": ("dropping nodes helps below h = 1/K, hurts above 1/2", "all"),
+        },
+        contrasts=tuple(
+            stats.Contrast(
+                f"{a} - {b} ({'P3' if b == 'feature' else 'P1, P2'})",
+                a,
+                b,
+                f"K={k}, h={h:.2f}",
+                sign,
+                DELTA,
+                f"seed 000 'The Art of Dropping' ({src})",
+            )
+            for k, h, sign in levels
+            if sign
+            for a, b, src in pairs
+        ),
+        pairs=p.seeds,
+        pooling="none: each level decided alone; the headline is edge - none over the levels",
+        headline=("edge - none (P1, P2)",),
+    )
+
+
 CLAIM = Claim(
     NAME,
     "GCN on K-class CSBMs: none/feature/edge/node dropout across homophily",
     PRESETS,
     run,
     render,
+    spec=spec_for,
 )

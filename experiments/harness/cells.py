@@ -356,6 +356,14 @@ def _hms(seconds: float) -> str:
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _has_cells(path: Path) -> bool:
+    """Whether the results file ``path`` holds finished cells (of any configuration)."""
+    try:
+        return bool(json.loads(Path(path).read_text()).get("grid", {}).get("cells"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def grid_for(
     ctx: RunContext,
     config: Any,
@@ -366,9 +374,15 @@ def grid_for(
     """The :class:`Grid` of run ``ctx``: cells go into ``ctx.results_file``, the budget is
     ``ctx.time_budget``, and the finished cells also land in the final results file (a
     claim's ``run`` returns its grid, which :func:`experiments.harness.claim.execute`
-    stores as ``"grid"``)."""
+    stores as ``"grid"``).
+
+    ``specs`` (default: ``ctx.specs`` when the results file holds no cell yet) are recorded
+    before the first cell trains; a file whose cells ran without a record gets none, so a
+    hash is never written after the data it would claim to precede."""
     import jax
 
+    if specs is None and ctx.specs and not _has_cells(ctx.results_file):
+        specs = ctx.specs  # a new grid records the claim's specs; an older one stays as it ran
     grid = Grid(
         ctx.name,
         ctx.preset,

@@ -11,7 +11,11 @@ reads from it (:mod:`experiments.catalog` is the only discovery):
   protocol its spec declares);
 * ``spec``: the decision spec fixed before the data (a
   :class:`experiments.harness.stats.DecisionSpec`, or ``{part: DecisionSpec}`` for a claim
-  of several parts), or None for a claim decided by a tolerance rather than a contrast;
+  of several parts, or a function of the preset name returning one), or None for a claim
+  decided by a tolerance rather than a contrast. :func:`execute` has a new grid record its
+  hash before the first cell trains and writes it again, with the hash then, into the
+  results (``"spec"``, :func:`experiments.harness.stats.spec_record`) unless the claim
+  records it itself;
 * ``run(ctx) -> Outcome``: trains or measures the preset's cells through the grid of
   :mod:`experiments.harness.cells` (a one-shot claim is a grid of one cell, see
   :func:`one_cell`), summarises the finished cells, decides and draws; it returns the results
@@ -90,6 +94,16 @@ class Claim:
         missing = [p for p in ("smoke", "quick", "paper") if p not in self.presets]
         if missing:
             raise ValueError(f"claim {self.name!r} has no preset {missing}")
+
+    def specs(self, preset: str) -> dict[str, Any]:
+        """The decision specs a run of ``preset`` records, by key: ``spec`` may be one
+        :class:`~experiments.harness.stats.DecisionSpec` (keyed by the claim's name), a
+        ``{key: DecisionSpec}`` dict (parts), or a function of the preset name returning
+        either; None (a tolerance claim): no spec."""
+        spec = self.spec(preset) if callable(self.spec) else self.spec
+        if spec is None:
+            return {}
+        return dict(spec) if isinstance(spec, Mapping) else {self.name: spec}
 
 
 def one_cell(
@@ -170,7 +184,14 @@ def execute(claim: Claim, ctx: RunContext) -> tuple[dict[str, Any], Path]:
     if ctx.preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}; got {ctx.preset!r}")
     start = time.time()
+    specs = claim.specs(ctx.preset)
+    if specs:  # a new grid records them before its first cell (grid_for)
+        ctx = dataclasses.replace(ctx, specs={k: s.to_json() for k, s in specs.items()})
     results, grid = claim.run(ctx)
+    if specs and grid is not None and "spec" not in results:  # and again at summarise time
+        from experiments.harness.stats import spec_record
+
+        results = {**results, "spec": spec_record(specs, grid.specs_at_start)}
     payload = {
         "experiment": claim.name,
         "preset": ctx.preset,

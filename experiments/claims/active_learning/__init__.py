@@ -75,17 +75,20 @@ from experiments.claims.active_learning._cells import (
 )
 from experiments.claims.active_learning._protocol import (
     ARMS,
+    BALD_TYPE,
     CLAIM_TEXT,
     MARKED_SAVING,
     NAME,
     PRESETS,
     SCOPE,
     SOURCE,
+    THRESHOLDS,
 )
 from experiments.claims.active_learning._render import (
     _plot,
     render,
 )
+from experiments.harness import stats
 from experiments.harness.budget import Budget
 from experiments.harness.claim import Claim, one_shot
 from experiments.harness.results import RunContext
@@ -140,6 +143,23 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
 run = one_shot(PRESETS, measure_all)
 
 
+def spec_for(preset: str) -> stats.DecisionSpec:
+    """The decision, fixed before the data: for each BALD-type arm and accuracy target, the
+    relative label saving over random, claimed positive and at least ``MARKED_SAVING``; the
+    headline is the first target over the arms."""
+    return stats.DecisionSpec(
+        claims={f"{t:g}": (f"markedly fewer labels to reach {t:g}", "all") for t in THRESHOLDS},
+        contrasts=tuple(
+            stats.Contrast(f"{t:g}", arm, "random", f"{t:g}", +1, MARKED_SAVING, SOURCE)
+            for t in THRESHOLDS
+            for arm in BALD_TYPE
+        ),
+        pairs=PRESETS[preset].seeds,
+        pooling="none: (random - arm) / random labels-to-target, interval over seeds",
+        headline=(f"{THRESHOLDS[0]:g}",),
+    )
+
+
 CLAIM = Claim(
     NAME,
     "MC dropout active learning on MNIST: BALD/BatchBALD/entropy/var-ratio vs random "
@@ -147,6 +167,7 @@ CLAIM = Claim(
     PRESETS,
     run,
     render,
+    spec=spec_for,
 )
 
 

@@ -96,6 +96,7 @@ from experiments.claims.backprojection._render import (
     render,
     render_figures,
 )
+from experiments.harness import stats
 from experiments.harness.claim import Claim, one_shot
 from experiments.harness.results import RunContext
 
@@ -146,12 +147,42 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
 run = one_shot(PRESETS, measure_all)
 
 
+def spec_for(preset: str) -> stats.DecisionSpec:
+    """The decision, fixed before the data: backproject − plain (claimed a gain, the
+    headline), dropout − plain (does dropout help here at all?) and backproject − dropout
+    (decided as a drop, read for the paper's "no significant drop"), test error in
+    percentage points, each against ``DELTA`` (our choice: Figure 4 gives no values)."""
+    rows = (
+        ("vs plain", "backproject", "plain", -1),
+        ("dropout helps", "dropout", "plain", -1),
+        ("no significant drop", "backproject", "dropout", +1),
+    )
+    return stats.DecisionSpec(
+        claims={
+            "vs plain": ("back-projection lowers test error vs plain", "all"),
+            "dropout helps": ("dropout lowers test error vs plain (context)", "all"),
+            "no significant drop": (
+                "no significant drop vs dropout: contradicted by a drop reaching δ",
+                "all",
+            ),
+        },
+        contrasts=tuple(
+            stats.Contrast(k, arm, base, "test error (pp)", sign, DELTA, SOURCE)
+            for k, arm, base, sign in rows
+        ),
+        pairs=PRESETS[preset].replicas,
+        pooling="none: paired over seeds",
+        headline=("vs plain", "no significant drop"),
+    )
+
+
 CLAIM = Claim(
     NAME,
     "Dropout noise back-projected to the input (Bouthillier et al. Fig. 2/4/5)",
     PRESETS,
     run,
     render,
+    spec=spec_for,
 )
 
 

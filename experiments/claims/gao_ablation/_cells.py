@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from experiments.claims.gao_ablation._drift import drift
 from experiments.claims.gao_ablation._protocol import (
     ALL_RATES,
     ARMS,
@@ -286,6 +287,7 @@ def _part_results(
             "rule": spec.rule,
         },
         "runs": measured["runs"],
+        "drift": drift(measured["runs"], dataclasses.asdict(part.train), spec),
     }
     if out["spec"]["hash"] != out["spec"]["at_start"]:  # the rule changed after the data
         old = stats.DecisionSpec.from_json(start_json)
@@ -334,6 +336,26 @@ def _regimes_note(parts: dict[str, Any]) -> str | None:
     )
 
 
+def missing_summary(missing: list[str]) -> str:
+    """Table cells not run, grouped by the arms missing at each rate.
+
+    Examples:
+      >>> missing_summary(["standard@0.3", "forward@0.3", "forward@0.05", "standard@0.2",
+      ...                  "forward@0.2"])
+      'standard/forward @ 0.3, 0.2; forward @ 0.05'
+    """
+    by_rate: dict[str, list[str]] = {}
+    for cell in missing:
+        arm, _, rate = cell.partition("@")
+        by_rate.setdefault(rate or "-", []).append(arm)
+    groups: dict[str, list[str]] = {}
+    for rate, arms in by_rate.items():
+        groups.setdefault("/".join(arms), []).append(rate)
+    return "; ".join(
+        arms if rates == ["-"] else f"{arms} @ {', '.join(rates)}" for arms, rates in groups.items()
+    )
+
+
 def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) -> dict:
     main = _main_part(parts)
     ran = {k: p for k, p in parts.items() if p.get("status") != "not run"}
@@ -368,6 +390,7 @@ def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) 
         "comparisons": {k: p["claims"] for k, p in ran.items()},
         "claims": {k: c["headline"] for k, c in main["claims"].items()},
         "main_part": main["key"],
+        "spec": {"by": "claim", "parts": {k: p["spec"] for k, p in ran.items() if "spec" in p}},
         "notes": _regimes_note(parts),
         "verdict": verdict,
         "evidence": {
@@ -378,5 +401,9 @@ def _results(parts: dict[str, Any], seeds, substitute_note, name, preset_parts) 
             "p_refute_zero": min(rates) if rates else None,
             "delta": None,
             "pairs": min((c["difference"]["n"] for c in head_cells), default=0),
+            "missing": f"{len(main['missing_cells'])} of {TABLE_CELLS} Table 1 cells not run: "
+            + missing_summary(main["missing_cells"])
+            if main["missing_cells"]
+            else None,
         },
     }

@@ -154,6 +154,87 @@ def _render_decision(part: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fmt_point(diff: dict | None) -> str:
+    return "–" if diff is None else fmt_diff(diff)
+
+
+def _render_drift(part: dict[str, Any]) -> list[str]:
+    """Which arms drift at the end of the run, where it starts, and what it does to the
+    contrasts that involve them (from the recorded curves)."""
+    info = part.get("drift")
+    if not info or not info["arms"]:
+        return []
+    arms, drop = info["arms"], info["drop"]
+    drifting = {k: a for k, a in arms.items() if a["drifts"]}
+    calm = {k: a for k, a in arms.items() if not a["drifts"]}
+    worst = max(calm.items(), key=lambda kv: kv[1]["loss_rise"], default=None)
+    head = (
+        f"**End-of-run drift** (mean training loss ending more than {info['threshold']:.0%} "
+        f"above its minimum; learning-rate drop at iteration {drop}): "
+    )
+    if not drifting:
+        most = "" if worst is None else f" (the largest rise: `{worst[0]}`, "
+        return [head + "no arm drifts" + (most and most + f"{worst[1]['loss_rise']:+.1%})"), ""]
+    lines = [
+        head + ", ".join(f"`{k}`" for k in drifting) + _calm(worst) + ".",
+        "",
+        "| arm | largest rise before the drop | train loss: min (iteration) → final "
+        "| test acc: first eval after the drop / best (iteration) / final | replicas drifting |",
+        "|---|---|---|---|---|",
+    ]
+    for k, a in drifting.items():
+        after = "–" if a["acc_after_drop"] is None else f"{a['acc_after_drop']:.4f}"
+        lines.append(
+            f"| {k} | {a['rise_before_drop']:+.1%} | {a['loss_min']:.2f} ({a['loss_min_step']}) "
+            f"→ {a['loss_final']:.2f} ({a['loss_rise']:+.0%}) | {after} (iteration "
+            f"{a['after_drop_step']}) / {a['acc_best']:.4f} ({a['acc_best_step']}) / "
+            f"{a['acc_final']:.4f} | {a['replicas_drifting']}/{a['replicas']} |"
+        )
+    if info["contrasts"]:
+        lines += [
+            "",
+            "| claim | comparison | first eval after the drop | best iterate per seed "
+            "(test-selected) | final (decided) | share of the final difference added after "
+            "the first eval after the drop |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in info["contrasts"]:
+            cells = [_fmt_point(c[k]) for k in ("after_drop", "best", "final")]
+            after, final = c["after_drop"], c["final"]
+            share = (
+                "–"
+                if not (after and final and final["mean"])
+                else (f"{1.0 - after['mean'] / final['mean']:.0%}")
+            )
+            row = f"| ({c['claim']}) | {c['comparison']} | " + " | ".join(cells)
+            lines.append(f"{row} | {share} |")
+    starts = all(a["loss_min_step"] > drop for a in drifting.values()) if drop else False
+    lines += [
+        "",
+        (
+            "The rise starts after the learning-rate drop: before it the training loss only "
+            "falls (the largest rise over its running minimum is in the table), its minimum is "
+            "at an evaluation after the drop, and it climbs from there to the end. "
+            if starts
+            else "The rise does not start after the learning-rate drop in every drifting arm. "
+        )
+        + "Whether the drop causes it cannot be told from these runs: none trains without it. "
+        "The contrasts above show how much of each final difference the drift carries; "
+        "the verdicts use the final iterate, as the paper does.",
+        "",
+    ]
+    return lines
+
+
+def _calm(worst) -> str:
+    if worst is None:
+        return ""
+    return (
+        f"; every other arm ends within {worst[1]['loss_rise']:+.1%} of its minimum "
+        f"(the most: `{worst[0]}`)"
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     """Markdown: per part, paper vs ours per (arm, rate); then the claims and verdicts."""
     if results.get("not_run"):
@@ -187,7 +268,7 @@ def render(results: dict[str, Any]) -> str:
                 ours = part["summary"][arm].get(k)
                 cells += [f"{paper[arm][k]:.4f}", fmt(ours) if ours else "–"]
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
-        lines += ["", *_render_decision(part), ""]
+        lines += ["", *_render_decision(part), "", *_render_drift(part)]
     lines.append(f"Overall: **{results['verdict']}** ({results['source']}).")
     for key, table in PAPER.items():
         ran = dict(_ran(results))

@@ -91,7 +91,7 @@ from experiments.claims.gao_tables45._render import (
     _plot,
     render,
 )
-from experiments.harness import plots
+from experiments.harness import plots, stats
 from experiments.harness.cells import finished_cells, grid_for
 from experiments.harness.claim import Claim, Outcome
 from experiments.harness.results import RunContext, not_run_result
@@ -157,6 +157,37 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     return _results(out, seeds, {"replicas": len(seeds)})
 
 
+def spec_for(preset: str) -> stats.DecisionSpec:
+    """The decision, fixed before the data: augmented − standard at every (table, dataset,
+    rate) cell against the paper's own difference there, and pooled over a part's rates
+    against their mean (the part's verdict); the headline combines the parts' pooled
+    verdicts."""
+    p = PRESETS[preset]
+    contrasts = []
+    for part in p.parts:
+        key = f"{part.table}/{part.dataset}"
+        cells = [(f"{r:g}", [r]) for r in part.rates] + [("pooled", list(part.rates))]
+        contrasts += [
+            stats.Contrast(
+                key,
+                "augmented",
+                "standard",
+                cell,
+                +1,
+                paper_delta(part.table, part.dataset, rates),
+                SOURCE,
+            )
+            for cell, rates in cells
+        ]
+    return stats.DecisionSpec(
+        claims={f"{q.table}/{q.dataset}": (CLAIM_TEXT, "all") for q in p.parts},
+        contrasts=tuple(contrasts),
+        pairs=p.replicas,
+        pooling="per part: (rate, seed) pairs pooled over the part's rates, δ = the mean of "
+        "the paper's differences there",
+    )
+
+
 CLAIM = Claim(
     NAME,
     "Standard vs augmented dropout, ConvNet-Quick and ResNet-20 (Gao et al. Tables 4-5)",
@@ -164,6 +195,7 @@ CLAIM = Claim(
     run,
     render,
     partial,
+    spec=spec_for,
 )
 
 

@@ -101,6 +101,7 @@ from experiments.claims.mc_uncertainty._cells import (
 )
 from experiments.claims.mc_uncertainty._protocol import (
     CLAIM_TEXT,
+    DECISIONS,
     NAME,
     PAPER_ITERATIONS,
     PRESETS,
@@ -110,7 +111,7 @@ from experiments.claims.mc_uncertainty._protocol import (
     SeedOutputs,
 )
 from experiments.claims.mc_uncertainty._render import plot_metrics, plot_reliability, render, rows
-from experiments.harness import plots
+from experiments.harness import plots, stats
 from experiments.harness.claim import Claim, one_shot
 from experiments.harness.models import DropoutConfig, LeNet
 from experiments.harness.recipes import lenet_images as load_data
@@ -164,12 +165,39 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
 run = one_shot(PRESETS, measure_all)
 
 
+def spec_for(preset: str) -> stats.DecisionSpec:
+    """The decision, fixed before the data: every row of ``DECISIONS`` (MC dropout at the
+    largest ``T`` against the deterministic network, its sign and δ), each sub-claim holding
+    only if all its rows do, the headline over all of them."""
+    return stats.DecisionSpec(
+        claims={
+            "ood_detection": ("MC dropout detects OOD inputs better", "all"),
+            "calibration": ("the MC average is better calibrated", "all"),
+        },
+        contrasts=tuple(
+            stats.Contrast(
+                sub,
+                f"{'/'.join(arm)}:{m_arm}",
+                f"{'/'.join(base)}:{m_base}",
+                key,
+                sign,
+                delta,
+                SOURCE,
+            )
+            for key, _, arm, base, m_arm, m_base, sign, delta, sub in DECISIONS
+        ),
+        pairs=PRESETS[preset].replicas,
+        pooling="none: one paired interval per row over seeds (T = the largest)",
+    )
+
+
 CLAIM = Claim(
     NAME,
     "MC dropout uncertainty vs temperature scaling and a deep ensemble (explainer claim)",
     PRESETS,
     run,
     render,
+    spec=spec_for,
 )
 
 

@@ -108,6 +108,7 @@ from experiments.claims.relu_gradient._protocol import (
     CLAIM_TEXT,
     DATA,
     NAME,
+    NETWORK_CASES,
     PRECISE_STATEMENT,
     PRESETS,
     SOURCE,
@@ -119,7 +120,7 @@ from experiments.claims.relu_gradient._render import (
     plot,
     render,
 )
-from experiments.harness import plots
+from experiments.harness import plots, stats
 from experiments.harness.claim import Claim, one_shot
 from experiments.harness.results import RunContext
 
@@ -154,12 +155,44 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
 run = one_shot(PRESETS, measure_all)
 
 
+def spec_for(preset: str) -> stats.DecisionSpec:
+    """The comparative part, fixed before the data: in each deep case and at each rate p,
+    non-inverted minus inverted relative deviation of dL/dW1 from g0, claimed positive with
+    δ = p (the shrinkage non-inverted dropout predicts); the analytic parts are decided by
+    tolerance, outside this spec."""
+    rates = PRESETS[preset].rates
+    return stats.DecisionSpec(
+        claims={
+            "network_stability": (
+                "inverted dropout keeps the deep gradient more stable than non-inverted dropout",
+                "all",
+            )
+        },
+        contrasts=tuple(
+            stats.Contrast(
+                "network_stability",
+                "non_inverted",
+                "inverted",
+                f"{case} @ {r:g}",
+                +1,
+                float(r),
+                SOURCE,
+            )
+            for case in NETWORK_CASES
+            for r in rates
+        ),
+        pairs=PRESETS[preset].seeds,
+        pooling="none: one paired interval per (case, rate) over networks",
+    )
+
+
 CLAIM = Claim(
     NAME,
     "Expected backprop gradient of ReLU nets with inverted dropout vs p",
     PRESETS,
     run,
     render,
+    spec=spec_for,
 )
 
 

@@ -8,8 +8,8 @@ rule, its error rates, decision specs fixed before the data, and tolerance verdi
   combine by :func:`combine_decisions`; :func:`headline_of` and :func:`evidence` say how far
   the run's protocol carries the verdict.
 * A claim's :class:`DecisionSpec` (its :class:`Contrast` s, δ per cell, how sub-claims
-  combine, its positive control) is fixed before the data, recorded by :func:`spec_hash`,
-  and decided by :func:`decide_contrasts`.
+  combine, its positive control) is fixed before the data, recorded by :func:`spec_hash`
+  (and by :func:`spec_record` at summarise time), and decided by :func:`decide_contrasts`.
 * An analytic claim ("input dropout is L2", "weight scaling is exact") is decided against a
   tolerance: :func:`point`, :func:`tolerance_check`, :func:`tolerance_verdict`,
   :func:`decide_tolerance`, :func:`combine_tolerance`, :func:`tolerance_power`.
@@ -43,6 +43,7 @@ from experiments.harness.stats._rule import (
     headline_of,
     shown,
     verdict,
+    verdict_now,
     verdict_of_sign,
 )
 from experiments.harness.stats._spec import (
@@ -52,6 +53,7 @@ from experiments.harness.stats._spec import (
     combine_by,
     decide_contrasts,
     spec_hash,
+    spec_record,
 )
 from experiments.harness.stats._tolerance import (
     TOLERANCE_CLAIMS,
@@ -94,9 +96,11 @@ __all__ = [
     "power",
     "shown",
     "spec_hash",
+    "spec_record",
     "tolerance_check",
     "tolerance_power",
     "tolerance_verdict",
     "verdict",
+    "verdict_now",
     "verdict_of_sign",
 ]

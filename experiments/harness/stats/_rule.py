@@ -80,6 +80,33 @@ RULES = {"monotone-2026-12": verdict, "gap-2026-11": _verdict_gap}
 CURRENT_RULE = next(iter(RULES))
 
 
+def verdict_now(decision: dict[str, Any], claimed_sign: int = 1) -> str:
+    """A stored decision's verdict under the current rule, with what it was when decided
+    under an older one: the stored verdict when it records the current rule, else the
+    current rule applied to its stored interval and δ, followed by ``(decided X under the
+    rule R when it ran)`` where the two differ. A decision that records no rule was made
+    under ``gap-2026-11``, the rule in force before rules were named.
+
+    Examples:
+      >>> from experiments.harness.stats import verdict_now
+      >>> old = {"verdict": "refuted", "delta": 0.01,
+      ...        "difference": {"ci_low": -0.0091, "ci_high": -0.0035}}
+      >>> verdict_now(old)
+      'contradicted (decided refuted under the rule gap-2026-11 when it ran)'
+      >>> verdict_now({**old, "rule": CURRENT_RULE})
+      'refuted'
+    """
+    rule = decision.get("rule", "gap-2026-11")
+    if rule == CURRENT_RULE or "difference" not in decision or not decision.get("delta"):
+        return decision["verdict"]
+    lo, hi = decision["difference"]["ci_low"], decision["difference"]["ci_high"]
+    lo, hi = (lo, hi) if claimed_sign > 0 else (-hi, -lo)
+    now = verdict(lo, hi, decision["delta"])
+    if now == decision["verdict"]:
+        return now
+    return f"{now} (decided {decision['verdict']} under the rule {rule} when it ran)"
+
+
 VERDICTS = ("reproduced", "reproduced-smaller", "refuted", "contradicted", "inconclusive")
 """The outcomes of a comparative claim (see :func:`verdict`)."""
 

@@ -94,6 +94,40 @@ def spec_hash(spec: dict[str, Any] | DecisionSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def spec_record(
+    specs: dict[str, DecisionSpec], recorded: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a results file says of its decision specs at summarise time: for each key, the
+    hash of the spec in force now and the one recorded when the first cell started (None:
+    nothing was recorded then), and whether any changed after the data.
+
+    Examples:
+      >>> from experiments.harness.stats import Contrast, DecisionSpec, spec_hash, spec_record
+      >>> spec = DecisionSpec({"a": ("b beats a", "every")},
+      ...                     (Contrast("a", "b", "a", "all", +1, 0.01),), pairs=4)
+      >>> rec = spec_record({"x": spec}, {"x": {"hash": spec_hash(spec)}})
+      >>> rec["changed"], rec["at_start_recorded"]
+      (False, True)
+      >>> spec_record({"x": spec})["at_start_recorded"]
+      False
+    """
+    keys = {}
+    for key, spec in specs.items():
+        start = (recorded or {}).get(key)
+        keys[key] = {
+            "hash": spec_hash(spec),
+            "rule": spec.rule,
+            "at_start": None if start is None else start["hash"],
+            "recorded": None if start is None else start.get("recorded"),
+        }
+    return {
+        "by": "harness",
+        "specs": keys,
+        "at_start_recorded": all(k["at_start"] is not None for k in keys.values()),
+        "changed": any(k["at_start"] not in (None, k["hash"]) for k in keys.values()),
+    }
+
+
 def _almost_all(decisions: list[dict]) -> dict:
     """ "In almost all cases": reproduced when every cell but at most one is reproduced (in
     either wording) and none is contradicted; else as :func:`combine_decisions`."""

@@ -174,3 +174,35 @@ def test_the_headline_rests_on_the_first_over_fitting_regime_whose_control_passe
     note = _regimes_note({p["key"]: p for p in (failed, passed)})
     assert "`table1_fmnist5k` (first 5000 training images): positive control **failed**" in note
     assert "`table1_fmnist2k` (first 2000 training images): positive control **passed**" in note
+
+
+def test_end_of_run_drift_is_read_from_the_curves():
+    """A hand-built run whose loss falls before the drop and climbs after it: the minimum,
+    the rise, the first evaluation after the drop, and the paired contrasts at three points
+    (hand-computed: differences 0.10 / 0.20 at step 3, 0.30 / 0.40 at the end)."""
+    import dataclasses
+
+    from experiments.claims.gao_ablation._drift import arm_drift, drift
+    from experiments.claims.gao_ablation._protocol import SPEC
+
+    def run(losses, accs):
+        curves = [
+            {"step": s, "train_loss": [loss, loss], "test_acc": list(a)}
+            for s, loss, a in zip((1, 2, 3, 4), losses, accs, strict=True)
+        ]
+        return {"seeds": [0, 1], "curves": curves, "final": {"test_acc": list(accs[-1])}}
+
+    plain = run([1.0, 0.5, 0.4, 0.4], [(0.5, 0.5), (0.7, 0.7), (0.9, 0.9), (0.9, 0.95)])
+    fwd = run([2.0, 1.0, 0.5, 1.5], [(0.4, 0.4), (0.6, 0.6), (0.8, 0.7), (0.6, 0.55)])
+    d = arm_drift(fwd, drop=2)
+    assert (d["loss_min_step"], d["after_drop_step"], d["drifts"]) == (3, 3, True)
+    assert d["loss_rise"] == pytest.approx(2.0) and d["rise_before_drop"] == 0.0
+    assert d["acc_after_drop"] == pytest.approx(0.75) and d["acc_final"] == pytest.approx(0.575)
+    assert not arm_drift(plain, drop=2)["drifts"]
+    spec = dataclasses.replace(SPEC, contrasts=SPEC.contrasts[2:3])  # forward - plain @ 0.3
+    out = drift({"plain": plain, "forward": {"0.3": fwd}}, {"lr_boundaries": [2]}, spec)
+    (c,) = out["contrasts"]
+    assert c["comparison"] == "forward - plain @ 0.3"
+    assert c["after_drop"]["mean"] == pytest.approx(-0.15)  # (-0.1 - 0.2) / 2
+    assert c["final"]["mean"] == pytest.approx(-0.35)  # (-0.3 - 0.4) / 2
+    assert c["best"]["mean"] == pytest.approx(-0.175)  # bests 0.8/0.7 vs 0.9/0.95

@@ -111,10 +111,38 @@ def test_dropped_counts_are_the_masks_zeros():
 def test_random_dropout_grid_merges_shared_points():
     preset = rdm.PRESETS["quick"]
     grid = rdm.settings(preset)
-    # sweeps (a) and (b) share (0.2, 0.5); random has its own three arms
-    assert len(grid) == 3 + 3 - 1 + 3
+    # sweeps (a) and (b) share (0.2, 0.5); random has its own three arms; U(0, x) has mean
+    # rate x / 2, so dropout at 0.1, 0.25 and 0.4 is added for x = 0.2, 0.5, 0.8
+    assert len(rdm.sweeps(preset)) == 3 + 3 - 1 + 3
+    assert len(grid) == 3 + 3 - 1 + 3 + 3
     assert grid["dropout in 0.2 hid 0.5"] == ("standard", 0.2, 0.5)
     assert grid["random [0,0.8]"] == ("random_rate", 0.8, 0.8)
+    assert grid["dropout in 0.25 hid 0.25"] == ("standard", 0.25, 0.25)
+
+
+def test_matched_mean_rate_arms_are_compared_but_never_picked_as_best_dropout():
+    """Hand-made errors: the x / 2 arm is the lowest of all dropout arms, yet the best
+    dropout setting comes from Figure 6's sweeps; random [0, 0.5] − dropout 0.25/0.25 is
+    2.0 − 1.0 = +1.0 pp in every replica."""
+    preset = rdm.PRESETS["quick"]
+    errors = {k: [3.0, 3.0, 3.0, 3.0] for k in rdm.settings(preset)}
+    errors["dropout in 0.25 hid 0.25"] = [1.0, 1.0, 1.0, 1.01]
+    errors["random [0,0.5]"] = [2.0, 2.0, 2.0, 2.01]
+    summary = {k: rdm.stats.mean_std(v) for k, v in errors.items()}
+    out = rdm.decide(errors, summary, preset, substitute=False)
+    assert out["best"]["standard"] in rdm.sweeps(preset)
+    mean = out["comparisons"]["random [0,0.5] vs dropout 0.25/0.25 (matched mean rate)"]
+    assert mean["difference"]["mean"] == pytest.approx(1.0)
+    assert mean["verdict"] == "contradicted"  # random is worse, the claim says better
+    labels = list(out["comparisons"])
+    assert not any("matched level" in label for label in labels)
+    assert "random [0,0.5] vs dropout 0.5/0.5 (same upper end: mean rates 0.25 vs 0.5)" in labels
+    spec = rdm.spec_for("quick")
+    assert {c.base for c in spec.contrasts if c.claim == "matched mean rate"} == {
+        "dropout in 0.1 hid 0.1",
+        "dropout in 0.25 hid 0.25",
+        "dropout in 0.4 hid 0.4",
+    }
     paper = rdm.PRESETS["paper"]
     assert paper.epochs == 501 and len(paper.input_sweep) == 8 and len(paper.random_sweep) == 9
 

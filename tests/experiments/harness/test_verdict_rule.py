@@ -116,3 +116,32 @@ def test_decide_reports_the_error_rates_and_the_rule():
     assert d["p_refute_zero"] == pytest.approx(stats.error_rates(DELTA, 0.003, 6)["p_refute_zero"])
     old = stats.decide(diff, +1, DELTA, coverage=1.0, rule="gap-2026-11")
     assert old["verdict"] == "refuted"
+
+
+def test_a_stored_decision_is_read_under_the_current_rule():
+    """Claim 12's pooled DropBlock − standard, -0.0063 [-0.0091, -0.0035] against δ = 0.01,
+    was called refuted by the gap rule; entirely below 0, it is contradicted now."""
+    from experiments.harness.stats import CURRENT_RULE, verdict_now
+
+    old = {
+        "verdict": "refuted",
+        "delta": 0.01,
+        "difference": {"ci_low": -0.0091, "ci_high": -0.0035},
+    }
+    assert verdict_now(old).startswith("contradicted (decided refuted under the rule gap-2026-11")
+    assert verdict_now({**old, "rule": CURRENT_RULE}) == "refuted"  # decided now: as stored
+    # Claimed sign -1: the interval is mirrored first ([+0.0035, +0.0091] is below -δ..).
+    assert verdict_now({**old, "verdict": "reproduced-smaller"}, claimed_sign=-1) == (
+        "reproduced-smaller"
+    )
+
+
+def test_the_spec_record_says_when_the_rule_changed_after_the_data():
+    from experiments.harness.stats import Contrast, DecisionSpec, spec_hash, spec_record
+
+    spec = DecisionSpec({"a": ("b beats a", "every")}, (Contrast("a", "b", "a", "x", 1, 0.01),), 4)
+    other = DecisionSpec({"a": ("b beats a", "all")}, spec.contrasts, 4)
+    rec = spec_record({"k": spec}, {"k": {"hash": spec_hash(other), "recorded": "t"}})
+    assert rec["changed"] and rec["specs"]["k"]["at_start"] == spec_hash(other) != spec_hash(spec)
+    none = spec_record({"k": spec}, {})
+    assert not none["changed"] and not none["at_start_recorded"]
