@@ -122,10 +122,12 @@ def synthetic_trainer(model, shape, steps: int) -> Trainer:
 
 
 def _harness_timer(model, shape, replicas: int, steps: int):
+    """The timed call, and how the trainer shares it over the devices."""
     trainer = synthetic_trainer(model, shape, steps)
     seeds = list(range(replicas))
     state = trainer.init(seeds)
-    return lambda: jax.block_until_ready(trainer.segment(state, 0, seeds, steps))
+    run = lambda: jax.block_until_ready(trainer.segment(state, 0, seeds, steps))
+    return run, trainer.device_split
 
 
 def measure(threads: int, steps: int, repeats: int, replica_counts) -> list[dict]:
@@ -137,7 +139,7 @@ def measure(threads: int, steps: int, repeats: int, replica_counts) -> list[dict
     for name in ("lenet", "convnet_quick"):
         for replicas in replica_counts:
             t_run = _torch_timer(torch, *torch_nets[name], replicas, steps)
-            h_run = _harness_timer(*JAX_NETS[name], replicas, steps)
+            h_run, split = _harness_timer(*JAX_NETS[name], replicas, steps)
             t_run(), h_run()  # warm-up, compile
             best = {"torch": float("inf"), "harness": float("inf")}
             for _ in range(repeats):  # alternate, so a busy machine slows both alike
@@ -153,6 +155,8 @@ def measure(threads: int, steps: int, repeats: int, replica_counts) -> list[dict
                     "torch_ms_per_replica_step": round(per["torch"], 2),
                     "harness_ms_per_replica_step": round(per["harness"], 2),
                     "harness_over_torch": round(per["harness"] / per["torch"], 3),
+                    "split": split["split"],
+                    "devices": split["devices"],
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -168,17 +172,24 @@ def _markdown(rows, meta) -> str:
         f"{meta['steps']} steps. Goal: harness <= torch.",
         *([f"Conditions: {meta['conditions']}."] if meta.get("conditions") else []),
         "",
-        "| model | R | torch | harness | harness / torch | goal |",
-        "|---|---|---|---|---|---|",
+        "| model | R | harness devices | torch | harness | harness / torch | goal |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         met = "met" if r["harness_over_torch"] <= 1.0 else "not met"
         lines.append(
-            f"| {r['model']} | {r['replicas']} | {r['torch_ms_per_replica_step']:.1f} ms "
+            f"| {r['model']} | {r['replicas']} | {_devices(r)} "
+            f"| {r['torch_ms_per_replica_step']:.1f} ms "
             f"| {r['harness_ms_per_replica_step']:.1f} ms | {r['harness_over_torch']:.2f}x "
             f"| {met} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _devices(row) -> str:
+    """``"2 (replicas)"``: how many devices the harness used and how it split the work
+    (rows from before the split was recorded: ``"-"``)."""
+    return f"{row['devices']} ({row['split']})" if "split" in row else "-"
 
 
 def main(argv=None) -> None:
@@ -197,6 +208,7 @@ def main(argv=None) -> None:
         "device": device,
         "threads": args.threads,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "split": os.environ.get("EXPERIMENTS_SPLIT") or "replicas",
         "torch": torch.__version__,
         "jax": jax.__version__,
         "steps": args.steps,
@@ -204,7 +216,8 @@ def main(argv=None) -> None:
         "repeats": args.repeats,
         "command": command_line("benchmarks.torch_vs_harness", argv),
     }
-    split = f"_{jax.device_count()}devices" if jax.device_count() > 1 else ""
+    split = os.environ.get("EXPERIMENTS_SPLIT") or "replicas"
+    split = f"_{jax.device_count()}devices_{split}" if jax.device_count() > 1 else ""
     stem = RESULTS / f"torch_vs_harness_{device}_{args.threads}t{split}"
     write_json_atomic(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
     text = _markdown(rows, meta)

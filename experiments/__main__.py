@@ -28,6 +28,7 @@ from typing import NoReturn
 from experiments.catalog import DESCRIPTIONS, NAMES, claim
 from experiments.harness.budget import BudgetExhausted
 from experiments.harness.claim import execute
+from experiments.harness.host_devices import configure as configure_host_devices
 from experiments.harness.results import (
     DEFAULT_OUT,
     PRESETS,
@@ -170,6 +171,20 @@ def _add_grid_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars (default when CI is set)"
     )
+    parser.add_argument(
+        "--devices",
+        type=_positive_int,
+        metavar="N",
+        help="CPU: N host devices, one XLA thread each (default: one per core this process "
+        "may use, so `taskset` limits it; a count already in XLA_FLAGS is kept)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("replicas", "batch"),
+        help="how the devices share a run: replicas (default: whole replicas per device, "
+        "numbers identical to one device) or batch (every batch split over all devices; "
+        "the sums reorder, so numbers vary with the device count)",
+    )
 
 
 def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
@@ -300,6 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_results_files(sorted(out.glob("*/*.json")))
         print(f"wrote {write_report(out)}")
         return 0
+    try:  # before anything starts JAX: the flags are read once
+        devices = configure_host_devices(args.devices)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.split is not None:
+        os.environ["EXPERIMENTS_SPLIT"] = args.split
     if args.distributed:
         _initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     ctx = RunContext(
@@ -314,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells=args.cells,
     )
     _check_results_files([ctx.results_file])
+    if not (ctx.quiet or args.forget is not None):
+        print(f"[{args.name}] {devices}", file=sys.stderr)
     if args.forget is not None:
         from experiments.harness.cells import forget_cells
 

@@ -159,8 +159,8 @@ print("IMPORTED", heavy, experiments)
         "experiments.catalog",
         "experiments.harness",
         "experiments.harness.budget",
-        "experiments.harness.cells",
         "experiments.harness.claim",
+        "experiments.harness.host_devices",
         "experiments.harness.multihost",
         "experiments.harness.results",
     }

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from experiments.harness.models import _dropout, _layers
-from experiments.harness.models import DropConv, DropDense, DropoutConfig
+from experiments.harness.models import DropConv, DropDense, DropoutConfig, _dropout, _layers
 from tests.reference import extra_key, keep_ref, nested_keep_ref
 
 P, Q = 0.4, 0.25  # forward (or backward-only) rate, extra nested rate (large, to be visible)
@@ -75,6 +74,7 @@ def _grads(module, x, g):
 @pytest.fixture
 def fixed_key(monkeypatch):
     """Every DropDense/DropConv draws KEY, so the test knows the masks."""
+
     def fixed(module, cfg, train):
         return KEY if train and cfg.active else None
 

@@ -56,6 +56,9 @@ class RunContext:
       time_budget: minutes this run may take; a grid experiment stops cleanly at a
         checkpoint before they run out (rerun the command to resume).
       cells: a regular expression selecting which cells of a grid experiment to run.
+      specs: ``{key: decision spec (JSON)}``: the claim's decision specs for this preset,
+        which a new grid records before its first cell (set by
+        :func:`experiments.harness.claim.execute` from the claim's ``spec``).
     """
 
     name: str
@@ -67,6 +70,7 @@ class RunContext:
     seed: int = 0
     time_budget: float | None = None
     cells: str | None = None
+    specs: dict[str, Any] | None = None
 
     @property
     def results_file(self) -> Path:
@@ -195,7 +199,8 @@ def _git_commit() -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    """Device kind and count, library versions, git commit, host."""
+    """Device kind and count, how the harness splits work over the devices (the trainer's
+    default split and ``XLA_FLAGS``), library versions, git commit, host."""
     import flax
     import jax
 
@@ -206,6 +211,9 @@ def environment() -> dict[str, Any]:
         "device_count": len(devices),
         "process_count": jax.process_count(),
         "process_index": jax.process_index(),
+        "split": os.environ.get("EXPERIMENTS_SPLIT")
+        or ("replicas" if jax.process_count() == 1 else "batch"),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "jax": jax.__version__,
         "flax": flax.__version__,
         "python": platform.python_version(),

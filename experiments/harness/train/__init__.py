@@ -17,11 +17,18 @@ returns their per-replica metrics and curves:
   ``lax.map``-ed (faster there), so ``R`` seeds train in one compiled program. Replica ``r``
   computes exactly what a run with only its seed computes (up to floating-point
   reassociation).
-* **Data parallelism.** Every batch is sharded over the ``"data"`` axis of a
-  :class:`jax.sharding.Mesh` (all devices by default), parameters are replicated; the
-  compiler inserts the gradient all-reduce, and batch-norm statistics are over the global
-  batch. The metrics equal a 1-device run up to reduction order. The batch size must be a
-  multiple of the device count.
+* **Devices: replicas, or the batch.** By default (``split="replicas"``) the replicas are
+  spread over the devices (on CPU, the host devices the command line makes, one per core):
+  ``d`` of them, the largest count up to the number of devices that divides ``R``, each
+  running ``R / d`` replicas one after another with whole batches (``jax.shard_map``). Every
+  replica runs the same one-replica program wherever it lands, so the numbers are
+  bit-identical whatever the device count (one device when ``d`` is 1). With
+  ``split="batch"`` (or an explicit ``mesh``) every batch is instead sharded over the
+  ``"data"`` axis of a :class:`jax.sharding.Mesh`, parameters replicated; the compiler
+  inserts the gradient all-reduce, batch-norm statistics are over the global batch, and
+  the metrics equal a 1-device run up to reduction order (the batch size must be a
+  multiple of the device count). The split a run used is recorded in its
+  :attr:`TrainResult.timing` (``"split"``, ``"devices"``).
 * **Checkpoints.** With ``checkpoint_dir``, the state and the curves so far are saved with
   Orbax at every segment boundary; a later call with the same arguments resumes from the
   latest one and ends with the same results as an uninterrupted run.
@@ -61,6 +68,7 @@ import collections
 import functools
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -113,11 +121,19 @@ class Trainer:
       model: a linen module called as ``model.apply(v, x, train=...)`` returning logits.
       data: the arrays.
       cfg: the protocol.
-      mesh: the device mesh with a ``"data"`` axis (default :func:`make_mesh`).
-      replica_loop: step the replicas one after another (``lax.map``) instead of as one
-        ``vmap``-ed step. Default: on CPU meshes, where R small steps beat one R-batched
-        step (LeNet 21 vs 25 ms per replica step at R = 4, ``benchmarks/torch_vs_harness.py``);
-        ``vmap`` elsewhere. The numbers are the same up to float rounding.
+      mesh: a device mesh with a ``"data"`` axis to shard every batch over (implies
+        ``split="batch"``).
+      split: ``"replicas"`` or ``"batch"``: how the devices share the work when ``mesh`` is
+        not given (see the module doc). Default: the environment variable
+        ``EXPERIMENTS_SPLIT`` (``python -m experiments --split``), else ``"replicas"`` in
+        one process and ``"batch"`` across several (a multi-host run).
+      devices: the devices to use (default: all of ``jax.devices()``).
+      replica_loop: step and evaluate the replicas one after another (``lax.map``) instead
+        of as one ``vmap``-ed program. Default: on CPU, where R small steps beat one
+        R-batched step (LeNet 21 vs 25 ms per replica step at R = 4,
+        ``benchmarks/torch_vs_harness.py``), and always when the replicas are split over
+        several devices (the one-replica program everywhere); ``vmap`` elsewhere. The numbers
+        are the same up to float rounding.
       augment: augment every training batch per example on device (see the module doc),
         e.g. :class:`experiments.harness.augment.PadCropFlip` for NHWC images; None: no
         augmentation.
@@ -126,8 +142,9 @@ class Trainer:
         fresh dropout masks (a null control: two arms that differ only in their masks).
 
     Raises:
-      ValueError: a batch size that is not a multiple of the device count, or larger than
-        the training set; augmentation of inputs that are not NHWC images.
+      ValueError: an unknown ``split``; in the batch split, a batch size that is not a
+        multiple of the device count; a batch larger than the training set; augmentation of
+        inputs that are not NHWC images.
     """
 
     def __init__(
@@ -140,7 +157,22 @@ class Trainer:
         replica_loop: bool | None = None,
         augment: PadCropFlip | None = None,
         dropout_salt: int = 0,
+        split: str | None = None,
+        devices: Sequence[jax.Device] | None = None,
     ):
+        # Several processes (a pod): the batch split, which spans every host's devices.
+        default = "replicas" if jax.process_count() == 1 else "batch"
+        split = split or os.environ.get("EXPERIMENTS_SPLIT") or default
+        if split not in SPLITS:
+            raise ValueError(
+                f"split must be one of {SPLITS} (from the argument or EXPERIMENTS_SPLIT); "
+                f"got {split!r}"
+            )
+        self.split = "batch" if mesh is not None else split
+        devices = list(jax.devices() if devices is None else devices)
+        self.replica_devices = devices if self.split == "replicas" else devices[:1]
+        if mesh is None:
+            mesh = make_mesh(devices if self.split == "batch" else devices[:1])
         self.model, self.data, self.cfg = model, data, cfg
         self.dropout_salt = int(dropout_salt)
         if augment is not None and data.x_train.ndim != 4:
@@ -149,7 +181,7 @@ class Trainer:
                 f"{data.x_train.shape}. Pass augment=None for flat inputs"
             )
         self.augment = augment
-        self.mesh = make_mesh() if mesh is None else mesh
+        self.mesh = mesh
         devices = self.mesh.devices.size
         if cfg.batch_size % devices:
             raise ValueError(
@@ -184,9 +216,11 @@ class Trainer:
         self.takes_step = bool(getattr(model, "takes_step", False))
         if replica_loop is None:  # XLA:CPU runs R small steps faster than one R-batched step
             replica_loop = all(d.platform == "cpu" for d in self.mesh.devices.flat)
+        if len(self.replica_devices) > 1:  # the one-replica program on every device
+            replica_loop = True
         self.replica_loop = bool(replica_loop)
-        self._init = jax.jit(self._init_impl, out_shardings=self._replicated)
-        self._evaluate = jax.jit(self._evaluate_impl, out_shardings=self._replicated)
+        self.replica_mesh: Mesh | None = None  # set per replica count by _place
+        self._placed = {1: (self._replicated, self.x_train, self.y_train, self.test)}
         self._executables: dict[tuple, Any] = {}
 
     # ---------------------------------------------------------------- pure functions
@@ -240,9 +274,11 @@ class Trainer:
             perm = lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n)
             return jax.vmap(perm)(data_keys).astype(jnp.int32)
 
-        sharded = lambda a: jax.lax.with_sharding_constraint(
-            a, NamedSharding(self.mesh, P(None, "data"))
-        )
+        sharded = lambda a: a  # in the replica split: this device's replicas, whole batches
+        if self.replica_mesh is None:
+            sharded = lambda a: jax.lax.with_sharding_constraint(
+                a, NamedSharding(self.mesh, P(None, "data"))
+            )
 
         def body(carry, step):
             state, perm = carry
@@ -271,8 +307,10 @@ class Trainer:
     def _evaluate_impl(self, state: TrainState, x_chunks, y_chunks, w_chunks):
         def body(carry, chunk):
             x, y, w = chunk
-            x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P("data")))
-            logits = jax.vmap(lambda s: self.model.apply(self._variables(s), x, train=False))(state)
+            if self.replica_mesh is None:
+                x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P("data")))
+            apply = lambda s: self.model.apply(self._variables(s), x, train=False)
+            logits = lax.map(apply, state) if self.replica_loop else jax.vmap(apply)(state)
             labels = jnp.broadcast_to(y, logits.shape[:-1])
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
             correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
@@ -284,35 +322,77 @@ class Trainer:
         return loss / self.num_test, correct / self.num_test
 
     # ---------------------------------------------------------------- compiled entry points
-    def _executable(self, key: tuple, jitted: Callable, *args) -> Any:
-        """The compiled program for ``args``, from this trainer or :data:`_EXECUTABLES`."""
+    def _place(self, replicas: int) -> None:
+        """Uses the replica split for ``replicas`` (see the module doc): its mesh and data."""
+        n = len(self.replica_devices)
+        d = max(k for k in range(1, n + 1) if replicas % k == 0)
+        if d not in self._placed:
+            mesh = Mesh(np.asarray(self.replica_devices[:d]), ("replica",))
+            whole = NamedSharding(mesh, P())
+            arrays = (self.data.x_train, self.data.y_train)
+            test = tuple(_put(np.asarray(a), whole) for a in self._placed[1][3])
+            self._placed[d] = (whole, *(_put(a, whole) for a in arrays), test)
+        self._replicated, self.x_train, self.y_train, self.test = self._placed[d]
+        self.replica_mesh = None if d == 1 else self._replicated.mesh
+
+    def _executable(self, key: tuple, impl: Callable, args: tuple, specs: tuple) -> Any:
+        """The compiled ``impl`` for ``args``, from this trainer or :data:`_EXECUTABLES`: on
+        the batch mesh with replicated outputs, or ``shard_map``-ed over the replica mesh with
+        ``specs = (in_specs, out_specs)`` (``"r"``: split over the replicas, ``""``: whole)."""
+        key = (*key, 1 if self.replica_mesh is None else self.replica_mesh.devices.size)
         if key not in self._executables:
-            self._executables[key] = _compile(jitted, self.mesh, *args)
+            if self.replica_mesh is None:
+                jitted, mesh = jax.jit(impl, out_shardings=self._replicated), self.mesh
+            else:
+                spec = lambda tag: P("replica") if tag == "r" else P()
+                in_specs, out_specs = (jax.tree.map(spec, tags) for tags in specs)
+                # No varying-axes check: each device computes its own replicas and nothing
+                # crosses devices, while custom VJPs (dropjax.cpu_conv) return per-device
+                # cotangents for the whole batch that the check would refuse.
+                mapped = jax.shard_map(
+                    impl,
+                    mesh=self.replica_mesh,
+                    in_specs=in_specs,
+                    out_specs=out_specs,
+                    check_vma=False,
+                )
+                jitted, mesh = jax.jit(mapped), self.replica_mesh
+            self._executables[key] = _compile(jitted, mesh, *args)
         return self._executables[key]
 
+    @property
+    def device_split(self) -> dict[str, Any]:
+        """How the devices shared the last program: ``{"split", "devices"}``."""
+        if self.replica_mesh is not None:
+            return {"split": "replicas", "devices": int(self.replica_mesh.devices.size)}
+        n = int(self.mesh.devices.size)
+        return {"split": "batch" if n > 1 else "one device", "devices": n}
+
     def init(self, seeds: Sequence[int]) -> TrainState:
-        """The initial state of one replica per seed (replica axis first, replicated)."""
+        """The initial state of one replica per seed (replica axis first; split over the
+        devices in the replica split, else replicated)."""
+        self._place(len(seeds))
         seeds = _put(np.asarray(seeds, np.uint32), self._replicated)
-        return self._executable(("init", len(seeds)), self._init, seeds)(seeds)
+        exe = self._executable(("init", len(seeds)), self._init_impl, (seeds,), (("r",), "r"))
+        return exe(seeds)
 
     def segment(self, state: TrainState, step0: int, seeds: Sequence[int], length: int):
         """Runs steps ``step0 .. step0 + length - 1``; returns (state, train loss, train acc)."""
+        self._place(len(seeds))
         step0 = _put(np.int32(step0), self._replicated)
         seeds = _put(np.asarray(seeds, np.uint32), self._replicated)
         args = (state, step0, seeds, self.x_train, self.y_train)
-        key = ("segment", length, len(seeds))
-        if key not in self._executables:
-            fn = lambda s, t, z, x, y: self._segment_impl(s, t, z, x, y, length=length)
-            self._executables[key] = _compile(
-                jax.jit(fn, out_shardings=self._replicated), self.mesh, *args
-            )
-        return self._executables[key](*args)
+        fn = lambda s, t, z, x, y: self._segment_impl(s, t, z, x, y, length=length)
+        specs = (("r", "", "r", "", ""), ("r", "r", "r"))
+        return self._executable(("segment", length, len(seeds)), fn, args, specs)(*args)
 
     def evaluate(self, state: TrainState) -> tuple[jax.Array, jax.Array]:
         """Per-replica test loss and accuracy (no dropout, running batch statistics)."""
-        replicas = jax.tree.leaves(state.params)[0].shape[0]
-        exe = self._executable(("evaluate", replicas), self._evaluate, state, *self.test)
-        return exe(state, *self.test)
+        self._place(jax.tree.leaves(state.params)[0].shape[0])
+        args = (state, *self.test)
+        specs = (("r", "", "", ""), ("r", "r"))
+        key = ("evaluate", jax.tree.leaves(state.params)[0].shape[0])
+        return self._executable(key, self._evaluate_impl, args, specs)(*args)
 
     # ---------------------------------------------------------------- the loop
     def run(
@@ -350,6 +430,8 @@ class Trainer:
         cfg = self.cfg
         start_time = time.perf_counter()
         state = self.init(seeds)
+        if not quiet:
+            _say_idle_devices(len(seeds), len(self.replica_devices))
         step, history, resumed_from = 0, [], None
         ckpt = None
         if checkpoint_dir is not None:
@@ -406,8 +488,30 @@ class Trainer:
             seeds=seeds,
             history=history,
             state=state,
-            timing=_timing(seg_times, eval_time, time.perf_counter() - start_time),
+            timing={
+                **_timing(seg_times, eval_time, time.perf_counter() - start_time),
+                **self.device_split,
+            },
             resumed_from=resumed_from,
+        )
+
+
+SPLITS = ("replicas", "batch")
+"""How a :class:`Trainer` shares its work over several devices (its ``split``)."""
+
+_SAID: set[tuple[int, int]] = set()
+
+
+def _say_idle_devices(replicas: int, devices: int) -> None:
+    """Once per process and shape: the replica split leaves some devices idle."""
+    used = max(k for k in range(1, devices + 1) if replicas % k == 0)
+    if used < devices and (replicas, devices) not in _SAID:
+        _SAID.add((replicas, devices))
+        print(
+            f"{replicas} replicas over {devices} devices: {used} used (each device runs whole "
+            "replicas). `--split batch` (EXPERIMENTS_SPLIT=batch) shards every batch over all "
+            "of them instead; its numbers then depend on the device count.",
+            file=sys.stderr,
         )
 
 

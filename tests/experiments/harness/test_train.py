@@ -57,9 +57,9 @@ def data() -> ArrayData:
 
 @pytest.fixture(scope="module")
 def trainer(data) -> Trainer:
-    """The tiny ResNet on all 8 devices."""
+    """The tiny ResNet on all 8 devices, every batch split over them."""
     assert jax.device_count() == 8
-    return Trainer(_TINY, data, _PROTOCOL)
+    return Trainer(_TINY, data, _PROTOCOL, split="batch")
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +164,15 @@ def test_eight_devices_match_one_device(trainer, pair, pair_single):
         for metric in ("train_loss", "train_acc", "test_loss", "test_acc"):
             close(got[metric], want[metric])
     # The 8-device program is data parallel: gradients are all-reduced across devices.
-    hlo = trainer._executables[("segment", 2, 2)].as_text()
+    hlo = trainer._executables[("segment", 2, 2, 1)].as_text()
     assert "all-reduce" in hlo
 
 
 def test_batch_must_divide_device_count(data):
     cfg = TrainConfig(iterations=2, batch_size=12)
     with pytest.raises(ValueError, match="multiple of the number of devices"):
-        Trainer(_TINY, data, cfg)
+        Trainer(_TINY, data, cfg, split="batch")
+    Trainer(_TINY, data, cfg)  # the replica split keeps whole batches: any size
 
 
 class _Interrupt(Exception):
@@ -196,3 +197,59 @@ def test_kill_and_resume_equals_uninterrupted(trainer, pair, tmp_path):
     # A checkpoint from another run is refused, not silently resumed.
     with pytest.raises(ValueError, match="belongs to another run"):
         trainer.run([5, 8], checkpoint_dir=ckpt, quiet=True)
+
+
+# --------------------------------------------------------------------------- replica split
+
+
+@pytest.fixture(scope="module")
+def four_on_one(data):
+    """Four replicas on one device: the reference the replica split must equal bit for bit."""
+    return Trainer(_TINY, data, _PROTOCOL, devices=jax.devices()[:1]).run([5, 7, 9, 11], quiet=True)
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+def test_replica_split_is_bit_identical_to_one_device(data, four_on_one, devices):
+    """Each device runs whole replicas with the one-replica program: the curves and the final
+    state do not depend on how many devices share them."""
+    trainer = Trainer(_TINY, data, _PROTOCOL, devices=jax.devices()[:devices])
+    result = trainer.run([5, 7, 9, 11], quiet=True)
+    assert result.timing["split"] == "replicas" and result.timing["devices"] == devices
+    assert four_on_one.timing["split"] == "one device"
+    assert result.history == four_on_one.history
+    jax.tree.map(np.testing.assert_array_equal, result.state, four_on_one.state)
+    # The program really is split: each device holds R / devices replicas of every parameter.
+    kernel = jax.tree.leaves(result.state.params)[0]
+    assert {s.data.shape[0] for s in kernel.addressable_shards} == {4 // devices}
+
+
+def test_replicas_that_do_not_divide_use_fewer_devices(data, four_on_one, capsys):
+    """Three replicas on two devices: one device (3 is prime), said once, same numbers."""
+    trainer = Trainer(_TINY, data, _PROTOCOL, devices=jax.devices()[:2])
+    result = trainer.run([5, 7, 9])
+    assert result.timing["devices"] == 1
+    assert "3 replicas over 2 devices: 1 used" in capsys.readouterr().err
+    for got, want in zip(result.history, four_on_one.history, strict=True):
+        assert got["test_acc"] == want["test_acc"][:3]
+    with pytest.raises(ValueError, match="split must be one of"):
+        Trainer(_TINY, data, _PROTOCOL, split="seeds")
+
+
+def test_resume_on_another_device_count(data, four_on_one, tmp_path):
+    """Interrupted on two devices, resumed on four: the uninterrupted one-device run."""
+
+    def stop(step, entry):
+        if step == 4:
+            raise _Interrupt
+
+    ckpt = tmp_path / "ckpt"
+    seeds = [5, 7, 9, 11]
+    with pytest.raises(_Interrupt):
+        Trainer(_TINY, data, _PROTOCOL, devices=jax.devices()[:2]).run(
+            seeds, checkpoint_dir=ckpt, callback=stop, quiet=True
+        )
+    resumed = Trainer(_TINY, data, _PROTOCOL, devices=jax.devices()[:4]).run(
+        seeds, checkpoint_dir=ckpt, quiet=True
+    )
+    assert resumed.resumed_from == 4 and resumed.history == four_on_one.history
+    jax.tree.map(np.testing.assert_array_equal, resumed.state, four_on_one.state)
