@@ -23,22 +23,7 @@ from experiments.harness.models import (
     ResNet,
     make_dropout,
 )
-from experiments.harness.train import ArrayData
-
-
-def _toy_data(n_train=64, n_test=24, shape=(8, 8, 1), classes=3, seed=0) -> ArrayData:
-    """A learnable synthetic set: labels from a random linear projection of the inputs."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n_train + n_test, *shape)).astype(np.float32)
-    w = rng.normal(size=(int(np.prod(shape)), classes))
-    y = np.argmax(x.reshape(len(x), -1) @ w, -1).astype(np.int32)
-    return ArrayData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "toy", "synthetic")
-
-
-def _cfg(kind: str) -> DropoutConfig:
-    backward = 0.2 if kind.startswith("augmented") else 0.0
-    return DropoutConfig(kind, 0.3, backward, block_size=2)
-
+from tests.experiments.harness.toy import dropout_cfg
 
 # --------------------------------------------------------------------------- models
 
@@ -54,7 +39,7 @@ _MODELS = {
 @pytest.mark.parametrize("name", sorted(_MODELS))
 def test_model_output_shapes(name, kind):
     build, shape = _MODELS[name]
-    model = build(_cfg(kind))
+    model = build(dropout_cfg(kind))
     x = jax.random.normal(jax.random.key(0), shape)
     variables = model.init(jax.random.key(1), x, train=False)
     rngs = {"dropout": jax.random.key(2)}
@@ -77,7 +62,7 @@ def test_model_output_shapes(name, kind):
 def test_gcn_output_shape(kind):
     senders, receivers = jnp.array([0, 1, 2, 3, 4]), jnp.array([1, 2, 3, 4, 0])
     x = jax.random.normal(jax.random.key(0), (5, 6))
-    model = GCN(hidden=8, num_classes=3, dropout=_cfg(kind), edge_rate=0.4)
+    model = GCN(hidden=8, num_classes=3, dropout=dropout_cfg(kind), edge_rate=0.4)
     variables = model.init(jax.random.key(1), x, senders, receivers)
     out = model.apply(
         variables, x, senders, receivers, train=True, rngs={"dropout": jax.random.key(2)}

@@ -8,31 +8,11 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from experiments import catalog
 from experiments.__main__ import main
 from experiments.harness import results as results_io
-from experiments.harness.models import (
-    DropoutConfig,
-)
-from experiments.harness.train import ArrayData
-
-
-def _toy_data(n_train=64, n_test=24, shape=(8, 8, 1), classes=3, seed=0) -> ArrayData:
-    """A learnable synthetic set: labels from a random linear projection of the inputs."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n_train + n_test, *shape)).astype(np.float32)
-    w = rng.normal(size=(int(np.prod(shape)), classes))
-    y = np.argmax(x.reshape(len(x), -1) @ w, -1).astype(np.int32)
-    return ArrayData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "toy", "synthetic")
-
-
-def _cfg(kind: str) -> DropoutConfig:
-    backward = 0.2 if kind.startswith("augmented") else 0.0
-    return DropoutConfig(kind, 0.3, backward, block_size=2)
-
 
 # --------------------------------------------------------------------------- CLI, results
 

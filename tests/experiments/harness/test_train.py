@@ -17,21 +17,7 @@ from experiments.harness.models import (
     ResNet,
 )
 from experiments.harness.train import ArrayData, TrainConfig, Trainer, make_mesh
-
-
-def _toy_data(n_train=64, n_test=24, shape=(8, 8, 1), classes=3, seed=0) -> ArrayData:
-    """A learnable synthetic set: labels from a random linear projection of the inputs."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n_train + n_test, *shape)).astype(np.float32)
-    w = rng.normal(size=(int(np.prod(shape)), classes))
-    y = np.argmax(x.reshape(len(x), -1) @ w, -1).astype(np.int32)
-    return ArrayData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "toy", "synthetic")
-
-
-def _cfg(kind: str) -> DropoutConfig:
-    backward = 0.2 if kind.startswith("augmented") else 0.0
-    return DropoutConfig(kind, 0.3, backward, block_size=2)
-
+from tests.experiments.harness.toy import toy_data
 
 # --------------------------------------------------------------------------- training
 
@@ -52,7 +38,7 @@ _PROTOCOL = TrainConfig(
 
 @pytest.fixture(scope="module")
 def data() -> ArrayData:
-    return _toy_data()
+    return toy_data()
 
 
 @pytest.fixture(scope="module")
