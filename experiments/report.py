@@ -323,8 +323,8 @@ def _spec_note(payload: dict[str, Any], claim) -> tuple[str, list[str]]:
         recorded = (payload.get("grid") or {}).get("specs_at_start")
         record = stats.spec_record(specs, recorded) if recorded else None
     now = ", ".join(f"`{k}` `{stats.spec_hash(s)}` (rule `{s.rule}`)" for k, s in specs.items())
-    if record is None or not record["at_start_recorded"]:
-        commit = str((payload.get("environment") or {}).get("git_commit"))[:7]
+    commit = str((payload.get("environment") or {}).get("git_commit"))[:7]
+    if record is None or not any(v["at_start"] for v in record["specs"].values()):
         return "", [
             f"Decision spec now declared in code: {now}. **No spec hash was recorded for "
             f"these results**: they ran (git `{commit}`) before specs were recorded, so the "
@@ -333,12 +333,20 @@ def _spec_note(payload: dict[str, Any], claim) -> tuple[str, list[str]]:
             "",
         ]
     changed = record["changed"]
-    start = ", ".join(f"`{v['at_start']}`" for v in record["specs"].values())
+    start = ", ".join(
+        f"`{k}` `{v['at_start']}`" for k, v in record["specs"].items() if v["at_start"]
+    )
+    missing = [k for k, v in record["specs"].items() if not v["at_start"]]
     line = f"Decision spec {now}; recorded at the first cell: {start}" + (
         ". **Rule changed after data**: the verdict above is decided under the spec now."
         if changed
         else "."
     )
+    if missing:
+        line += (
+            f" No hash was recorded for {', '.join(f'`{k}`' for k in missing)}: those cells "
+            "ran before specs were recorded."
+        )
     return (" (rule changed after data)" if changed else ""), [line, ""]
 
 
