@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import command_line, write_text_atomic
+from experiments.harness.host_devices import default_split
 from experiments.harness.models import ConvNetQuick, DropoutConfig, LeNet
 from experiments.harness.results import write_json_atomic
 from experiments.harness.train import ArrayData, TrainConfig, Trainer
@@ -208,7 +209,7 @@ def main(argv=None) -> None:
         "device": device,
         "threads": args.threads,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "split": os.environ.get("EXPERIMENTS_SPLIT") or "replicas",
+        "split": default_split(jax.process_count()),
         "torch": torch.__version__,
         "jax": jax.__version__,
         "steps": args.steps,
@@ -216,8 +217,7 @@ def main(argv=None) -> None:
         "repeats": args.repeats,
         "command": command_line("benchmarks.torch_vs_harness", argv),
     }
-    split = os.environ.get("EXPERIMENTS_SPLIT") or "replicas"
-    split = f"_{jax.device_count()}devices_{split}" if jax.device_count() > 1 else ""
+    split = f"_{jax.device_count()}devices_{meta['split']}" if jax.device_count() > 1 else ""
     stem = RESULTS / f"torch_vs_harness_{device}_{args.threads}t{split}"
     write_json_atomic(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
     text = _markdown(rows, meta)

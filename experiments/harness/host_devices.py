@@ -20,11 +20,37 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 ONE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
 """One XLA thread per device: with one device per core, the cores are the parallelism."""
+
+
+def default_split(processes: int, environ: Mapping[str, str] | None = None) -> str:
+    """The split a run uses unless told: ``EXPERIMENTS_SPLIT`` (``--split``), else
+    ``"replicas"`` in one process and ``"batch"`` across several (a pod: the batch split
+    spans every host's devices, where a replica mesh would leave hosts without shards).
+
+    Examples:
+      >>> default_split(1, {}), default_split(2, {})
+      ('replicas', 'batch')
+      >>> default_split(1, {"EXPERIMENTS_SPLIT": "batch"})
+      'batch'
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get("EXPERIMENTS_SPLIT") or ("replicas" if processes == 1 else "batch")
+
+
+def replica_device_count(replicas: int, devices: int) -> int:
+    """How many of ``devices`` the replica split uses: the largest count that divides
+    ``replicas`` (every device then runs the same number of whole replicas).
+
+    Examples:
+      >>> replica_device_count(4, 2), replica_device_count(3, 2), replica_device_count(2, 8)
+      (2, 1, 2)
+    """
+    return max(k for k in range(1, devices + 1) if replicas % k == 0)
 
 
 def usable_cores() -> int:

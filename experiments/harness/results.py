@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from experiments.harness.host_devices import default_split
+
 __all__ = [
     "PRESETS",
     "PUBLISHED",
@@ -211,8 +213,7 @@ def environment() -> dict[str, Any]:
         "device_count": len(devices),
         "process_count": jax.process_count(),
         "process_index": jax.process_index(),
-        "split": os.environ.get("EXPERIMENTS_SPLIT")
-        or ("replicas" if jax.process_count() == 1 else "batch"),
+        "split": default_split(jax.process_count()),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "jax": jax.__version__,
         "flax": flax.__version__,

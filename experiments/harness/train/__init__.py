@@ -84,6 +84,7 @@ from jax.sharding import PartitionSpec as P
 
 from experiments.harness import tensorboard
 from experiments.harness.augment import PadCropFlip, augment_key
+from experiments.harness.host_devices import default_split, replica_device_count
 from experiments.harness.train._checkpoints import (
     _Checkpoints,
 )
@@ -160,9 +161,7 @@ class Trainer:
         split: str | None = None,
         devices: Sequence[jax.Device] | None = None,
     ):
-        # Several processes (a pod): the batch split, which spans every host's devices.
-        default = "replicas" if jax.process_count() == 1 else "batch"
-        split = split or os.environ.get("EXPERIMENTS_SPLIT") or default
+        split = split or default_split(jax.process_count())
         if split not in SPLITS:
             raise ValueError(
                 f"split must be one of {SPLITS} (from the argument or EXPERIMENTS_SPLIT); "
@@ -325,7 +324,7 @@ class Trainer:
     def _place(self, replicas: int) -> None:
         """Uses the replica split for ``replicas`` (see the module doc): its mesh and data."""
         n = len(self.replica_devices)
-        d = max(k for k in range(1, n + 1) if replicas % k == 0)
+        d = replica_device_count(replicas, n)
         if d not in self._placed:
             mesh = Mesh(np.asarray(self.replica_devices[:d]), ("replica",))
             whole = NamedSharding(mesh, P())
@@ -388,10 +387,11 @@ class Trainer:
 
     def evaluate(self, state: TrainState) -> tuple[jax.Array, jax.Array]:
         """Per-replica test loss and accuracy (no dropout, running batch statistics)."""
-        self._place(jax.tree.leaves(state.params)[0].shape[0])
+        replicas = jax.tree.leaves(state.params)[0].shape[0]
+        self._place(replicas)
         args = (state, *self.test)
         specs = (("r", "", "", ""), ("r", "r"))
-        key = ("evaluate", jax.tree.leaves(state.params)[0].shape[0])
+        key = ("evaluate", replicas)
         return self._executable(key, self._evaluate_impl, args, specs)(*args)
 
     # ---------------------------------------------------------------- the loop
@@ -504,7 +504,7 @@ _SAID: set[tuple[int, int]] = set()
 
 def _say_idle_devices(replicas: int, devices: int) -> None:
     """Once per process and shape: the replica split leaves some devices idle."""
-    used = max(k for k in range(1, devices + 1) if replicas % k == 0)
+    used = replica_device_count(replicas, devices)
     if used < devices and (replicas, devices) not in _SAID:
         _SAID.add((replicas, devices))
         print(
