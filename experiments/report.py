@@ -25,7 +25,9 @@ PRESET_ORDER = ("paper", "quick", "smoke")
 REPORT_PATH = Path(__file__).resolve().parent / "REPORT.md"
 
 
-def load_results(out: Path, name: str) -> dict[str, Any] | None:
+def load_results(
+    out: Path, name: str, presets: tuple[str, ...] = PRESET_ORDER
+) -> dict[str, Any] | None:
     """The results payload of the largest preset present, or None.
 
     An unfinished grid run (``"status": "partial"``) counts when its experiment can
@@ -33,7 +35,7 @@ def load_results(out: Path, name: str) -> dict[str, Any] | None:
     that hook and ``partial: "k/n cells"``.
     """
     table = claims()
-    for preset in PRESET_ORDER:
+    for preset in presets:
         path = Path(out) / name / f"{preset}.json"
         if not path.exists():
             continue
@@ -51,6 +53,16 @@ def load_results(out: Path, name: str) -> dict[str, Any] | None:
             payload["wall_time_s"] = cells_wall_time(cells)
         return payload
     return None
+
+
+def _finished_below(out: Path, name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """While a larger preset's grid is in flight (its interim look is the headline), the
+    largest smaller preset that finished, so that a finished verdict is never hidden."""
+    if not payload.get("partial"):
+        return None
+    smaller = PRESET_ORDER[PRESET_ORDER.index(payload["preset"]) + 1 :]
+    finished = load_results(out, name, smaller)
+    return None if finished is None or finished.get("partial") else finished
 
 
 def _verdict(results: dict[str, Any]) -> str:
@@ -262,6 +274,17 @@ def build_report(out: Path = PUBLISHED) -> str:
             row, section = _claim_entry(number, source, title, name, payload, claim)
             summary.append(row)
             sections.append(section)
+            finished = _finished_below(out, name, payload)
+            if finished is not None:
+                _, earlier = _claim_entry(number, source, title, name, finished, claim)
+                sections.append(
+                    earlier.replace(
+                        f"## {number}. {title}",
+                        f"### {number}. Finished `{finished['preset']}` run, shown while the "
+                        f"`{payload['preset']}` run above is in flight",
+                        1,
+                    )
+                )
     return "\n".join([*HEADER, *summary, "", *compute_plan(out), *sections])
 
 

@@ -1,6 +1,7 @@
 """REPORT.md rendering: coverage and power columns, partial grid runs, legacy verdicts."""
 
 import json
+import re
 import types
 
 import numpy as np
@@ -143,6 +144,32 @@ def test_an_undecided_partial_grid_gives_way_to_a_finished_smaller_preset(tmp_pa
     partial["grid"]["cells"] = {}  # and with no finished cell at all
     (folder / "paper.json").write_text(json.dumps(partial))
     assert report.load_results(tmp_path, "linear_l2")["preset"] == "quick"
+
+
+def test_an_interim_larger_preset_keeps_the_finished_smaller_one_in_view(tmp_path, monkeypatch):
+    """A paper grid in flight whose cells decide something is the headline (interim); the
+    finished quick run's section stays in the report below it, verdict and all."""
+    hooks = types.SimpleNamespace(
+        render=None, partial=lambda payload: {"verdict": "refuted", "interim": True}
+    )
+    monkeypatch.setattr(report, "claims", lambda: {"linear_l2": hooks})
+    folder = tmp_path / "linear_l2"
+    folder.mkdir()
+    cell = {"params": {"seeds": [0]}, "environment": {}, "wall_s": 1.0}
+    partial = {"preset": "paper", "status": "partial", "cells_done": 3, "cells_total": 9}
+    partial["grid"] = {"cells": {"a": cell}}
+    (folder / "paper.json").write_text(json.dumps(partial))
+    quick = {"preset": "quick", "environment": {}, "results": {"verdict": "contradicted"}}
+    (folder / "quick.json").write_text(json.dumps(quick))
+    text = report.build_report(tmp_path)
+    row = next(line for line in text.splitlines() if "`linear_l2`" in line)
+    assert "paper (partial: 3/9 cells)" in row and "interim, 3/9 cells: refuted" in row
+    assert "Finished `quick` run, shown while the `paper` run above is in flight" in text
+    assert re.search(r"\*\*Verdict: contradicted[^*]*\.\*\* Preset `quick`", text)
+    # Once the paper grid is complete, only it is shown.
+    partial.update(status="complete", results={"verdict": "refuted"})
+    (folder / "paper.json").write_text(json.dumps(partial))
+    assert "Finished `quick`" not in report.build_report(tmp_path)
 
 
 def test_the_committed_report_is_what_the_committed_results_render_to():
