@@ -365,10 +365,22 @@ def _spec_note(payload: dict[str, Any], claim) -> tuple[str, list[str]]:
         if changed
         else "."
     )
-    if missing:
+    # Where the spec keys name the grid's parts (cell ids "<part>/..."), a part with no
+    # cell yet has nothing recorded because nothing has run: its spec is recorded at its
+    # first cell.
+    cell_ids = list((payload.get("grid") or {}).get("cells") or {})
+    has_cells = {k: any(c.startswith(f"{k}/") for c in cell_ids) for k in record["specs"]}
+    unstarted = [k for k in missing if not has_cells[k]] if any(has_cells.values()) else []
+    ran_before = [k for k in missing if k not in unstarted]
+    if ran_before:
         line += (
-            f" No hash was recorded for {', '.join(f'`{k}`' for k in missing)}: those cells "
-            "ran before specs were recorded."
+            f" No hash was recorded for {', '.join(f'`{k}`' for k in ran_before)}: those "
+            "cells ran before specs were recorded."
+        )
+    if unstarted:
+        line += (
+            f" {', '.join(f'`{k}`' for k in unstarted)}: no cell run yet; the spec is "
+            "recorded at the first."
         )
     return (" (rule changed after data)" if changed else ""), [line, ""]
 

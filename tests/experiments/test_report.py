@@ -178,3 +178,25 @@ def test_the_committed_report_is_what_the_committed_results_render_to():
     from experiments.harness.results import PUBLISHED
 
     assert report.build_report(PUBLISHED) == report.REPORT_PATH.read_text()
+
+
+def test_spec_note_tells_parts_that_ran_unrecorded_from_parts_not_started():
+    """A part whose cells ran before specs were recorded says so; a part with no cell yet
+    says that nothing has run (its spec is recorded at its first cell)."""
+    from experiments.harness import stats
+
+    spec = stats.DecisionSpec(
+        {"a": ("b beats a", "every")}, (stats.Contrast("a", "b", "a", "all", +1, 0.01),), 4
+    )
+    claim = types.SimpleNamespace(specs=lambda preset: {"old": spec, "new": spec, "next": spec})
+    recorded = {"new": {"hash": stats.spec_hash(spec)}}
+    payload = {
+        "preset": "paper",
+        "results": {},
+        "grid": {"specs_at_start": recorded, "cells": {"old/x/seeds=0-1": {}, "new/x": {}}},
+    }
+    changed, lines = report._spec_note(payload, claim)
+    assert changed == ""
+    assert "No hash was recorded for `old`: those cells ran before" in lines[0]
+    assert "`next`: no cell run yet; the spec is recorded at the first." in lines[0]
+    assert "`new`" in lines[0].split("recorded at the first cell:")[1]

@@ -87,6 +87,7 @@ from experiments.claims.gao_ablation._protocol import (
     PRESETS,
     SOURCE,
     SPEC_SUBSET,
+    SUBSET_FRESH_KEY,
     SUBSET_SMALL_KEY,
     Part,
 )
@@ -160,7 +161,8 @@ def run(ctx: RunContext) -> Outcome:
     # of theirs is taken over (same cells, same fingerprints), not refused.
     legacy = [
         config_of([p for p in runnable if not p.train_subset]),
-        config_of([p for p in runnable if p.key != SUBSET_SMALL_KEY]),  # before the 2k regime
+        config_of([p for p in runnable if p.key not in (SUBSET_SMALL_KEY, SUBSET_FRESH_KEY)]),
+        config_of([p for p in runnable if p.key != SUBSET_FRESH_KEY]),  # before the fresh seeds
     ]
     all_cells = {p.id: stages(p, seeds) for p in runnable}
     total = sum(len(c) for stage in all_cells.values() for c in stage)

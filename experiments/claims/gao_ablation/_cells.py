@@ -66,6 +66,8 @@ def _dropout(arm: str, rate: float) -> DropoutConfig:
 
 
 def spec_for(part: Part) -> stats.DecisionSpec:
+    if part.seeds:  # a regime on its own fresh seeds plans its own number of pairs
+        return dataclasses.replace(SPEC_SUBSET, pairs=len(part.seeds))
     return SPEC_SUBSET if part.train_subset else SPEC
 
 
@@ -164,7 +166,8 @@ def _cell(part: Part, group: list[int], arm: str, rate: float | None) -> Cell:
 
 
 def stages(part: Part, seeds: list[int]) -> list[list[Cell]]:
-    """The part's cells in the order they run, in stages.
+    """The part's cells in the order they run, in stages (over ``part.seeds`` when the part
+    has its own, else ``seeds``).
 
     A part with a positive control (the over-fitting substitute) runs the control's cells
     first (plain and standard at its rate, every seed group), then the sub-claims' rates,
@@ -172,6 +175,7 @@ def stages(part: Part, seeds: list[int]) -> list[list[Cell]]:
     dropout arms (the rates the sub-claims name), then the other rates. Cells of two seeds
     finish in well under an hour on one CPU core.
     """
+    seeds = list(part.seeds) or seeds
     groups = [seeds[i : i + GROUP] for i in range(0, len(seeds), GROUP)]
     control = spec_for(part).control
     if control is None:

@@ -75,6 +75,21 @@ def test_ablation_paper_plans_the_substitute_protocol():
     rates = lambda stage: {c.params["rate"] for c in stage}
     assert rates(second) == {0.05, 0.3, 0.2, 0.005} and len(second) == 2 * (3 * 4 - 1)
     assert rates(third) == {0.1, 0.01} and len(third) == 2 * 6
+    # The third regime: the 2,000 images again, on its own 12 fresh seeds (never the preset's),
+    # its control first, decided on 12 pairs with the substitute's control.
+    from experiments.claims.gao_ablation import SPEC_SUBSET, spec_for
+
+    fresh = parts[4]
+    assert fresh.id == "table1_fmnist2k_fresh" and fresh.train_subset == 2000
+    head = stages(fresh, [0, 1, 2, 3])[0]
+    assert [c.id for c in head] == [
+        f"table1_fmnist2k_fresh/{n}/seeds={g}-{g + 1}"
+        for g in range(100, 112, 2)
+        for n in ("plain", "standard@0.05")
+    ]
+    assert spec_for(fresh).pairs == 12 and spec_for(fresh).control == SPEC_SUBSET.control
+    assert spec_for(parts[3]).pairs == SPEC_SUBSET.pairs  # the 2k regime keeps its spec
+    assert "seeds" not in parts[3].config() and fresh.config()["seeds"] == tuple(range(100, 112))
 
 
 def test_claims_are_decided_against_the_papers_effects():
