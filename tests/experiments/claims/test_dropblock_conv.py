@@ -15,6 +15,7 @@ import pytest
 import dropjax
 from experiments import catalog
 from experiments.claims import dropblock_conv as db
+from experiments.harness import stats
 from experiments.harness.claim import execute
 from experiments.harness.results import RunContext
 from experiments.harness.train import ArrayData, TrainConfig, train
@@ -118,18 +119,37 @@ def test_balanced_subset_takes_the_first_images_of_each_class():
         db.balanced_subset(ArrayData(x, y, x, y), 7)
 
 
-def test_decided_verdicts_stay_indicative():
-    """The explainer has no protocol: reproduced/refuted read 'indicative' at any coverage."""
+def test_verdicts_stand_at_the_reference_protocol_and_are_indicative_below():
+    """No source protocol: the pooled verdict stands at 100 % of our reference protocol (the
+    paper preset) and reads 'indicative' below it; an inconclusive interval stays so."""
     up = {"mean": 0.03, "std": 0.005, "n": 6, "ci_low": 0.025, "ci_high": 0.035}
     flat = {"mean": 0.0, "std": 0.002, "n": 6, "ci_low": -0.002, "ci_high": 0.002}
+    down = {"mean": -0.002, "std": 0.002, "n": 6, "ci_low": -0.004, "ci_high": -0.0005}
     wide = {"mean": 0.0, "std": 0.05, "n": 6, "ci_low": -0.05, "ci_high": 0.05}
-    for diff, verdict, headline in (
-        (up, "reproduced", "indicative"),
-        (flat, "refuted", "indicative"),
-        (wide, "inconclusive", "inconclusive"),
+    for diff, verdict in (
+        (up, "reproduced"),
+        (flat, "refuted"),
+        (down, "contradicted"),
+        (wide, "inconclusive"),
     ):
         d = db._decide(diff, 1.0, False)
-        assert (d["verdict"], d["headline"]) == (verdict, headline)
+        assert (d["verdict"], d["headline"]) == (verdict, verdict)
+        quick = db._decide(diff, 0.25, False)
+        assert quick["headline"] == ("inconclusive" if verdict == "inconclusive" else "indicative")
+
+
+def test_a_run_that_recorded_the_older_headline_rule_shows_both():
+    """The paper grid's first cell recorded the spec whose headline stayed indicative: the
+    results carry that headline next to the one under the spec now; a run that recorded
+    the current spec carries nothing extra."""
+    pooled = {"dropblock_vs_standard": {"verdict": "contradicted"}}
+    results = {"verdict": "contradicted", "pooled": pooled}
+    db._headline_at_start(results, {db.NAME: {"hash": "40f5df62ae41135e"}})
+    assert results["headline_at_start"]["verdict"] == "indicative"
+    assert results["headline_at_start"]["hash"] == "40f5df62ae41135e"
+    now = {"verdict": "contradicted", "pooled": pooled}
+    db._headline_at_start(now, {db.NAME: {"hash": stats.spec_hash(db.SPEC)}})
+    assert "headline_at_start" not in now
 
 
 def test_dropblock_conv_smoke(tmp_path, monkeypatch):
