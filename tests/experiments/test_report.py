@@ -129,17 +129,26 @@ def test_results_without_evidence_are_marked_legacy(tmp_path, monkeypatch):
     assert "not recorded" in row and "legacy rule" in row
 
 
-def test_an_undecided_partial_grid_gives_way_to_a_finished_smaller_preset(tmp_path, monkeypatch):
-    hooks = types.SimpleNamespace(render=None, partial=lambda payload: {"verdict": "not tested"})
+def _paper_in_flight_over_quick(tmp_path, monkeypatch, hook_results, cells_done, quick_verdict):
+    """``linear_l2`` with an unfinished paper grid (its partial hook returns
+    ``hook_results``) and a finished quick run; returns the folder and the paper payload."""
+    hooks = types.SimpleNamespace(render=None, partial=lambda payload: hook_results)
     monkeypatch.setattr(report, "claims", lambda: {"linear_l2": hooks})
     folder = tmp_path / "linear_l2"
     folder.mkdir()
     cell = {"params": {"seeds": [0]}, "environment": {}, "wall_s": 1.0}
-    partial = {"preset": "paper", "status": "partial", "cells_done": 1, "cells_total": 9}
+    partial = {"preset": "paper", "status": "partial", "cells_done": cells_done, "cells_total": 9}
     partial["grid"] = {"cells": {"a": cell}}
     (folder / "paper.json").write_text(json.dumps(partial))
-    quick = {"preset": "quick", "environment": {}, "results": {"verdict": "reproduced"}}
+    quick = {"preset": "quick", "environment": {}, "results": {"verdict": quick_verdict}}
     (folder / "quick.json").write_text(json.dumps(quick))
+    return folder, partial
+
+
+def test_an_undecided_partial_grid_gives_way_to_a_finished_smaller_preset(tmp_path, monkeypatch):
+    folder, partial = _paper_in_flight_over_quick(
+        tmp_path, monkeypatch, {"verdict": "not tested"}, 1, "reproduced"
+    )
     assert report.load_results(tmp_path, "linear_l2")["preset"] == "quick"
     partial["grid"]["cells"] = {}  # and with no finished cell at all
     (folder / "paper.json").write_text(json.dumps(partial))
@@ -149,18 +158,9 @@ def test_an_undecided_partial_grid_gives_way_to_a_finished_smaller_preset(tmp_pa
 def test_an_interim_larger_preset_keeps_the_finished_smaller_one_in_view(tmp_path, monkeypatch):
     """A paper grid in flight whose cells decide something is the headline (interim); the
     finished quick run's section stays in the report below it, verdict and all."""
-    hooks = types.SimpleNamespace(
-        render=None, partial=lambda payload: {"verdict": "refuted", "interim": True}
+    folder, partial = _paper_in_flight_over_quick(
+        tmp_path, monkeypatch, {"verdict": "refuted", "interim": True}, 3, "contradicted"
     )
-    monkeypatch.setattr(report, "claims", lambda: {"linear_l2": hooks})
-    folder = tmp_path / "linear_l2"
-    folder.mkdir()
-    cell = {"params": {"seeds": [0]}, "environment": {}, "wall_s": 1.0}
-    partial = {"preset": "paper", "status": "partial", "cells_done": 3, "cells_total": 9}
-    partial["grid"] = {"cells": {"a": cell}}
-    (folder / "paper.json").write_text(json.dumps(partial))
-    quick = {"preset": "quick", "environment": {}, "results": {"verdict": "contradicted"}}
-    (folder / "quick.json").write_text(json.dumps(quick))
     text = report.build_report(tmp_path)
     row = next(line for line in text.splitlines() if "`linear_l2`" in line)
     assert "paper (partial: 3/9 cells)" in row and "interim, 3/9 cells: refuted" in row

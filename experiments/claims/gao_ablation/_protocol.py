@@ -169,6 +169,15 @@ SUBSET_RATES = (0.05, 0.3, 0.2, 0.005, 0.1, 0.01)
 0.05 first, then the sub-claims' 0.3, 0.2 and 0.005, then the other rates of Table 1."""
 
 
+def _overfit_part(subset: int, key: str, seeds: tuple[int, ...] = ()) -> Part:
+    """An over-fitting regime of Table 1: ConvNet-Quick at the paper's schedule on the first
+    ``subset`` training images, the control's rate first (:data:`SUBSET_RATES`)."""
+    train = quick_protocol(9000, 4000, eval_every=500)
+    return Part(
+        "table1", "convnet_quick", SUBSET_RATES, train, train_subset=subset, key=key, seeds=seeds
+    )
+
+
 PRESETS = {
     "smoke": Preset(
         "digits",
@@ -215,31 +224,9 @@ PRESETS = {
             ),
         ),
         substitute_parts=(
-            Part(
-                "table1",
-                "convnet_quick",
-                SUBSET_RATES,
-                quick_protocol(9000, 4000, eval_every=500),
-                train_subset=SUBSET,
-                key=SUBSET_KEY,
-            ),
-            Part(
-                "table1",
-                "convnet_quick",
-                SUBSET_RATES,
-                quick_protocol(9000, 4000, eval_every=500),
-                train_subset=SUBSET_SMALL,
-                key=SUBSET_SMALL_KEY,
-            ),
-            Part(
-                "table1",
-                "convnet_quick",
-                SUBSET_RATES,
-                quick_protocol(9000, 4000, eval_every=500),
-                train_subset=SUBSET_SMALL,
-                key=SUBSET_FRESH_KEY,
-                seeds=FRESH_SEEDS,
-            ),
+            _overfit_part(SUBSET, SUBSET_KEY),
+            _overfit_part(SUBSET_SMALL, SUBSET_SMALL_KEY),
+            _overfit_part(SUBSET_SMALL, SUBSET_FRESH_KEY, FRESH_SEEDS),
         ),
     ),
 }
