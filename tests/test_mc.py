@@ -20,7 +20,8 @@ W = jax.random.normal(jax.random.key(100), (6, 3))
 
 
 def elementwise_fn(k, x):
-    """Dropout then elementwise maths: batching cannot change a single bit."""
+    """Dropout then elementwise maths: batching cannot change a mask; a value may move by an
+    ulp (XLA evaluates tanh in vector or scalar form depending on the program's shapes)."""
     return jnp.tanh(dropjax.dropout(k, x, RATE)) * 2.0
 
 
@@ -34,6 +35,15 @@ def loop(fn, key, num_samples, *args, **kwargs):
     keys = jax.random.split(key, num_samples)
     outs = [one(keys[i]) for i in range(num_samples)]
     return jax.tree.map(lambda *leaves: np.stack(leaves), *outs)
+
+
+def assert_same_masks(a, b):
+    """Two programs of different shapes (chunked, jitted, sharded): the same entries dropped,
+    bit for bit, and the kept values within 2 float32 ulps of each other: bit equality is
+    promised only for the same program on the same shapes."""
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_array_equal(a == 0, b == 0)
+    np.testing.assert_array_max_ulp(a, b, maxulp=2)
 
 
 def jit_sample(fn, key, num_samples, *args, **kwargs):
@@ -77,7 +87,7 @@ def test_single_sample(x):
     key = jax.random.key(2)
     ys = jit_sample(elementwise_fn, key, 1, x)
     assert ys.shape == (1, *x.shape)
-    np.testing.assert_array_equal(ys[0], elementwise_fn(jax.random.split(key, 1)[0], x))
+    assert_same_masks(ys[0], elementwise_fn(jax.random.split(key, 1)[0], x))
 
 
 # --------------------------------------------------------------------------- chunking / jit
@@ -90,7 +100,7 @@ def test_chunked_equals_unchunked(chunk_size, x):
     full = mc.sample(elementwise_fn, key, T, x)
     chunked = mc.sample(elementwise_fn, key, T, x, chunk_size=chunk_size)
     assert chunked.shape == (T, *x.shape)
-    np.testing.assert_array_equal(chunked, full)
+    assert_same_masks(chunked, full)
 
 
 def test_chunked_matmul_equals_unchunked(x):
@@ -120,14 +130,14 @@ def test_jit_equals_eager(chunk_size, x):
     key = jax.random.key(5)
     eager = mc.sample(elementwise_fn, key, T, x, chunk_size=chunk_size)
     jitted = jax.jit(lambda k, x: mc.sample(elementwise_fn, k, T, x, chunk_size=chunk_size))
-    np.testing.assert_array_equal(jitted(key, x), eager)
+    assert_same_masks(jitted(key, x), eager)
 
 
 def test_static_counts_under_jit(x):
     g = jax.jit(
         lambda k, x, n, c: mc.sample(elementwise_fn, k, n, x, chunk_size=c), static_argnums=(2, 3)
     )
-    np.testing.assert_array_equal(
+    assert_same_masks(
         g(jax.random.key(5), x, T, 4), mc.sample(elementwise_fn, jax.random.key(5), T, x)
     )
 
@@ -263,7 +273,7 @@ def test_sharded_equals_one_device(num_samples, chunk_size, x):
     key = jax.random.key(15)
     ref = mc.sample(elementwise_fn, key, num_samples, x)
     out = mc.sample(elementwise_fn, key, num_samples, x, mesh=mesh, chunk_size=chunk_size)
-    np.testing.assert_array_equal(out, ref)
+    assert_same_masks(out, ref)
     if num_samples % 8 == 0:
         assert out.sharding.spec[0] == "samples"
         assert len(out.sharding.device_set) == 8
@@ -293,7 +303,7 @@ def test_sharded_input_over_the_sample_axis_is_gathered(x):
     key = jax.random.key(17)
     out = mc.sample(elementwise_fn, key, 8, xs, mesh=mesh, consistent=True)
     ref = mc.sample(elementwise_fn, key, 8, x8, consistent=True)
-    np.testing.assert_array_equal(out, ref)
+    assert_same_masks(out, ref)
 
 
 def test_sharded_bad_axis_raises(x):

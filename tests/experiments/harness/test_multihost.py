@@ -51,11 +51,19 @@ def _run_pod(
     env = dict(
         os.environ,
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        # 4 devices per process; the rest of the session's flags (its optimisation level) kept
+        XLA_FLAGS=" ".join(
+            [
+                flag
+                for flag in os.environ.get("XLA_FLAGS", "").split()
+                if not flag.startswith("--xla_force_host_platform_device_count")
+            ]
+            + ["--xla_force_host_platform_device_count=4"]
+        ),
         DROPJAX_DATA=str(tmp / "data"),
         # A rerun loads the programs the previous run compiled (as a pod would, from its
         # shared cache): a third less CPU time for the test, the same executables.
-        JAX_COMPILATION_CACHE_DIR=str(tmp / "xla-cache"),
+        JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp / "xla")),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     )
     procs, logs = [], []

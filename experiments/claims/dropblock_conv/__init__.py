@@ -69,168 +69,33 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import dropjax
+from experiments.claims.dropblock_conv._protocol import (
+    ARMS,
+    CLAIM_TEXT,
+    COMPARISONS,
+    DELTA,
+    NAME,
+    NOISY,
+    PRESETS,
+    QUOTE,
+    REFERENCE_ITERATIONS,
+    SOURCE,
+    MapNoiseConvNet,
+    Preset,
+)
+from experiments.claims.dropblock_conv._render import _plot, render
 from experiments.harness import plots, recipes, stats
 from experiments.harness.cells import Cell, finished_cells, run_grid
 from experiments.harness.claim import Claim, Outcome
-from experiments.harness.models import NO_DROPOUT, DropConv, max_pool_2x2
-from experiments.harness.results import RunContext, save_figure_atomic
-from experiments.harness.train import ArrayData, TrainConfig, step_sgd, train_cell
-
-NAME = "dropblock_conv"
-ARMS = ("none", "standard", "dropblock")
-NOISY = ("standard", "dropblock")
-DELTA = 0.01  # minimal meaningful test-accuracy gain of DropBlock over dropout (our choice)
-SOURCE = "explainer seed 000_181800e08f4700ac (Applications: structured dropout, DropBlock)"
-QUOTE = (
-    "Dropping individual pixels is like adding salt-and-pepper noise; the network can easily "
-    "learn to ignore it by looking at neighboring pixels. A more effective strategy is to drop "
-    "entire contiguous blocks of the image, a technique called DropBlock. [...] The simple "
-    "idea of making the dropout mask itself structured leads to a much stronger regularizer."
-)
-CLAIM_TEXT = (
-    "on a conv net that over-fits, DropBlock on the feature maps (same expected drop fraction "
-    "and rate schedule as standard dropout) gives a higher test accuracy than standard "
-    f"dropout, by at least {DELTA:g}"
-)
-# (name, arm, baseline): the decided comparisons, arm − baseline; the first is the claim.
-COMPARISONS = (
-    ("dropblock_vs_standard", "dropblock", "standard"),
-    ("dropblock_vs_none", "dropblock", "none"),
-    ("standard_vs_none", "standard", "none"),
-)
-
-
-class MapNoiseConvNet(nn.Module):
-    """Two 3x3 conv layers with scheduled noise on their (pooled) feature maps.
-
-    The harness calls it in training with the step count (``takes_step``); the drop rate of
-    that step is ``linear_rate(0, rate, ramp_steps)(step)`` on both maps.
-
-    Attributes:
-      kind: ``none``, ``standard`` (:func:`dropjax.dropout`) or ``dropblock``
-        (:func:`dropjax.dropblock`, one block mask per example and channel).
-      rate: the target drop probability (*not* the keep rate!); for ``dropblock`` the
-        expected dropped fraction.
-      ramp_steps: steps over which the rate rises linearly from 0 to ``rate``.
-      block_size: the DropBlock block side.
-      widths: channels of ``conv1`` and ``conv2``.
-      hidden: units of the hidden dense layer.
-      num_classes: output size.
-    """
-
-    takes_step: ClassVar[bool] = True  # experiments.harness.train passes the step in training
-
-    kind: str = "none"
-    rate: float = 0.0
-    ramp_steps: int = 1
-    block_size: int = 3
-    widths: tuple[int, int] = (16, 32)
-    hidden: int = 64
-    num_classes: int = 10
-
-    def _noise(self, x: jax.Array, rate: jax.Array | None) -> jax.Array:
-        if rate is None:
-            return x
-        key = self.make_rng("dropout")
-        if self.kind == "standard":
-            return dropjax.dropout(key, x, rate)
-        return dropjax.dropblock(key, x, rate, block_size=self.block_size)
-
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, train: bool = False, step: jax.Array | None = None
-    ) -> jax.Array:
-        """Logits for NHWC images of 28x28; ``step`` (the step count) is needed in training.
-
-        Raises:
-          ValueError: an unknown kind, or a noisy model trained without ``step``.
-        """
-        if self.kind not in ARMS:
-            raise ValueError(f"unknown kind {self.kind!r}; use one of {ARMS}")
-        rate = None
-        if train and self.kind != "none" and self.rate > 0:
-            if step is None:
-                raise ValueError(
-                    "MapNoiseConvNet needs the step count in training to schedule its rate: "
-                    "call it as model.apply(v, x, train=True, step=t, rngs=...)"
-                )
-            rate = dropjax.linear_rate(0.0, self.rate, self.ramp_steps)(step)
-        conv = functools.partial(DropConv, kernel_size=(3, 3), cfg=NO_DROPOUT, padding="SAME")
-        x = max_pool_2x2(nn.relu(conv(self.widths[0], name="conv1")(x, False)))
-        x = self._noise(x, rate)
-        x = max_pool_2x2(nn.relu(conv(self.widths[1], name="conv2")(x, False)))
-        x = self._noise(x, rate)
-        x = nn.relu(nn.Dense(self.hidden, name="fc1")(x.reshape(x.shape[0], -1)))
-        return nn.Dense(self.num_classes, name="fc2")(x)
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """One preset: data, training-subset size, network, rates, schedule, replicas, protocol.
-
-    ``ramp`` is the fraction of the iterations over which the rate rises from 0 (1: the
-    whole run, as Ghiasi et al.).
-    """
-
-    dataset: str
-    train_size: int
-    widths: tuple[int, int]
-    hidden: int
-    rates: tuple[float, ...]
-    block_size: int
-    replicas: int
-    train: TrainConfig
-    ramp: float = 1.0
-
-    @property
-    def ramp_steps(self) -> int:
-        """Steps of the linear ramp of the drop rate (at least 1)."""
-        return max(1, round(self.ramp * self.train.iterations))
-
-
-_protocol = functools.partial(step_sgd, learning_rate=0.05, weight_decay=5e-4)
-
-PRESETS = {
-    "smoke": Preset(
-        "digits",
-        100,
-        (4, 8),
-        16,
-        (0.2,),
-        3,
-        3,
-        _protocol(12, 9, batch_size=16, eval_every=12, eval_batch_size=360),
-    ),
-    "quick": Preset(
-        "fashion_mnist",
-        1000,
-        (16, 32),
-        64,
-        (0.2, 0.4),
-        3,
-        8,
-        _protocol(1000, 750, batch_size=40, eval_every=250),
-    ),
-    "paper": Preset(
-        "fashion_mnist",
-        2000,
-        (32, 64),
-        128,
-        (0.1, 0.2, 0.3, 0.4),
-        3,
-        10,
-        _protocol(4000, 3000, batch_size=40, eval_every=500),
-    ),
-}
-REFERENCE_ITERATIONS = PRESETS["paper"].train.iterations
+from experiments.harness.results import RunContext
+from experiments.harness.train import ArrayData, train_cell
 
 
 def balanced_subset(data: ArrayData, size: int) -> ArrayData:
@@ -425,147 +290,6 @@ def decide(per_replica: dict[str, Any], preset: Preset, data_name: str) -> dict[
             "pairs": head["difference"]["n"] if head else 0,
         },
     }
-
-
-def _plot(results: dict[str, Any], path: Path) -> None:
-    """Per rate: test accuracy and train-test gap per arm (one grey line per replica), and
-    the mean test-accuracy curves; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rates = [r for r in results["config"]["rates"] if f"{r:g}" in results["per_replica"]["none"]]
-    if not rates:
-        return
-    fig, axes = plt.subplots(3, len(rates), figsize=(max(5.0, 4.5 * len(rates)), 10), squeeze=False)
-    for j, rate in enumerate(rates):
-        key = f"{rate:g}"
-        arms = [a for a in ARMS if key in results["per_replica"][a]]
-        for row, (metric, ylabel) in enumerate(
-            (("test_acc", "final test accuracy"), ("gap", "clean-train − test accuracy"))
-        ):
-            ax = axes[row, j]
-            vals = np.array([results["per_replica"][a][key][metric] for a in arms])
-            xs = np.arange(len(arms))
-            ax.plot(xs, vals, color="0.7", marker=".", lw=0.8)
-            ax.errorbar(
-                xs,
-                vals.mean(1),
-                yerr=vals.std(1, ddof=1) if vals.shape[1] > 1 else None,
-                fmt="o",
-                color="C3",
-                capsize=4,
-                ms=7,
-                label="mean ± std",
-            )
-            ax.set_xticks(xs, arms)
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            if row == 0:
-                ax.set_title(f"target rate {key}, block {results['config']['block_size']}")
-                ax.legend(fontsize="small")
-        ax = axes[2, j]
-        for i, arm in enumerate(arms):
-            curves = results["per_replica"][arm][key]["curves"]
-            steps = [c["step"] for c in curves]
-            for metric, style in (("test_acc", "-"), ("train_acc", ":")):
-                acc = np.array([c[metric] for c in curves]).mean(1)
-                label = f"{arm} {'test' if metric == 'test_acc' else 'train (noisy)'}"
-                ax.plot(steps, acc, style, color=f"C{i}", marker=".", label=label)
-        ax.axvline(results["config"]["ramp_steps"], color="0.5", lw=0.8, ls="--")
-        ax.set_xlabel("iteration (dashed: end of the rate ramp)")
-        ax.set_ylabel("accuracy, mean over replicas")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
-    d = results["data"]
-    title = (
-        f"{d['name']}, {d['num_train']} training images: conv-map noise\n"
-        f"{len(results['seeds'])} paired replicas (grey lines: one replica across arms)"
-    )
-    save_figure_atomic(fig, path, dpi=110, title=title)
-
-
-def _fmt(s: dict[str, float] | None) -> str:
-    return "–" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}"
-
-
-def _fmt_diff(d: dict[str, float] | None) -> str:
-    if d is None:
-        return "–"
-    if not np.isfinite(d["ci_low"]):
-        return f"{d['mean']:+.4f} [n/a]"
-    return f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-
-
-def render(results: dict[str, Any]) -> str:
-    """Markdown: per rate, test accuracy and gap per arm, the paired differences, verdicts."""
-    cfg, t, d = results["config"], results["config"]["train"], results["data"]
-    s = results["summary"]
-    rows = [
-        "| rate | test none | test standard | test dropblock | gap none / std / db "
-        "| Δ db − std [95% CI] | verdict | Δ db − none [95% CI] | Δ std − none [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for rate in cfg["rates"]:
-        k = f"{rate:g}"
-        c = results["comparisons"].get(k, {})
-        cell = lambda arm, m, k=k: s[arm].get(k, {}).get(m)
-        gaps = " / ".join(f"{cell(a, 'gap')['mean']:.3f}" if cell(a, "gap") else "–" for a in ARMS)
-        diff = lambda name, c=c: (c.get(name) or {}).get("difference")
-        rows.append(
-            f"| {k} | {_fmt(cell('none', 'test_acc'))} | {_fmt(cell('standard', 'test_acc'))} "
-            f"| {_fmt(cell('dropblock', 'test_acc'))} | {gaps} "
-            f"| {_fmt_diff(diff('dropblock_vs_standard'))} "
-            f"| {_now(c.get('dropblock_vs_standard'))} "
-            f"| {_fmt_diff(diff('dropblock_vs_none'))} | {_fmt_diff(diff('standard_vs_none'))} |"
-        )
-    lines = [
-        f"**DropBlock vs standard dropout on conv feature maps, {d['name']}** ({d['source']}): "
-        f"{d['num_train']} training images ({cfg['train_subset']}), full test set "
-        f"({d['num_test']}); conv {cfg['widths'][0]}/{cfg['widths'][1]} 3x3, hidden "
-        f"{cfg['hidden']}; noise on the 14x14 and 7x7 maps, DropBlock block {cfg['block_size']} "
-        "calibrated to the same expected drop fraction; both noisy arms ramp the rate linearly "
-        f"from 0 over the first {cfg['ramp_steps']} iterations; {t['iterations']} iterations "
-        f"of batch {t['batch_size']}, lr {t['learning_rate']:g} ÷10 at "
-        f"{', '.join(map(str, t['lr_boundaries']))}, momentum {t['momentum']:g}, weight decay "
-        f"{t['weight_decay']:g}; {len(results['seeds'])} paired replicas; "
-        f"{results['cells_done']}/{results['cells_total']} cells. Test accuracy mean ± std; "
-        "gap = clean accuracy on the training subset − test accuracy.",
-        "",
-        *rows,
-        "",
-    ]
-    for name, entry in results["pooled"].items():
-        lines.append(
-            f"Pooled over rates, {name.replace('_vs_', ' − ')}: {_fmt_diff(entry['difference'])} "
-            f"(n={entry['difference']['n']}, paired SD {entry['difference']['std']:.4f}) → "
-            f"verdict **{_now(entry)}** (headline {entry['headline']}); power for "
-            f"δ = {DELTA:g}: {entry['power']:.2f}; pairs for 80 % power: "
-            f"{entry['pairs_for_80pct']}; gap difference "
-            f"{_fmt_diff(entry['gap_difference'])}."
-        )
-    lines.append(
-        f'\nClaim ("{QUOTE}"), tested as: {CLAIM_TEXT}. Headline: **{results["verdict"]}** '
-        f"(the seed has no protocol: coverage {results['coverage']:.0%} of our reference "
-        f"{REFERENCE_ITERATIONS} iterations; the pooled verdict stands at 100 %, indicative "
-        "below)."
-    )
-    if before := results.get("headline_at_start"):
-        lines.append(
-            f"\n**Headline rule changed after data.** This run's first cell recorded spec "
-            f"`{before['hash']}`, under which {before['rule']}: headline "
-            f"**{before['verdict']}**. Under the spec now: **{results['verdict']}**. The rule "
-            "was changed after 5 of the 9 paper cells, so that a claim without a source "
-            "protocol is decided at the full protocol of its own design, as claim 11 is."
-        )
-    return "\n".join(lines)
-
-
-def _now(decision: dict[str, Any] | None) -> str:
-    """A stored cell's verdict under the current rule (and the older one it was decided
-    under, where they differ)."""
-    return "–" if not decision else stats.verdict_now({"delta": DELTA, **decision})
 
 
 SPEC = stats.DecisionSpec(
