@@ -215,10 +215,11 @@ def test_replicas_that_do_not_divide_use_fewer_devices(data, four_on_one, capsys
     # Said once per process: another test in this worker may already have said it.
     monkeypatch.setattr(train_module, "_SAID", set())
     trainer = Trainer(_TINY, data, _PROTOCOL, devices=jax.devices()[:2])
-    result = trainer.run([5, 7, 9])
+    # quiet=False: the default is quiet when CI is set, and quiet runs say nothing
+    result = trainer.run([5, 7, 9], quiet=False)
     assert result.timing["devices"] == 1
     assert "3 replicas over 2 devices: 1 used" in capsys.readouterr().err
-    trainer.run([5, 7, 9])
+    trainer.run([5, 7, 9], quiet=False)
     assert "replicas over" not in capsys.readouterr().err
     for got, want in zip(result.history, four_on_one.history, strict=True):
         assert got["test_acc"] == want["test_acc"][:3]
