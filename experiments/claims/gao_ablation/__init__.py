@@ -101,22 +101,25 @@ from experiments.harness.claim import Claim, Outcome
 from experiments.harness.results import RunContext, not_run_result
 
 
+def _needs_an_accelerator(part: Part, replicas: int) -> dict[str, Any]:
+    """A part a CPU backend does not train, with the reason."""
+    return {
+        "status": "not run",
+        "table": part.table,
+        "model": part.model,
+        "reason": f"{part.model} for {part.train.iterations} iterations x "
+        f"{replicas} replicas x {1 + 3 * len(part.rates)} arms needs an "
+        "accelerator; this machine has only a CPU backend. Run the preset on a "
+        "GPU/TPU host.",
+    }
+
+
 def _parts_needing_an_accelerator(parts: list[Part], replicas: int) -> dict[str, Any]:
     """The parts a CPU backend does not train, each with the reason."""
     if jax.default_backend() != "cpu":
         return {}
     return {
-        part.id: {
-            "status": "not run",
-            "table": part.table,
-            "model": part.model,
-            "reason": f"{part.model} for {part.train.iterations} iterations x "
-            f"{replicas} replicas x {1 + 3 * len(part.rates)} arms needs an "
-            "accelerator; this machine has only a CPU backend. Run the preset on a "
-            "GPU/TPU host.",
-        }
-        for part in parts
-        if part.needs_accelerator
+        part.id: _needs_an_accelerator(part, replicas) for part in parts if part.needs_accelerator
     }
 
 
@@ -202,9 +205,13 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     substitute = data["name"] != preset.dataset
     preset_parts = plan(preset, preset.substitute or preset.dataset, substitute)
     specs_at_start = payload["grid"].get("specs_at_start", {})
+    on_cpu = next(iter(done.values())).get("environment", {}).get("platform", "cpu") == "cpu"
     parts = {}
     for part in preset_parts:
         records = {i: r for i, r in done.items() if i.startswith(f"{part.id}/")}
+        if not records and part.needs_accelerator and on_cpu:  # as the run said
+            parts[part.id] = _needs_an_accelerator(part, len(seeds))
+            continue
         if not records:
             parts[part.id] = {
                 "status": "not run",

@@ -221,3 +221,16 @@ def test_end_of_run_drift_is_read_from_the_curves():
     assert c["after_drop"]["mean"] == pytest.approx(-0.15)  # (-0.1 - 0.2) / 2
     assert c["final"]["mean"] == pytest.approx(-0.35)  # (-0.3 - 0.4) / 2
     assert c["best"]["mean"] == pytest.approx(-0.175)  # bests 0.8/0.7 vs 0.9/0.95
+
+
+def test_the_partial_view_says_why_a_part_needing_an_accelerator_did_not_run():
+    """The report's view of a grid in flight (its partial hook) gives ResNet-20's Table 2 the
+    reason the run itself gives on a CPU-only machine, not "no finished cell yet"."""
+    import json
+
+    from experiments.claims.gao_ablation import partial
+    from experiments.harness.results import PUBLISHED
+
+    payload = json.loads((PUBLISHED / "gao_ablation" / "paper.json").read_text())
+    table2 = partial(payload)["parts"]["table2"]
+    assert table2["status"] == "not run" and "needs an accelerator" in table2["reason"]
