@@ -16,7 +16,7 @@ import numpy as np
 
 from experiments.harness.results import save_figure_atomic
 
-__all__ = ["ci_errorbar", "figure", "figure_name", "publish", "save", "z_panel"]
+__all__ = ["ci_errorbar", "figure", "figure_name", "paired_arms", "publish", "save", "z_panel"]
 
 
 def figure(nrows: int, ncols: int, size: tuple[float, float]):
@@ -75,6 +75,26 @@ def ci_errorbar(ax, x: Sequence[float], rows: Sequence[dict[str, Any]], fmt: str
     the interval is missing, e.g. a single seed)."""
     m, lo, hi = (np.array(v) for v in zip(*(_bounds(r) for r in rows), strict=True))
     ax.errorbar(np.asarray(x), m, yerr=[m - lo, hi - m], fmt=fmt, capsize=3, **kw)
+
+
+def paired_arms(ax, arms: Sequence[str], values: np.ndarray, **kw: Any) -> None:
+    """Paired replicas across arms: one grey line per replica (``values[:, r]``, one row per
+    arm) and each arm's mean ± std (sample std; none for a single replica), the arms as
+    x ticks. ``kw`` goes to the mean's ``errorbar`` (e.g. ``ms``)."""
+    values = np.asarray(values)
+    xs = np.arange(len(arms))
+    ax.plot(xs, values, color="0.7", marker=".", lw=0.8)
+    ax.errorbar(
+        xs,
+        values.mean(1),
+        yerr=values.std(1, ddof=1) if values.shape[1] > 1 else None,
+        fmt="o",
+        color="C3",
+        capsize=4,
+        label="mean ± std",
+        **kw,
+    )
+    ax.set_xticks(xs, arms)
 
 
 def z_panel(ax, rates: Sequence[float], z: Sequence[float], limit: float, title: str) -> None:

@@ -55,18 +55,7 @@ def _plot_errors(results: dict[str, Any], path: Path) -> None:
     axes[0].legend(fontsize="small")
     axes[0].grid(alpha=0.3)
     errors = np.array([results["errors"][a] for a in ARMS])
-    xs = np.arange(len(ARMS))
-    axes[1].plot(xs, errors, color="0.7", marker=".", lw=0.8)
-    axes[1].errorbar(
-        xs,
-        errors.mean(1),
-        yerr=errors.std(1, ddof=1) if errors.shape[1] > 1 else None,
-        fmt="o",
-        color="C3",
-        capsize=4,
-        label="mean ± std",
-    )
-    axes[1].set_xticks(xs, ARMS)
+    plots.paired_arms(axes[1], ARMS, errors)
     axes[1].set_ylabel("final test error (%)")
     axes[1].legend(fontsize="small")
     axes[1].grid(alpha=0.3, axis="y")

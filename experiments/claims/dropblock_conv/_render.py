@@ -14,7 +14,7 @@ from experiments.claims.dropblock_conv._protocol import (
     QUOTE,
     REFERENCE_ITERATIONS,
 )
-from experiments.harness import stats
+from experiments.harness import plots, stats
 from experiments.harness.results import save_figure_atomic
 
 
@@ -38,19 +38,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         ):
             ax = axes[row, j]
             vals = np.array([results["per_replica"][a][key][metric] for a in arms])
-            xs = np.arange(len(arms))
-            ax.plot(xs, vals, color="0.7", marker=".", lw=0.8)
-            ax.errorbar(
-                xs,
-                vals.mean(1),
-                yerr=vals.std(1, ddof=1) if vals.shape[1] > 1 else None,
-                fmt="o",
-                color="C3",
-                capsize=4,
-                ms=7,
-                label="mean ± std",
-            )
-            ax.set_xticks(xs, arms)
+            plots.paired_arms(ax, arms, vals, ms=7)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             if row == 0:
