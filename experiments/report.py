@@ -276,20 +276,18 @@ def build_report(out: Path = PUBLISHED) -> str:
             sections.append(section)
             finished = _finished_below(out, name, payload)
             if finished is not None:
-                _, earlier = _claim_entry(number, source, title, name, finished, claim)
-                sections.append(
-                    earlier.replace(
-                        f"## {number}. {title}",
-                        f"### {number}. Finished `{finished['preset']}` run, shown while the "
-                        f"`{payload['preset']}` run above is in flight",
-                        1,
-                    )
+                heading = (
+                    f"### {number}. Finished `{finished['preset']}` run, shown while the "
+                    f"`{payload['preset']}` run above is in flight"
                 )
+                _, earlier = _claim_entry(number, source, title, name, finished, claim, heading)
+                sections.append(earlier)
     return "\n".join([*HEADER, *summary, "", *compute_plan(out), *sections])
 
 
-def _claim_entry(number, source, title, name, payload, claim) -> tuple[str, str]:
-    """One experiment's summary row and its section."""
+def _claim_entry(number, source, title, name, payload, claim, heading=None) -> tuple[str, str]:
+    """One experiment's summary row and its section (under ``heading``, by default the
+    claim's ``## number. title``)."""
     res = payload["results"]
     render = getattr(claim, "render", None)
     env = payload.get("environment", {})
@@ -308,7 +306,7 @@ def _claim_entry(number, source, title, name, payload, claim) -> tuple[str, str]
         f"| {number} | {source} | {title} | `{name}` | {preset} | "
         f"{device} | {coverage} | {power} | {refute} | **{verdict}** |"
     )
-    body = [f"## {number}. {title}", ""]
+    body = [heading or f"## {number}. {title}", ""]
     if res.get("claim"):
         body += [f"> {res['claim']}", "", f"Source: {res.get('source', source)}.", ""]
     if res.get("not_run"):
