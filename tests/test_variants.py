@@ -62,11 +62,14 @@ def _input(name, dtype=jnp.float32):
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_jit_equals_eager_bit_for_bit(name):
+def test_jit_equals_eager(name):
+    """Two programs (one fused, one op by op): the same entries dropped (dropped and kept
+    values are far more than 2 ulps apart) and the values within 2 float32 ulps, since a
+    compiler may fuse ``a * x + b`` into one rounding where eager rounds twice."""
     op, x = OPS[name][0], _input(name)
     eager = op(KEY, x, 0.3)
     jitted = jax.jit(lambda k, x: op(k, x, 0.3))(KEY, x)
-    np.testing.assert_array_equal(jitted, eager)
+    np.testing.assert_array_max_ulp(np.asarray(jitted), np.asarray(eager), maxulp=2)
 
 
 @pytest.mark.parametrize("name", OPS)

@@ -195,6 +195,7 @@ def four_on_one(data):
     return Trainer(_TINY, data, _PROTOCOL, devices=jax.devices()[:1]).run([5, 7, 9, 11], quiet=True)
 
 
+@pytest.mark.xla_defaults  # bit identity of two programs: a property of XLA's default compile
 @pytest.mark.parametrize("devices", [2, 4])
 def test_replica_split_is_bit_identical_to_one_device(data, four_on_one, devices):
     """Each device runs whole replicas with the one-replica program: the curves and the final
@@ -227,6 +228,7 @@ def test_replicas_that_do_not_divide_use_fewer_devices(data, four_on_one, capsys
         Trainer(_TINY, data, _PROTOCOL, split="seeds")
 
 
+@pytest.mark.xla_defaults
 def test_resume_on_another_device_count(data, four_on_one, tmp_path):
     """Interrupted on two devices, resumed on four: the uninterrupted one-device run."""
 
