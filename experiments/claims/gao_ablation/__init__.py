@@ -190,6 +190,7 @@ def run(ctx: RunContext) -> Outcome:
             len(ids),
             grid.specs_at_start,
         )
+        parts[part.id]["seeds"] = list(part.seeds) or seeds  # a regime's own seeds
     results = _results(parts, seeds, substitute, name, preset_parts)
     results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "ablation")
     return Outcome(results, grid)
@@ -200,6 +201,9 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
     if (finished := finished_cells(payload, PRESETS)) is None:
         return None
     preset, done, seeds = finished
+    # The run's seeds: not those of a regime on its own fresh seeds (Part.seeds)
+    own = {s for part in (*preset.parts, *preset.substitute_parts) for s in part.seeds}
+    seeds = [s for s in seeds if s not in own] or seeds
     first = next(iter(done.values()))["result"]
     data = first.get("data", {"name": preset.dataset, "source": "?", "preprocessing": "?"})
     substitute = data["name"] != preset.dataset
@@ -223,6 +227,7 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
         first_data = next(iter(records.values()))["result"].get("data", data)
         total = len(cells(part, seeds))
         parts[part.id] = _part_results(part, first_data, records, substitute, total, specs_at_start)
+        parts[part.id]["seeds"] = list(part.seeds) or seeds
     note = (
         f"SUBSTITUTE DATASET: {preset.substitute} stands in for {preset.dataset}"
         if substitute

@@ -250,10 +250,11 @@ def render(results: dict[str, Any]) -> str:
         paper = PAPER[part["table"]]
         lines += [f"### Part `{part.get('key', key)}`", ""]
         ds = part["data"]
+        seeds = part.get("seeds", results["seeds"])  # older results: the run's seeds
         lines += [
             f"**{paper['title']}** — ours: {part['model']} on **{ds['name']}** ({ds['source']}; "
             f"{ds['preprocessing']}); {describe_train(part['train'])}; "
-            f"{len(results['seeds'])} paired replicas (seeds {results['seeds']}); "
+            f"{len(seeds)} paired replicas (seeds {seeds}); "
             f"augmentation: {part['augmentation_applied']}. Test accuracy mean ± std.",
             "",
             "| rate | paper plain | ours plain | paper std | ours std | paper fwd | ours fwd "

@@ -234,3 +234,34 @@ def test_the_partial_view_says_why_a_part_needing_an_accelerator_did_not_run():
     payload = json.loads((PUBLISHED / "gao_ablation" / "paper.json").read_text())
     table2 = partial(payload)["parts"]["table2"]
     assert table2["status"] == "not run" and "needs an accelerator" in table2["reason"]
+
+
+def test_partial_view_gives_each_regime_its_own_seeds():
+    """An unfinished run with cells of a regime on its own fresh seeds (Part.seeds): the
+    report's partial view shows every other part with the run's seeds, that regime with its
+    own, and counts each part's grid from them."""
+    import json
+    from pathlib import Path
+
+    from experiments.claims import gao_ablation as ga
+
+    path = Path(__file__).resolve().parents[3] / "experiments/results/gao_ablation/paper.json"
+    payload = json.loads(path.read_text())
+    if payload["status"] == "complete":
+        pytest.skip("the committed paper run is complete: no partial view to render")
+    preset = ga.PRESETS["paper"]
+    declared = {p.id: p for p in (*preset.parts, *preset.substitute_parts)}
+    fresh = [p for p in declared.values() if p.seeds]
+    assert fresh, "the paper preset declares a regime on fresh seeds"
+    results = ga.partial(payload)
+    for key, part in results["parts"].items():
+        if part.get("status") == "not run":
+            continue
+        own = list(declared[key].seeds)
+        assert part["seeds"] == (own or [0, 1, 2, 3]), key
+        if declared[key].train_subset:  # the over-fitting regimes: every rate, own seeds
+            assert part["cells_total"] == len(ga.cells(declared[key], [0, 1, 2, 3])), key
+    text = ga.render(results)
+    assert "4 paired replicas (seeds [0, 1, 2, 3])" in text
+    if any(p.id in results["parts"] and "seeds" in results["parts"][p.id] for p in fresh):
+        assert "12 paired replicas (seeds [100, 101," in text
