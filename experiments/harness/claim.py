@@ -107,11 +107,15 @@ class Claim:
 
 
 def one_cell(
-    ctx: RunContext, config: Any, compute: Callable[[], dict[str, Any]]
+    ctx: RunContext, config: Any, compute: Callable[..., dict[str, Any]], resumable: bool = False
 ) -> tuple[dict[str, Any], Grid]:
     """Runs a one-shot claim's whole measurement as the single cell of its grid.
 
-    ``compute()`` returns the measurement (JSON-able). The cell is written to the results
+    ``compute()`` returns the measurement (JSON-able); with ``resumable``,
+    ``compute(checkpoint_dir, budget)`` gets the cell's checkpoint folder and the run's
+    budget (e.g. for :func:`experiments.harness.train.train`'s ``checkpoint_dir`` and
+    ``callback=budget.callback``), so that a long training stops cleanly at a checkpoint and
+    a rerun resumes it. The cell is written to the results
     file as soon as it finishes, so a rerun after a crash in the summary or the figure reuses
     it; ``config`` is the grid's fingerprint (a run with another configuration is refused).
     A finished results file stores the measurement once, as its ``results``
@@ -136,16 +140,22 @@ def one_cell(
             f"--cells selects cells of a grid; {ctx.name} runs as one cell, {cell.id!r}: "
             "leave --cells out"
         )
-    done = grid.run([cell], lambda cell, checkpoint_dir, budget: compute())
+    if resumable:
+        done = grid.run([cell], lambda cell, folder, budget: compute(folder, budget))
+    else:
+        done = grid.run([cell], lambda cell, folder, budget: compute())
     return done[cell.id], grid
 
 
 def one_shot(
-    presets: Mapping[str, Any], measure_all: Callable[[RunContext], dict[str, Any]]
+    presets: Mapping[str, Any],
+    measure_all: Callable[..., dict[str, Any]],
+    resumable: bool = False,
 ) -> Callable[[RunContext], Outcome]:
     """The ``run`` of a one-shot claim: ``measure_all(ctx)`` (measure, summarise, decide,
     draw) as the single cell of a grid whose fingerprint is the preset and the run's
-    overrides."""
+    overrides. With ``resumable``, ``measure_all(ctx, checkpoint_dir, budget)`` (see
+    :func:`one_cell`)."""
 
     def run(ctx: RunContext) -> Outcome:
         config = {
@@ -154,7 +164,11 @@ def one_shot(
             "replicas": ctx.replicas,
             "seed": ctx.seed,
         }
-        results, grid = one_cell(ctx, config, lambda: measure_all(ctx))
+        if resumable:
+            compute = lambda checkpoint_dir, budget: measure_all(ctx, checkpoint_dir, budget)
+            results, grid = one_cell(ctx, config, compute, resumable=True)
+        else:
+            results, grid = one_cell(ctx, config, lambda: measure_all(ctx))
         return Outcome(results, grid)
 
     run.__doc__ = measure_all.__doc__

@@ -76,7 +76,8 @@ vmapped LeNets costs about 0.44 s of CPU, and a 20-iteration run of this preset 
 of CPU (305 s wall at the 33 % of the core it got; 2.0 GB peak memory), 118 s wall of it
 after training (test-time forward passes, metrics, figures). So the 500-iteration run needs
 about 310 s of CPU: about 5 minutes on a free core, 13-16 minutes on a core that busy.
-It is not resumable (one training call; an interrupted run starts over).
+The training is resumable: it checkpoints at every evaluation (under ``$DROPJAX_RUNS``),
+stops cleanly at one when ``--time-budget`` is spent, and the same command resumes it.
 ``paper``: Gao et al.'s LeNet protocol (12,000 iterations, lr 0.01 ÷10 at 6,000, momentum
 0.9, weight decay 5e-4, batch 100), 4 seeds, ``M = 5`` (20 networks), ``T`` up to 100.
 """
@@ -119,8 +120,11 @@ from experiments.harness.results import RunContext
 from experiments.harness.train import train
 
 
-def measure_all(ctx: RunContext) -> dict[str, Any]:
-    """Trains every network (seeds x members), builds the arms per seed, decides the claim."""
+def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, Any]:
+    """Trains every network (seeds x members), builds the arms per seed, decides the claim.
+
+    The training checkpoints to ``checkpoint_dir`` at every evaluation and stops cleanly when
+    ``budget`` is spent; rerunning the command resumes it."""
     preset = PRESETS[ctx.preset]
     full = load_data(ctx.dataset or preset.dataset)
     data, x_hold, y_hold = split_holdout(full, preset.holdout)
@@ -128,7 +132,16 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
     seeds = ctx.seeds(preset.replicas)
     model = LeNet(num_classes=10, dropout=DropoutConfig("standard", RATE))
     all_seeds = member_seeds(seeds, preset.members)
-    result = train(model, data, preset.train, all_seeds, quiet=ctx.quiet or None, desc=NAME)
+    result = train(
+        model,
+        data,
+        preset.train,
+        all_seeds,
+        checkpoint_dir=checkpoint_dir,
+        callback=None if budget is None else budget.callback,
+        quiet=ctx.quiet or None,
+        desc=NAME,
+    )
     splits = {"test": data.x_test, "ood": x_ood, "holdout": x_hold}
     per_seed, example, timing = measure(model, result, splits, (data.y_test, y_hold), preset, seeds)
     coverage = min(1.0, preset.train.iterations / PAPER_ITERATIONS)
@@ -162,7 +175,7 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
     return results
 
 
-run = one_shot(PRESETS, measure_all)
+run = one_shot(PRESETS, measure_all, resumable=True)
 
 
 def spec_for(preset: str) -> stats.DecisionSpec:

@@ -237,10 +237,26 @@ def test_mc_head_matches_full_model():
     assert not np.allclose(np.asarray(y), np.asarray(full))
 
 
-def test_smoke_run(tmp_path):
+def test_smoke_run(tmp_path, monkeypatch):
+    """The smoke run, interrupted by its budget at the first checkpoint (iteration 15 of 30)
+    and resumed by the same call: it trains on from the checkpoint, and the results hold."""
+    from experiments.harness.budget import Budget, BudgetExhausted
+
     name = "mc_uncertainty"
+    monkeypatch.setenv("DROPJAX_RUNS", str(tmp_path / "runs"))
     ctx = RunContext(name=name, preset="smoke", out_dir=tmp_path / name, quiet=True)
+
+    def stop(self, step, entry):
+        raise BudgetExhausted("simulated end of session")
+
+    with monkeypatch.context() as m:
+        m.setattr(Budget, "callback", stop)
+        with pytest.raises(BudgetExhausted):
+            execute(catalog.claim(name), ctx)
+    assert any(p.is_file() for p in (tmp_path / "runs").rglob("*"))  # the checkpoint
     payload, path = execute(catalog.claim(name), ctx)
+    assert payload["results"]["training"]["resumed_from"] == 15
+    assert not any(p.is_file() for p in (tmp_path / "runs").rglob("*"))  # cleaned up
     saved = json.loads(path.read_text())["results"]
     res = payload["results"]
     assert saved["verdict"] == res["verdict"] == res["overall"]["headline"]
