@@ -98,11 +98,11 @@ def test_a_grid_missing_only_secondary_cells_is_not_interim(tmp_path):
     }
     (tmp_path / "lenet_mnist").mkdir()
     (tmp_path / "lenet_mnist" / "paper.json").write_text(json.dumps(payload))
-    row = next(ln for ln in report.build_report(tmp_path).splitlines() if "`lenet_mnist`" in ln)
+    text = report.build_report(tmp_path)
+    row = next(ln for ln in text.splitlines() if "`lenet_mnist`" in ln)
     assert "paper (partial: 10/15 cells)" in row and "n=20)" in row
     # Final, not interim (the file records no spec, so it also says the rule changed).
     assert f"| **{_verdict_of(diffs)} (rule changed after data" in row, row
-    text = report.build_report(tmp_path)
     assert "its cells ran at" not in text  # one commit: nothing to say
 
     # A grid resumed across sessions names its commits, with the number of cells of each.
