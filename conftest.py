@@ -61,7 +61,14 @@ def pytest_pyfunc_call(pyfuncitem):
     session compiles cheaply (see the top of this file); else in this process."""
     if not _ADDED or pyfuncitem.get_closest_marker("xla_defaults") is None:
         return None
-    env = dict(os.environ, XLA_FLAGS=_DEFAULT_FLAGS, DROPJAX_TEST_USER_XLA_FLAGS=_DEFAULT_FLAGS)
+    if os.environ.get("DROPJAX_TEST_XLA_DEFAULTS_CHILD"):  # never a subprocess of a subprocess
+        return None
+    env = dict(
+        os.environ,
+        XLA_FLAGS=_DEFAULT_FLAGS,
+        DROPJAX_TEST_USER_XLA_FLAGS=_DEFAULT_FLAGS,
+        DROPJAX_TEST_XLA_DEFAULTS_CHILD="1",
+    )
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
     done = subprocess.run(
         [*cmd, pyfuncitem.nodeid],
