@@ -36,7 +36,9 @@ Presets: ``smoke`` is scikit-learn's 8x8 digits, a 32-16 MLP, a few dozen iterat
 ``quick`` is real MNIST with a 512-256 MLP and only 4 epochs (the paper trains 501 epochs,
 plus 150), a small grid and 4 replicas; ``paper`` is the 2500-1250 architecture, 501 epochs
 and the full grids (no validation split or extra 150 epochs: the test error is averaged
-over the last 75 epochs of the 501).
+over the last 75 epochs of the 501). A run is resumable arm by arm: each arm checkpoints at
+every evaluation, a finished arm is kept in the run's checkpoint folder, and rerunning the
+command after ``--time-budget`` stopped it trains only what is left.
 
 Figure 1 (Sec. 4.1), the distribution of the proportion of units dropped, is drawn by every
 preset next to the training (it trains nothing): for one layer of :math:`N` units, standard
@@ -59,6 +61,7 @@ Kolmogorov-Smirnov distance between the sampled and the analytic law of :math:`K
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -73,7 +76,7 @@ from experiments.harness import plots, recipes, stats
 from experiments.harness.claim import Claim, one_shot
 from experiments.harness.models import MLP, DropoutConfig
 from experiments.harness.protocols import epochs_protocol
-from experiments.harness.results import RunContext
+from experiments.harness.results import RunContext, write_json_atomic
 from experiments.harness.train import TrainConfig, train
 
 NAME = "random_dropout_mlp"
@@ -466,14 +469,42 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def measure(preset: Preset, data, seeds: list[int], quiet: bool) -> dict[str, Any]:
-    """Trains every arm of the three sweeps with the same seeds; the arms' JSON."""
+def measure(
+    preset: Preset,
+    data,
+    seeds: list[int],
+    quiet: bool,
+    checkpoint_dir: Path | None = None,
+    budget: Any = None,
+) -> dict[str, Any]:
+    """Trains every arm of the three sweeps with the same seeds; the arms' JSON.
+
+    With ``checkpoint_dir`` (the run's one cell's folder) each arm trains with checkpoints in
+    a subfolder of its own, stops cleanly when ``budget`` is spent, and is kept there as JSON
+    once finished, so that a rerun skips the finished arms and resumes the one in flight.
+    """
     cfg = _config(preset, data.num_train)
     arms: dict[str, Any] = {}
-    for key, (kind, rin, rhid) in settings(preset).items():
+    for i, (key, (kind, rin, rhid)) in enumerate(settings(preset).items()):
+        folder = None if checkpoint_dir is None else Path(checkpoint_dir) / f"arm{i:02d}"
+        finished = None if folder is None else folder / "arm.json"
+        if finished is not None and finished.exists():
+            arms[key] = json.loads(finished.read_text())
+            continue
         model = _model(preset, kind, rin, rhid)
-        result = train(model, data, cfg, seeds, quiet=quiet or None, desc=key)
+        result = train(
+            model,
+            data,
+            cfg,
+            seeds,
+            checkpoint_dir=None if folder is None else folder / "train",
+            callback=None if budget is None else budget.callback,
+            quiet=quiet or None,
+            desc=key,
+        )
         arms[key] = {"kind": kind, "input_rate": rin, "hidden_rate": rhid, **result.to_json()}
+        if finished is not None:
+            write_json_atomic(finished, arms[key])
     return arms
 
 
@@ -607,13 +638,15 @@ def render_figures(results: dict[str, Any], preset: Preset, data, ctx: RunContex
     ]
 
 
-def measure_all(ctx: RunContext) -> dict[str, Any]:
-    """Measure every arm, summarise the test errors, decide the paired comparisons, plot."""
+def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, Any]:
+    """Measure every arm, summarise the test errors, decide the paired comparisons, plot.
+
+    Resumable: see :func:`measure` (``checkpoint_dir`` and ``budget`` come from the grid)."""
     preset = PRESETS[ctx.preset]
     data = load_data(ctx.dataset or preset.dataset)
     replicas = ctx.replicas or preset.replicas
     seeds = [ctx.seed + r for r in range(replicas)]
-    arms = measure(preset, data, seeds, ctx.quiet)
+    arms = measure(preset, data, seeds, ctx.quiet, checkpoint_dir, budget)
     errors, summary = summarise(arms, preset)
     results = {
         "source": SOURCE,
@@ -635,7 +668,7 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
     return results
 
 
-run = one_shot(PRESETS, measure_all)
+run = one_shot(PRESETS, measure_all, resumable=True)
 
 CLAIM = Claim(
     NAME,

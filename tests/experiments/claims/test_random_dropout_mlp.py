@@ -176,3 +176,36 @@ def test_decide_is_indicative_below_full_coverage(epochs):
     d = rdm.decide(errors, summary, preset, substitute=False)
     assert d["decision"]["verdict"] == "inconclusive"
     assert d["verdict"] == "inconclusive"
+
+
+def test_an_interrupted_run_keeps_finished_arms_and_resumes_the_one_in_flight(
+    smoke, tmp_path, monkeypatch
+):
+    """Stopped by its budget at the second arm's checkpoint, then rerun: the first arm is
+    read back, not trained again; the second resumes from its checkpoint; every arm ends
+    with the uninterrupted run's numbers."""
+    from experiments.harness.budget import Budget, BudgetExhausted
+
+    monkeypatch.setenv("DROPJAX_RUNS", str(tmp_path / "runs"))
+    calls = {"n": 0}
+
+    def stop_at_second_arm(self, step, entry):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise BudgetExhausted("simulated end of session")
+
+    with monkeypatch.context() as m:
+        m.setattr(Budget, "callback", stop_at_second_arm)
+        with pytest.raises(BudgetExhausted):
+            run_preset(tmp_path / "out", rdm.NAME)
+    kept = list((tmp_path / "runs").rglob("arm.json"))
+    assert [p.parent.name for p in kept] == ["arm00"]
+    saved = json.loads(kept[0].read_text())
+    payload, _, _ = run_preset(tmp_path / "out", rdm.NAME)
+    arms, reference = payload["results"]["arms"], smoke[0]["results"]["arms"]
+    first, second = list(rdm.settings(rdm.PRESETS["smoke"]))[:2]
+    assert arms[first] == saved  # read back, wall times included: not trained again
+    assert arms[second]["resumed_from"] is not None
+    for key, arm in reference.items():
+        assert arms[key]["final"] == arm["final"], key
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]  # cleaned up
