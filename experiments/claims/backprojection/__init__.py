@@ -101,12 +101,15 @@ from experiments.harness.claim import Claim, one_shot
 from experiments.harness.results import RunContext
 
 
-def measure_all(ctx: RunContext) -> dict[str, Any]:
-    """Trains plain, dropout and back-projection arms; back-projects on the trained nets."""
+def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, Any]:
+    """Trains plain, dropout and back-projection arms; back-projects on the trained nets.
+
+    Resumable arm by arm (``checkpoint_dir`` and ``budget`` come from the grid; see
+    :func:`experiments.claims.backprojection._cells.measure`)."""
     preset = PRESETS[ctx.preset]
     data = load_data(ctx.dataset or preset.dataset, preset.train_size)
     seeds = [ctx.seed + r for r in range(ctx.replicas or preset.replicas)]
-    measured = measure(preset, data, seeds, ctx.quiet)
+    measured = measure(preset, data, seeds, ctx.quiet, checkpoint_dir, budget)
     cfg = measured["train"]
     summary = summarise(measured["arms"])
     coverage = min(1.0, cfg.iterations * cfg.batch_size / PAPER_EXAMPLES)
@@ -144,7 +147,7 @@ def measure_all(ctx: RunContext) -> dict[str, Any]:
     return results
 
 
-run = one_shot(PRESETS, measure_all)
+run = one_shot(PRESETS, measure_all, resumable=True)
 
 
 def spec_for(preset: str) -> stats.DecisionSpec:

@@ -4,6 +4,7 @@ summarised and decided."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -130,15 +131,36 @@ def train_config(preset: Preset, num_train: int) -> TrainConfig:
     return epochs_protocol(preset, num_train, epochs_per_eval=max(1, preset.epochs // 10))
 
 
-def measure(preset: Preset, data: ArrayData, seeds: list[int], quiet: bool) -> dict[str, Any]:
-    """Trains the three arms on the same seeds; back-projects on the trained networks."""
+def measure(
+    preset: Preset,
+    data: ArrayData,
+    seeds: list[int],
+    quiet: bool,
+    checkpoint_dir: Path | None = None,
+    budget: Any = None,
+) -> dict[str, Any]:
+    """Trains the three arms on the same seeds; back-projects on the trained networks.
+
+    With ``checkpoint_dir`` (the run's one cell's folder) each arm checkpoints in a subfolder
+    of its own at every evaluation and stops cleanly when ``budget`` is spent; a rerun
+    restores a finished arm from its last checkpoint (its parameters are needed for the
+    back-projection) and resumes the arm in flight."""
     cfg = train_config(preset, data.num_train)
     arms, replica0 = {}, {}
     for arm in ARMS:
         model = BackprojMLP(
             preset.hidden, arm, preset.rate, preset.train_gn, preset.train_cg, preset.damping
         )
-        result = train(model, data, cfg, seeds, quiet=quiet or None, desc=arm)
+        result = train(
+            model,
+            data,
+            cfg,
+            seeds,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / arm,
+            callback=None if budget is None else budget.callback,
+            quiet=quiet or None,
+            desc=arm,
+        )
         arms[arm] = result.to_json()
         replica0[arm] = jax.tree.map(lambda a: a[0], result.state.params)
     x_viz = data.x_test[: preset.viz_inputs]

@@ -167,3 +167,34 @@ def test_decide_reads_the_three_comparisons():
     assert out["verdict"] == (
         "vs plain: reproduced (a gain); no significant drop vs dropout: contradicted (a drop)"
     )
+
+
+def test_an_interrupted_run_resumes_arm_by_arm(smoke, tmp_path, monkeypatch):
+    """Stopped by its budget at the second arm's first checkpoint, then rerun: the first
+    arm is restored from its last checkpoint (its parameters feed the back-projection), the
+    second resumes, and every arm and the matching end as in the uninterrupted run."""
+    from experiments.harness.budget import Budget, BudgetExhausted
+
+    monkeypatch.setenv("DROPJAX_RUNS", str(tmp_path / "runs"))
+    per_arm = len(smoke[0]["results"]["arms"]["plain"]["curves"])  # checkpoints per arm
+    calls = {"n": 0}
+
+    def stop_in_second_arm(self, step, entry):
+        calls["n"] += 1
+        if calls["n"] == per_arm + 1:
+            raise BudgetExhausted("simulated end of session")
+
+    with monkeypatch.context() as m:
+        m.setattr(Budget, "callback", stop_in_second_arm)
+        with pytest.raises(BudgetExhausted):
+            run_preset(tmp_path / "out", bp.NAME)
+    payload, _, _ = run_preset(tmp_path / "out", bp.NAME)
+    got, want = payload["results"], smoke[0]["results"]
+    first, second = list(want["arms"])[:2]
+    assert got["arms"][first]["resumed_from"] == want["arms"][first]["curves"][-1]["step"]
+    assert got["arms"][second]["resumed_from"] == want["arms"][second]["curves"][0]["step"]
+    for arm in want["arms"]:
+        assert got["arms"][arm]["final"] == want["arms"][arm]["final"], arm
+    assert got["matching"] == want["matching"]
+    assert got["training_matching"] == want["training_matching"]
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]  # cleaned up
