@@ -99,7 +99,7 @@ def test_dropped_pmf_matches_integrated_binomials():
 def test_dropped_counts_are_the_masks_zeros():
     keys = jax.random.split(jax.random.key(3), 5)
     n, p = 50, 0.4
-    std, rnd = (np.asarray(c) for c in rdm._dropped_counts(jnp.stack([keys, keys]), n, p))
+    std, rnd = (np.asarray(c) for c in rdm._figure1._dropped_counts(jnp.stack([keys, keys]), n, p))
     for i, key in enumerate(keys):
         assert std[i] == n - int(dropjax.keep_mask(key, (n,), p).sum())
         # random_rate_dropout's documented recipe: rho = p * U(rate_key), mask at rho
