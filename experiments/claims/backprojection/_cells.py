@@ -30,7 +30,7 @@ from experiments.claims.backprojection._protocol import (
 from experiments.harness import stats
 from experiments.harness.protocols import epochs_protocol
 from experiments.harness.recipes import flat_images
-from experiments.harness.train import ArrayData, TrainConfig, train
+from experiments.harness.train import ArrayData, TrainConfig, resume_options, train
 
 
 def matching_error(clean: jax.Array, target: jax.Array, matched: jax.Array) -> float:
@@ -156,8 +156,7 @@ def measure(
             data,
             cfg,
             seeds,
-            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / arm,
-            callback=None if budget is None else budget.callback,
+            **resume_options(checkpoint_dir, budget, arm),
             quiet=quiet or None,
             desc=arm,
         )

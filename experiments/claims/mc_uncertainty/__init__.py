@@ -117,7 +117,7 @@ from experiments.harness.claim import Claim, one_shot
 from experiments.harness.models import DropoutConfig, LeNet
 from experiments.harness.recipes import lenet_images as load_data
 from experiments.harness.results import RunContext
-from experiments.harness.train import train
+from experiments.harness.train import resume_options, train
 
 
 def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, Any]:
@@ -137,8 +137,7 @@ def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, 
         data,
         preset.train,
         all_seeds,
-        checkpoint_dir=checkpoint_dir,
-        callback=None if budget is None else budget.callback,
+        **resume_options(checkpoint_dir, budget),
         quiet=ctx.quiet or None,
         desc=NAME,
     )

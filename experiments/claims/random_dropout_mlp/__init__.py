@@ -86,7 +86,7 @@ from experiments.harness.claim import Claim, one_shot
 from experiments.harness.models import MLP, DropoutConfig
 from experiments.harness.protocols import epochs_protocol
 from experiments.harness.results import RunContext, write_json_atomic
-from experiments.harness.train import TrainConfig, train
+from experiments.harness.train import TrainConfig, resume_options, train
 
 NAME = "random_dropout_mlp"
 SOURCE = (
@@ -365,22 +365,16 @@ def measure(
     cfg = _config(preset, data.num_train)
     arms: dict[str, Any] = {}
     for i, (key, (kind, rin, rhid)) in enumerate(settings(preset).items()):
-        folder = None if checkpoint_dir is None else Path(checkpoint_dir) / f"arm{i:02d}"
+        options = resume_options(checkpoint_dir, budget, f"arm{i:02d}")
+        folder = options["checkpoint_dir"]
         finished = None if folder is None else folder / "arm.json"
         if finished is not None and finished.exists():
             arms[key] = json.loads(finished.read_text())
             continue
+        if folder is not None:
+            options["checkpoint_dir"] = folder / "train"
         model = _model(preset, kind, rin, rhid)
-        result = train(
-            model,
-            data,
-            cfg,
-            seeds,
-            checkpoint_dir=None if folder is None else folder / "train",
-            callback=None if budget is None else budget.callback,
-            quiet=quiet or None,
-            desc=key,
-        )
+        result = train(model, data, cfg, seeds, **options, quiet=quiet or None, desc=key)
         arms[key] = {"kind": kind, "input_rate": rin, "hidden_rate": rhid, **result.to_json()}
         if finished is not None:
             write_json_atomic(finished, arms[key])

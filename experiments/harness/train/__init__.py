@@ -87,6 +87,7 @@ from experiments.harness.augment import PadCropFlip, augment_key
 from experiments.harness.host_devices import default_split, replica_device_count
 from experiments.harness.train._checkpoints import (
     _Checkpoints,
+    resume_options,
 )
 from experiments.harness.train._config import (
     ArrayData,
@@ -109,6 +110,7 @@ __all__ = [
     "Trainer",
     "make_mesh",
     "replica_keys",
+    "resume_options",
     "step_sgd",
     "train",
     "train_cell",

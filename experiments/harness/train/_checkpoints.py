@@ -84,3 +84,25 @@ def _same_step_everywhere(step: int | None, directory: Any) -> None:
             "that every host sees, on a shared file system (for `python -m experiments`, "
             "set $DROPJAX_RUNS there)"
         )
+
+
+def resume_options(
+    checkpoint_dir: str | os.PathLike[str] | None, budget: Any, subfolder: str | None = None
+) -> dict[str, Any]:
+    """:func:`train`'s ``checkpoint_dir`` and ``callback`` for a training inside a resumable
+    one-shot cell (:func:`experiments.harness.claim.one_shot` with ``resumable=True``): the
+    cell's folder (or its ``subfolder``, one per training when a cell trains several) and
+    the run's budget, which stops the training cleanly at a checkpoint. Without a folder
+    (called outside a grid): no checkpoints, no budget.
+
+    Examples:
+      >>> from experiments.harness.train import resume_options
+      >>> resume_options(None, None)
+      {'checkpoint_dir': None, 'callback': None}
+      >>> str(resume_options("/tmp/cell", None, "plain")["checkpoint_dir"])
+      '/tmp/cell/plain'
+    """
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if folder is not None and subfolder is not None:
+        folder = folder / subfolder
+    return {"checkpoint_dir": folder, "callback": None if budget is None else budget.callback}
