@@ -32,12 +32,12 @@ _CHEAP = (  # flag, the suite's value, XLA's default
     ("--xla_cpu_use_fusion_emitters", "false", "true"),
     ("--xla_llvm_disable_expensive_passes", "true", "false"),
 )
-_flags = _USER_FLAGS if _DEVICES in _USER_FLAGS else f"{_USER_FLAGS} {_DEVICES}=8"
+_flags = (_USER_FLAGS if _DEVICES in _USER_FLAGS else f"{_USER_FLAGS} {_DEVICES}=8").strip()
 _mine = [(flag, cheap, xla) for flag, cheap, xla in _CHEAP if flag not in _USER_FLAGS]
 _ADDED = [f"{flag}={cheap}" for flag, cheap, _ in _mine]
-os.environ["XLA_FLAGS"] = " ".join([_flags.strip(), *_ADDED]).strip()
+os.environ["XLA_FLAGS"] = " ".join([_flags, *_ADDED])
 # XLA's defaults spelled out, so that the subprocess's own conftest adds nothing
-_DEFAULT_FLAGS = " ".join([_flags.strip(), *(f"{flag}={xla}" for flag, _, xla in _mine)])
+_DEFAULT_FLAGS = " ".join([_flags, *(f"{flag}={xla}" for flag, _, xla in _mine)])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Experiment checkpoints of the test runs go to a throwaway folder, never the user's cache.
 os.environ.setdefault("DROPJAX_RUNS", tempfile.mkdtemp(prefix="dropjax-test-runs-"))

@@ -32,7 +32,8 @@ Examples:
   >>> from experiments.harness.claim import Claim, Outcome, execute, one_cell
   >>> from experiments.harness.results import RunContext
   >>> def run(ctx):
-  ...     result, grid = one_cell(ctx, {"n": 3}, lambda: {"total": sum(range(3))})
+  ...     compute = lambda checkpoint_dir, budget: {"total": sum(range(3))}
+  ...     result, grid = one_cell(ctx, {"n": 3}, compute)
   ...     return Outcome(dict(result, verdict="reproduced"), grid)
   >>> presets = dict.fromkeys(("smoke", "quick", "paper"))
   >>> toy = Claim("toy", "A toy claim", presets, run, lambda r: f"total {r['total']}")
@@ -107,15 +108,14 @@ class Claim:
 
 
 def one_cell(
-    ctx: RunContext, config: Any, compute: Callable[..., dict[str, Any]], resumable: bool = False
+    ctx: RunContext, config: Any, compute: Callable[[Path, Any], dict[str, Any]]
 ) -> tuple[dict[str, Any], Grid]:
     """Runs a one-shot claim's whole measurement as the single cell of its grid.
 
-    ``compute()`` returns the measurement (JSON-able); with ``resumable``,
-    ``compute(checkpoint_dir, budget)`` gets the cell's checkpoint folder and the run's
-    budget (e.g. for :func:`experiments.harness.train.train`'s ``checkpoint_dir`` and
-    ``callback=budget.callback``), so that a long training stops cleanly at a checkpoint and
-    a rerun resumes it. The cell is written to the results
+    ``compute(checkpoint_dir, budget)`` returns the measurement (JSON-able); it gets the
+    cell's checkpoint folder and the run's budget, which a long training may use
+    (:func:`experiments.harness.train.resume_options`) to stop cleanly at a checkpoint and
+    resume on a rerun, or ignore. The cell is written to the results
     file as soon as it finishes, so a rerun after a crash in the summary or the figure reuses
     it; ``config`` is the grid's fingerprint (a run with another configuration is refused).
     A finished results file stores the measurement once, as its ``results``
@@ -140,10 +140,7 @@ def one_cell(
             f"--cells selects cells of a grid; {ctx.name} runs as one cell, {cell.id!r}: "
             "leave --cells out"
         )
-    if resumable:
-        done = grid.run([cell], lambda cell, folder, budget: compute(folder, budget))
-    else:
-        done = grid.run([cell], lambda cell, folder, budget: compute())
+    done = grid.run([cell], lambda cell, folder, budget: compute(folder, budget))
     return done[cell.id], grid
 
 
@@ -166,9 +163,9 @@ def one_shot(
         }
         if resumable:
             compute = lambda checkpoint_dir, budget: measure_all(ctx, checkpoint_dir, budget)
-            results, grid = one_cell(ctx, config, compute, resumable=True)
         else:
-            results, grid = one_cell(ctx, config, lambda: measure_all(ctx))
+            compute = lambda checkpoint_dir, budget: measure_all(ctx)
+        results, grid = one_cell(ctx, config, compute)
         return Outcome(results, grid)
 
     run.__doc__ = measure_all.__doc__

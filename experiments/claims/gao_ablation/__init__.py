@@ -189,8 +189,8 @@ def run(ctx: RunContext) -> Outcome:
             substitute is not None,
             len(ids),
             grid.specs_at_start,
+            run_seeds=seeds,
         )
-        parts[part.id]["seeds"] = list(part.seeds) or seeds  # a regime's own seeds
     results = _results(parts, seeds, substitute, name, preset_parts)
     results["figure"] = plots.publish(_plot, results, ctx.out_dir, ctx.preset, "ablation")
     return Outcome(results, grid)
@@ -226,8 +226,9 @@ def partial(payload: dict[str, Any]) -> dict[str, Any] | None:
             continue
         first_data = next(iter(records.values()))["result"].get("data", data)
         total = len(cells(part, seeds))
-        parts[part.id] = _part_results(part, first_data, records, substitute, total, specs_at_start)
-        parts[part.id]["seeds"] = list(part.seeds) or seeds
+        parts[part.id] = _part_results(
+            part, first_data, records, substitute, total, specs_at_start, run_seeds=seeds
+        )
     note = (
         f"SUBSTITUTE DATASET: {preset.substitute} stands in for {preset.dataset}"
         if substitute

@@ -255,7 +255,10 @@ def _part_results(
     substitute: bool,
     total: int,
     specs_at_start: dict[str, Any] | None = None,
+    *,
+    run_seeds: list[int],
 ) -> dict:
+    """One part's results; its seeds are its own (``Part.seeds``) or else the run's."""
     iterations = min(1.0, part.train.iterations / PAPER_ITERATIONS[part.table])
     measured = summarise(part, records)
     ran = {"plain"} if measured["finals"].get("plain") else set()
@@ -273,6 +276,7 @@ def _part_results(
         "rates": list(part.rates),
         "train": dataclasses.asdict(part.train),
         "train_subset": part.train_subset,
+        "seeds": list(part.seeds) or list(run_seeds),
         "coverage": iterations,
         "coverage_cells": len(ran) / TABLE_CELLS,
         "missing_cells": missing,

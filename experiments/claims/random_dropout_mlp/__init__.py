@@ -365,14 +365,12 @@ def measure(
     cfg = _config(preset, data.num_train)
     arms: dict[str, Any] = {}
     for i, (key, (kind, rin, rhid)) in enumerate(settings(preset).items()):
-        options = resume_options(checkpoint_dir, budget, f"arm{i:02d}")
-        folder = options["checkpoint_dir"]
-        finished = None if folder is None else folder / "arm.json"
+        arm = f"arm{i:02d}"
+        finished = None if checkpoint_dir is None else Path(checkpoint_dir) / arm / "arm.json"
         if finished is not None and finished.exists():
             arms[key] = json.loads(finished.read_text())
             continue
-        if folder is not None:
-            options["checkpoint_dir"] = folder / "train"
+        options = resume_options(checkpoint_dir, budget, f"{arm}/train")
         model = _model(preset, kind, rin, rhid)
         result = train(model, data, cfg, seeds, **options, quiet=quiet or None, desc=key)
         arms[key] = {"kind": kind, "input_rate": rin, "hidden_rate": rhid, **result.to_json()}
