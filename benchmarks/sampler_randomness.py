@@ -47,6 +47,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -152,28 +153,34 @@ def _parse(text: str) -> list[dict]:
     return rows
 
 
-def _run(test: int, psamples: int, stream: str | None) -> tuple[list[dict], float]:
-    """One dieharder test on a stream (None: dieharder's own mt19937)."""
-    args = ["dieharder", "-d", str(test), "-p", str(psamples), "-D", "default"]
-    start = time.perf_counter()
-    if stream is None:
-        out = subprocess.run(
-            [*args, "-g", "13", "-s", "1", "-S", str(SEED)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return _parse(out), time.perf_counter() - start
-    proc = subprocess.Popen(
-        [*args, "-g", "200"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False
-    )
+MT = "mt19937"
+"""dieharder's own generator, a control (``-g 13``, seeded with ``SEED``)."""
+CONTROLS = ("threefry", MT)
+
+
+def _dieharder(args: list[str], stream: str, stdout: Any) -> subprocess.Popen:
+    """Starts ``dieharder *args`` on ``stream`` (:data:`STREAMS`, or :data:`MT`), writing to
+    ``stdout``; a stream of ours is fed to its stdin until dieharder stops reading. Returns
+    the process, still to be waited for."""
+    if stream == MT:
+        return subprocess.Popen([*args, "-g", "13", "-s", "1", "-S", str(SEED)], stdout=stdout)
+    proc = subprocess.Popen([*args, "-g", "200"], stdin=subprocess.PIPE, stdout=stdout)
     try:
         for chunk in STREAMS[stream](jax.random.key(SEED)):
             proc.stdin.write(chunk.astype("<u4").tobytes())
     except (BrokenPipeError, OSError):
-        pass  # dieharder read what it needed and exited
+        pass  # dieharder read what it needed and closed its end
+    return proc
+
+
+def _run(test: int, psamples: int, stream: str) -> tuple[list[dict], float]:
+    """One dieharder test on a stream."""
+    start = time.perf_counter()
+    args = ["dieharder", "-d", str(test), "-p", str(psamples), "-D", "default"]
+    proc = _dieharder(args, stream, subprocess.PIPE)
     out = proc.stdout.read().decode()
-    proc.wait()
+    if proc.wait() != 0:
+        raise RuntimeError(f"dieharder -d {test} on {stream} exited with {proc.returncode}")
     return _parse(out), time.perf_counter() - start
 
 
@@ -182,7 +189,7 @@ def _state_dir() -> Path:
     return Path(root) / "dieharder"
 
 
-ALL_STREAMS = [*STREAMS, "mt19937"]
+ALL_STREAMS = [*STREAMS, MT]
 
 
 def _run_all(stream: str, state: Path) -> None:
@@ -193,20 +200,8 @@ def _run_all(stream: str, state: Path) -> None:
     """
     part = state / f"{stream}.txt.part"
     start = time.perf_counter()
-    if stream == "mt19937":
-        cmd = ["dieharder", "-a", "-g", "13", "-s", "1", "-S", str(SEED)]
-    else:
-        cmd = ["dieharder", "-a", "-g", "200"]
     with part.open("w") as log:
-        proc = subprocess.Popen(
-            cmd, stdin=None if stream == "mt19937" else subprocess.PIPE, stdout=log
-        )
-        if stream != "mt19937":
-            try:
-                for chunk in STREAMS[stream](jax.random.key(SEED)):
-                    proc.stdin.write(chunk.astype("<u4").tobytes())
-            except (BrokenPipeError, OSError):
-                pass  # dieharder finished the battery and closed its end
+        proc = _dieharder(["dieharder", "-a"], stream, log)
         if proc.wait() != 0:
             raise RuntimeError(f"dieharder -a on {stream} exited with {proc.returncode}")
         log.write(f"# wall seconds: {time.perf_counter() - start:.0f}\n")
@@ -336,16 +331,15 @@ def main(argv=None) -> int:
     psamples = 10 if args.quick else args.psamples
     tests = [(d, n) for d, n in TESTS if not args.quick or d in QUICK_TESTS]
     plan = [(s, d) for s in STREAMS for d, _ in tests if s != "nested" or d in NESTED_TESTS]
-    plan += [(None, d) for d, _ in tests]
+    plan += [(MT, d) for d, _ in tests]
     results = []
     start = time.perf_counter()
     for stream, test in plan:
         rows, seconds = _run(test, psamples, stream)
-        label = stream or "mt19937"
         for row in rows:
-            results.append(dict(row, stream=label))
+            results.append(dict(row, stream=stream))
             print(
-                f"{label:12s} {row['test']:22s} ntup={row['ntup']:>2s} p={row['p']:<11s} "
+                f"{stream:12s} {row['test']:22s} ntup={row['ntup']:>2s} p={row['p']:<11s} "
                 f"{row['verdict']} ({seconds:.0f} s)",
                 flush=True,
             )
@@ -371,19 +365,17 @@ def _notes(results: list[dict]) -> list[str]:
                 "mt19937: in this dieharder build it rejects good generators, so it says "
                 "nothing about the sampler."
             )
-        elif any(r["verdict"] == "FAILED" for r in rows if r["stream"] in ("threefry", "mt19937")):
+        elif any(r["verdict"] == "FAILED" for r in rows if r["stream"] in CONTROLS):
             bad = sorted({r["stream"] for r in rows if r["verdict"] == "FAILED"})
             notes.append(
                 f"- `{test}` FAILED for a control too ({', '.join(bad)}): a failure there does "
                 "not single out the sampler."
             )
-    hashed = [r for r in results if r["stream"] not in ("threefry", "mt19937")]
+    hashed = [r for r in results if r["stream"] not in CONTROLS]
     failed = sorted({r["test"] for r in hashed if r["verdict"] == "FAILED"})
     weak = sorted({f"{r['test']} ({r['stream']})" for r in hashed if r["verdict"] == "WEAK"})
     control_failed = {
-        r["test"]
-        for r in results
-        if r["stream"] in ("threefry", "mt19937") and r["verdict"] == "FAILED"
+        r["test"] for r in results if r["stream"] in CONTROLS and r["verdict"] == "FAILED"
     }
     own = [t for t in failed if t not in control_failed]
     if not failed:
