@@ -1,9 +1,12 @@
 """Root conftest: the same device and dtype configuration for doctests under dropjax/."""
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -14,13 +17,13 @@ import pytest
 # Compiling dominates the suite's time on CPU (about 60 % of it is XLA's backend compile), so
 # the tests compile cheaply: XLA:CPU's older elemental fusion emitters instead of its MLIR
 # fusion emitters (about half the compile time), LLVM's optimisation level 0 (XLA's default
-# is 3) and without LLVM's expensive passes. The numerics-sensitive tests run again with
-# XLA's defaults in .ci/run; a setting the user gave wins.
+# is 3) and without LLVM's expensive passes. .ci/run reruns the numerics-sensitive tests at
+# lower instruction sets, one set of them with XLA's defaults; a setting the user gave wins.
 #
 # Tests marked ``xla_defaults`` assert what holds for XLA's default compile (bit identity
 # across two programs, e.g. the harness's replica split against one device): under the cheap
 # settings they run in a subprocess with the user's flags and XLA's defaults (see
-# pytest_pyfunc_call below).
+# pytest_pyfunc_call below: all of them in one subprocess).
 #
 # pytest-xdist's workers inherit this environment: the user's own flags are kept aside once,
 # by the first process, so every worker knows which settings are the suite's.
@@ -55,31 +58,92 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 pytest_plugins = ["tests.experiments.smoke"]
 
 
+_CHILD = os.environ.get("DROPJAX_TEST_XLA_DEFAULTS_CHILD", "")  # in a batch: its report file
+# One folder per session (workers inherit it): the batch's reports and the lock that lets one
+# worker run the batch while the others wait for its reports.
+os.environ.setdefault("DROPJAX_TEST_XLA_DEFAULTS_DIR", tempfile.mkdtemp(prefix="dropjax-xla-"))
+_BATCH: dict[str, list[dict]] | None = None  # this process's copy of the batch's reports
+
+
+def _xla_defaults_batch(session: pytest.Session) -> dict[str, list[dict]]:
+    """Runs every selected ``xla_defaults`` test of the session in one subprocess with XLA's
+    default compile (one interpreter start and one set of module fixtures for all of them),
+    once per session whichever worker asks first; returns the reports by test id."""
+    global _BATCH
+    if _BATCH is not None:
+        return _BATCH
+    folder = Path(os.environ["DROPJAX_TEST_XLA_DEFAULTS_DIR"])
+    reports = folder / "reports.jsonl"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be running the batch
+        if not (folder / "done").exists():
+            ids = [i.nodeid for i in session.items if i.get_closest_marker("xla_defaults")]
+            env = dict(
+                os.environ,
+                XLA_FLAGS=_DEFAULT_FLAGS,
+                DROPJAX_TEST_USER_XLA_FLAGS=_DEFAULT_FLAGS,
+                DROPJAX_TEST_XLA_DEFAULTS_CHILD=str(reports),
+            )
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+            done = subprocess.run(
+                [*cmd, *_plugin_args(session.config), *ids],
+                cwd=session.config.rootpath,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            (folder / "output.txt").write_text(done.stdout[-6000:] + done.stderr[-3000:])
+            (folder / "done").touch()
+    _BATCH = {}
+    if reports.exists():
+        for line in reports.read_text().splitlines():
+            data = json.loads(line)
+            _BATCH.setdefault(data["nodeid"], []).append(data)
+    return _BATCH
+
+
+def _plugin_args(config: pytest.Config) -> list[str]:
+    """This session's ``-p NAME`` and ``-o OPTION`` arguments, for the batch subprocess."""
+    args, out = list(config.invocation_params.args), []
+    for flag, value in zip(args[:-1], args[1:], strict=True):
+        if flag in ("-p", "-o") and value not in ("no:xdist", "no:cacheprovider"):
+            out += [flag, value]
+    return out
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem):
-    """Runs an ``xla_defaults`` test in a subprocess with XLA's default compile when this
-    session compiles cheaply (see the top of this file); else in this process."""
-    if not _ADDED or pyfuncitem.get_closest_marker("xla_defaults") is None:
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """An ``xla_defaults`` test, when this session compiles cheaply, passes or fails as it did
+    in the subprocess that ran it with XLA's default compile (:func:`_xla_defaults_batch`)."""
+    if not _ADDED or _CHILD or pyfuncitem.get_closest_marker("xla_defaults") is None:
         return None
-    if os.environ.get("DROPJAX_TEST_XLA_DEFAULTS_CHILD"):  # never a subprocess of a subprocess
-        return None
-    env = dict(
-        os.environ,
-        XLA_FLAGS=_DEFAULT_FLAGS,
-        DROPJAX_TEST_USER_XLA_FLAGS=_DEFAULT_FLAGS,
-        DROPJAX_TEST_XLA_DEFAULTS_CHILD="1",
-    )
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
-    done = subprocess.run(
-        [*cmd, pyfuncitem.nodeid],
-        cwd=pyfuncitem.config.rootpath,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.fail(
-            f"with XLA's default compile ({_DEFAULT_FLAGS}):\n" + done.stdout[-6000:],
-            pytrace=False,
+    reports = _xla_defaults_batch(pyfuncitem.session).get(pyfuncitem.nodeid)
+    where = f"with XLA's default compile ({_DEFAULT_FLAGS})"
+    if not reports:  # the subprocess died before reporting this test
+        output = Path(os.environ["DROPJAX_TEST_XLA_DEFAULTS_DIR"]) / "output.txt"
+        text = output.read_text() if output.exists() else "(no output)"
+        pytest.fail(f"not run by the subprocess {where}:\n{text}", pytrace=False)
+    for data in reports:
+        rep = pyfuncitem.config.hook.pytest_report_from_serializable(
+            config=pyfuncitem.config, data=data
         )
+        if rep.skipped and rep.when in ("setup", "call"):
+            pytest.skip(f"{where}: {rep.longrepr}")
+        if rep.failed:
+            pytest.fail(f"{where}, {rep.when}:\n{rep.longreprtext}", pytrace=False)
     return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _CHILD:  # a batch subprocess: keep the reports for its parent
+        config.pluginmanager.register(_ReportWriter(config, Path(_CHILD)), "dropjax-batch")
+
+
+class _ReportWriter:
+    def __init__(self, config: pytest.Config, path: Path):
+        self.config, self.path = config, path
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(data) + "\n")

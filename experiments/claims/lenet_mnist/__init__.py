@@ -31,7 +31,7 @@ of the design for it and the protocol coverage (fraction of the paper's 12,000 i
 
 Presets: ``smoke`` uses scikit-learn's 8x8 digits (no download), each image upsampled 3x by
 pixel repetition to 24x24 and zero-padded by 2 pixels to MNIST's 28x28 layout, 20
-iterations, batch 64, one rate, 2 replicas. ``quick`` uses real MNIST with a shortened
+iterations, batch 16, one rate, 2 replicas. ``quick`` uses real MNIST with a shortened
 schedule (600 iterations, learning-rate step at 300) at rate 0.5 only, 4 replicas (a few
 minutes on a 2-core CPU): 5 % of the protocol, so its verdict is only indicative.
 ``paper`` is the protocol above. Inputs are scaled by 1/256 as in Caffe's LeNet.

@@ -96,7 +96,7 @@ PRESETS = {
         3,
         2,
         237,
-        _protocol(30, 15, batch_size=64, eval_every=15, eval_batch_size=360),
+        _protocol(30, 15, batch_size=16, eval_every=15, eval_batch_size=360),
         (1, 2, 8),
         chunk=360,
     ),
