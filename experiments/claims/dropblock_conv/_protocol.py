@@ -136,7 +136,7 @@ PRESETS = {
         (0.2,),
         3,
         3,
-        _protocol(12, 9, batch_size=16, eval_every=12, eval_batch_size=360),
+        _protocol(12, 9, batch_size=16, eval_every=12, eval_batch_size=120),
     ),
     "quick": Preset(
         "fashion_mnist",

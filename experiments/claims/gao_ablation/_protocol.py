@@ -189,7 +189,7 @@ PRESETS = {
                 "mlp",
                 (0.3, 0.005),
                 quick_protocol(
-                    16, 8, batch_size=32, eval_every=16, eval_batch_size=360, learning_rate=0.05
+                    16, 8, batch_size=32, eval_every=16, eval_batch_size=120, learning_rate=0.05
                 ),
             ),
         ),

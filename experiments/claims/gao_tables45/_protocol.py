@@ -136,7 +136,7 @@ def _parts(convnet: TrainConfig, resnet: TrainConfig, rates=None, **kw: Any) -> 
 
 
 _SMOKE_TRAIN = quick_protocol(
-    16, 8, batch_size=32, eval_every=8, eval_batch_size=360, learning_rate=0.05
+    16, 8, batch_size=32, eval_every=8, eval_batch_size=120, learning_rate=0.05
 )
 
 

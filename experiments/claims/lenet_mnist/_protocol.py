@@ -117,7 +117,7 @@ _protocol = functools.partial(step_sgd, learning_rate=0.01)
 
 PRESETS = {
     "smoke": Preset(
-        "digits", (0.5,), 2, _protocol(20, 10, batch_size=16, eval_every=10, eval_batch_size=360)
+        "digits", (0.5,), 2, _protocol(20, 10, batch_size=16, eval_every=10, eval_batch_size=120)
     ),
     # eval_batch_size=100: LeNet's activations for 100 test images stay in a core's cache;
     # 1000 at a time makes an evaluation about 2x slower on a CPU (same numbers up to the

@@ -96,9 +96,9 @@ PRESETS = {
         3,
         2,
         237,
-        _protocol(30, 15, batch_size=16, eval_every=15, eval_batch_size=360),
+        _protocol(30, 15, batch_size=16, eval_every=15, eval_batch_size=120),
         (1, 2, 8),
-        chunk=360,
+        chunk=120,
     ),
     "quick": Preset(
         "mnist",
