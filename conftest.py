@@ -1,11 +1,13 @@
 """Root conftest: the same device and dtype configuration for doctests under dropjax/."""
 
-import fcntl
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -42,12 +44,23 @@ os.environ["XLA_FLAGS"] = " ".join([_flags, *_ADDED])
 # XLA's defaults spelled out, so that the subprocess's own conftest adds nothing
 _DEFAULT_FLAGS = " ".join([_flags, *(f"{flag}={xla}" for flag, _, xla in _mine)])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_MADE: list[str] = []  # the temporary folders this process made: removed when it ends
+
+
+def _temporary(name: str, prefix: str) -> None:
+    """A temporary folder in ``$name`` unless set (by the user, or by the session's first
+    process for its pytest-xdist workers and the subprocesses of tests)."""
+    if name not in os.environ:
+        os.environ[name] = tempfile.mkdtemp(prefix=prefix)
+        _MADE.append(os.environ[name])
+
+
 # Experiment checkpoints of the test runs go to a throwaway folder, never the user's cache.
-os.environ.setdefault("DROPJAX_RUNS", tempfile.mkdtemp(prefix="dropjax-test-runs-"))
+_temporary("DROPJAX_RUNS", "dropjax-test-runs-")
 # One compilation cache for the whole session, shared by pytest-xdist's workers (they inherit
 # this process's environment) and the subprocesses some tests start: a program that two
 # tests, two workers or two processes of a test compile is compiled once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="dropjax-test-xla-"))
+_temporary("JAX_COMPILATION_CACHE_DIR", "dropjax-test-xla-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
@@ -59,44 +72,66 @@ pytest_plugins = ["tests.experiments.smoke"]
 
 
 _CHILD = os.environ.get("DROPJAX_TEST_XLA_DEFAULTS_CHILD", "")  # in a batch: its report file
-# One folder per session (workers inherit it): the batch's reports and the lock that lets one
-# worker run the batch while the others wait for its reports.
-os.environ.setdefault("DROPJAX_TEST_XLA_DEFAULTS_DIR", tempfile.mkdtemp(prefix="dropjax-xla-"))
+# One folder per session (workers inherit it): the batch's reports, its output and the file
+# that says it has ended.
+_temporary("DROPJAX_TEST_XLA_DEFAULTS_DIR", "dropjax-test-batch-")
+_FOLDER = Path(os.environ["DROPJAX_TEST_XLA_DEFAULTS_DIR"])
 _BATCH: dict[str, list[dict]] | None = None  # this process's copy of the batch's reports
+_STARTED: list[subprocess.Popen] = []  # the batch, when this process started it
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts the batch of ``xla_defaults`` tests in the background as soon as the first
+    process (pytest-xdist worker) has collected: it runs beside the other tests, and is
+    usually done before a worker reaches one of its tests."""
+    if not _ADDED or _CHILD or session.config.option.collectonly:
+        return
+    ids = [i.nodeid for i in session.items if i.get_closest_marker("xla_defaults")]
+    if not ids:
+        return
+    try:
+        os.close(os.open(_FOLDER / "started", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:  # another worker started it
+        return
+    env = dict(
+        os.environ,
+        XLA_FLAGS=_DEFAULT_FLAGS,
+        DROPJAX_TEST_USER_XLA_FLAGS=_DEFAULT_FLAGS,
+        DROPJAX_TEST_XLA_DEFAULTS_CHILD=str(_FOLDER / "reports.jsonl"),
+    )
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    cmd = shlex.join([*cmd, *_plugin_args(session.config), *ids])
+    with open(_FOLDER / "output.txt", "w") as out:  # "ended" also when pytest crashes
+        _STARTED.append(
+            subprocess.Popen(
+                ["sh", "-c", f"{cmd}; touch {shlex.quote(str(_FOLDER / 'ended'))}"],
+                cwd=session.config.rootpath,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for proc in _STARTED:  # another worker may be waiting for it (it has usually ended)
+        proc.wait()
+    for folder in _MADE:  # only the first process made them: every other one has ended
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _xla_defaults_batch(session: pytest.Session) -> dict[str, list[dict]]:
-    """Runs every selected ``xla_defaults`` test of the session in one subprocess with XLA's
-    default compile (one interpreter start and one set of module fixtures for all of them),
-    once per session whichever worker asks first; returns the reports by test id."""
+    """The reports, by test id, of the subprocess that runs every selected ``xla_defaults``
+    test of the session with XLA's default compile (one interpreter start and one set of
+    module fixtures for all of them; started by :func:`pytest_collection_finish`), once it
+    has ended."""
     global _BATCH
-    if _BATCH is not None:
-        return _BATCH
-    folder = Path(os.environ["DROPJAX_TEST_XLA_DEFAULTS_DIR"])
-    reports = folder / "reports.jsonl"
-    with open(folder / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be running the batch
-        if not (folder / "done").exists():
-            ids = [i.nodeid for i in session.items if i.get_closest_marker("xla_defaults")]
-            env = dict(
-                os.environ,
-                XLA_FLAGS=_DEFAULT_FLAGS,
-                DROPJAX_TEST_USER_XLA_FLAGS=_DEFAULT_FLAGS,
-                DROPJAX_TEST_XLA_DEFAULTS_CHILD=str(reports),
-            )
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
-            done = subprocess.run(
-                [*cmd, *_plugin_args(session.config), *ids],
-                cwd=session.config.rootpath,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            (folder / "output.txt").write_text(done.stdout[-6000:] + done.stderr[-3000:])
-            (folder / "done").touch()
-    _BATCH = {}
-    if reports.exists():
-        for line in reports.read_text().splitlines():
+    if _BATCH is None:
+        while not (_FOLDER / "ended").exists():
+            time.sleep(0.2)
+        _BATCH = {}
+        reports = _FOLDER / "reports.jsonl"
+        for line in reports.read_text().splitlines() if reports.exists() else ():
             data = json.loads(line)
             _BATCH.setdefault(data["nodeid"], []).append(data)
     return _BATCH
@@ -120,8 +155,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     reports = _xla_defaults_batch(pyfuncitem.session).get(pyfuncitem.nodeid)
     where = f"with XLA's default compile ({_DEFAULT_FLAGS})"
     if not reports:  # the subprocess died before reporting this test
-        output = Path(os.environ["DROPJAX_TEST_XLA_DEFAULTS_DIR"]) / "output.txt"
-        text = output.read_text() if output.exists() else "(no output)"
+        output = _FOLDER / "output.txt"
+        text = output.read_text()[-6000:] if output.exists() else "(no output)"
         pytest.fail(f"not run by the subprocess {where}:\n{text}", pytrace=False)
     for data in reports:
         rep = pyfuncitem.config.hook.pytest_report_from_serializable(
