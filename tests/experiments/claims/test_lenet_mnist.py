@@ -1,7 +1,7 @@
 """Tests for experiments.claims.lenet_mnist (claim 1): the paper's numbers and the grid's cells.
 
 The grid machinery itself (resume, --cells, locking) is tested in tests/test_harness.py with
-this experiment as its vehicle; its smoke run in tests/test_distributed.py.
+this experiment as its vehicle; its smoke run in tests/experiments/harness/test_multihost.py.
 """
 
 from __future__ import annotations
