@@ -161,6 +161,9 @@ def _predict_fn(model: nn.Module):
 def clean_accuracy(model: nn.Module, params: Any, x: np.ndarray, y: np.ndarray) -> list[float]:
     """Per-replica accuracy without noise on ``(x, y)`` (``params`` with a replica axis)."""
     apply = _predict_fn(model)
+    # On the host: in the replica split each replica's parameters sit on their own device,
+    # where ``apply`` would compile once per device.
+    params = jax.tree.map(np.asarray, params)
     out = []
     for r in range(jax.tree.leaves(params)[0].shape[0]):
         p = jax.tree.map(lambda a, r=r: a[r], params)

@@ -561,9 +561,12 @@ def measure(model, result, splits, labels, preset: Preset, seeds: list[int]):
     replicas = len(seeds)
     per_seed, example = [], {}
     timing: dict[str, list[float]] = {"deterministic": [], "mc": [], "ensemble": []}
+    # On the host: each replica's parameters sit on its own device in the replica split, and
+    # a program called with them there would compile once per device.
+    params = jax.tree.map(np.asarray, result.state.params)
     for r, seed in enumerate(seeds):
         nets = [  # member j of seed r is replica j * replicas + r of the training run
-            jax.tree.map(lambda a, i=j * replicas + r: a[i], result.state.params)
+            jax.tree.map(lambda a, i=j * replicas + r: a[i], params)
             for j in range(preset.members)
         ]
         key = jax.random.fold_in(jax.random.key(seed), 0x3C)  # independent of training keys
