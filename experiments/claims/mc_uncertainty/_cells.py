@@ -566,8 +566,7 @@ def measure(model, result, splits, labels, preset: Preset, seeds: list[int]):
     params = jax.tree.map(np.asarray, result.state.params)
     for r, seed in enumerate(seeds):
         nets = [  # member j of seed r is replica j * replicas + r of the training run
-            jax.tree.map(lambda a, i=j * replicas + r: a[i], params)
-            for j in range(preset.members)
+            jax.tree.map(lambda a, i=j * replicas + r: a[i], params) for j in range(preset.members)
         ]
         key = jax.random.fold_in(jax.random.key(seed), 0x3C)  # independent of training keys
         outputs, secs = predict_seed(model, fns, nets, splits, labels, key, preset)
