@@ -120,7 +120,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _xla_defaults_batch(session: pytest.Session) -> dict[str, list[dict]]:
+def _xla_defaults_batch() -> dict[str, list[dict]]:
     """The reports, by test id, of the subprocess that runs every selected ``xla_defaults``
     test of the session with XLA's default compile (one interpreter start and one set of
     module fixtures for all of them; started by :func:`pytest_collection_finish`), once it
@@ -152,7 +152,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     in the subprocess that ran it with XLA's default compile (:func:`_xla_defaults_batch`)."""
     if not _ADDED or _CHILD or pyfuncitem.get_closest_marker("xla_defaults") is None:
         return None
-    reports = _xla_defaults_batch(pyfuncitem.session).get(pyfuncitem.nodeid)
+    reports = _xla_defaults_batch().get(pyfuncitem.nodeid)
     where = f"with XLA's default compile ({_DEFAULT_FLAGS})"
     if not reports:  # the subprocess died before reporting this test
         output = _FOLDER / "output.txt"

@@ -67,7 +67,7 @@ from experiments.harness import plots, stats
 from experiments.harness.cells import Cell, grid_for
 from experiments.harness.claim import Claim, Outcome
 from experiments.harness.results import RunContext, save_figure_atomic
-from experiments.harness.train import ArrayData, TrainConfig, Trainer
+from experiments.harness.train import ArrayData, TrainConfig, Trainer, host_replicas
 
 NAME = "sparse_vd"
 SOURCE = (
@@ -267,10 +267,6 @@ def cells(preset: Preset, seeds: list[int]) -> list[Cell]:
     ]
 
 
-def _replica(tree: Any, r: int) -> Any:
-    return jax.tree.map(lambda a: np.asarray(a)[r], tree)
-
-
 def _log_alpha_histogram(params: Any) -> list[int]:
     """Counts of every weight's (clipped) log alpha in :data:`HIST_BINS`."""
     counts = np.zeros(len(HIST_BINS) - 1, np.int64)
@@ -297,7 +293,7 @@ def measure(data: ArrayData, cfg: VDConfig, quiet: bool):
         out = result.to_json()
         out["test_error"] = [1.0 - a for a in out["final"]["test_acc"]]
         if arm == "sparse_vd":
-            per_seed = [_replica(result.state.params, r) for r in range(len(seeds))]
+            per_seed = host_replicas(result.state.params)
             out["sparsity"] = [djnn.sparsity(p, THRESHOLD) for p in per_seed]
             out["log_alpha_histogram"] = [_log_alpha_histogram(p) for p in per_seed]
         return out

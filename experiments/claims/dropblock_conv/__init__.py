@@ -95,7 +95,7 @@ from experiments.harness import plots, recipes, stats
 from experiments.harness.cells import Cell, finished_cells, run_grid
 from experiments.harness.claim import Claim, Outcome
 from experiments.harness.results import RunContext
-from experiments.harness.train import ArrayData, train_cell
+from experiments.harness.train import ArrayData, host_replicas, train_cell
 
 
 def balanced_subset(data: ArrayData, size: int) -> ArrayData:
@@ -161,12 +161,8 @@ def _predict_fn(model: nn.Module):
 def clean_accuracy(model: nn.Module, params: Any, x: np.ndarray, y: np.ndarray) -> list[float]:
     """Per-replica accuracy without noise on ``(x, y)`` (``params`` with a replica axis)."""
     apply = _predict_fn(model)
-    # On the host: in the replica split each replica's parameters sit on their own device,
-    # where ``apply`` would compile once per device.
-    params = jax.tree.map(np.asarray, params)
     out = []
-    for r in range(jax.tree.leaves(params)[0].shape[0]):
-        p = jax.tree.map(lambda a, r=r: a[r], params)
+    for p in host_replicas(params):  # on the host: one compile for every replica
         pred = np.concatenate(
             [np.asarray(apply(p, jnp.asarray(x[i : i + 1000]))) for i in range(0, len(x), 1000)]
         )

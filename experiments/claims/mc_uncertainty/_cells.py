@@ -39,7 +39,7 @@ from experiments.claims.mc_uncertainty._render import (
 from experiments.harness import stats
 from experiments.harness.models import DropDense, DropoutConfig, LeNet
 from experiments.harness.recipes import lenet_images as load_data
-from experiments.harness.train import ArrayData
+from experiments.harness.train import ArrayData, host_replicas
 
 
 def ood_inputs(name: str, like: ArrayData) -> tuple[np.ndarray, str]:
@@ -561,13 +561,10 @@ def measure(model, result, splits, labels, preset: Preset, seeds: list[int]):
     replicas = len(seeds)
     per_seed, example = [], {}
     timing: dict[str, list[float]] = {"deterministic": [], "mc": [], "ensemble": []}
-    # On the host: each replica's parameters sit on its own device in the replica split, and
-    # a program called with them there would compile once per device.
-    params = jax.tree.map(np.asarray, result.state.params)
+    params = host_replicas(result.state.params)  # on the host: one compile for every replica
     for r, seed in enumerate(seeds):
-        nets = [  # member j of seed r is replica j * replicas + r of the training run
-            jax.tree.map(lambda a, i=j * replicas + r: a[i], params) for j in range(preset.members)
-        ]
+        # member j of seed r is replica j * replicas + r of the training run
+        nets = [params[j * replicas + r] for j in range(preset.members)]
         key = jax.random.fold_in(jax.random.key(seed), 0x3C)  # independent of training keys
         outputs, secs = predict_seed(model, fns, nets, splits, labels, key, preset)
         for k, v in secs.items():
