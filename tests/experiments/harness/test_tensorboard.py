@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Optional for users (the `tensorboard` extra), always installed with the `test` extra.
-from tensorboardX.proto import event_pb2
-
 from experiments.harness import tensorboard
+
+
+def _event_pb2():
+    """tensorboardX's ``Event`` proto module, imported when a test first reads an event file
+    (2 s of protobuf imports that every pytest-xdist worker would pay at collection).
+    Optional for users (the `tensorboard` extra), always installed with the `test` extra."""
+    from tensorboardX.proto import event_pb2
+
+    return event_pb2
 
 
 def _crc32c(data: bytes) -> int:
@@ -50,7 +56,7 @@ def _read_scalars(folder: Path) -> dict[str, dict[int, float]]:
             (data_crc,) = struct.unpack("<I", raw[pos + 12 + length : pos + 16 + length])
             assert data_crc == _masked(_crc32c(record))
             pos += 16 + length
-            event = event_pb2.Event.FromString(record)
+            event = _event_pb2().Event.FromString(record)
             for value in event.summary.value:
                 out.setdefault(value.tag, {})[event.step] = value.simple_value
     assert pos == len(raw)
