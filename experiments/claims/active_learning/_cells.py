@@ -18,8 +18,9 @@ import numpy as np
 from experiments.claims.active_learning._protocol import (
     ARMS,
     BALD_TYPE,
-    MARKED_SAVING,
+    DECIDED,
     NAME,
+    PAPER_LABELS,
     PAPER_MAX_LABELS,
     THRESHOLDS,
     ALNet,
@@ -27,6 +28,7 @@ from experiments.claims.active_learning._protocol import (
     Net,
     Preset,
     Programs,
+    delta_for,
 )
 from experiments.harness import data as data_lib
 from experiments.harness import stats
@@ -299,7 +301,7 @@ def summarise(
                 "censored_at": censor,
             }
     comparisons = {}
-    for arm in BALD_TYPE:
+    for arm in DECIDED:
         comparisons[arm] = {}
         for target in THRESHOLDS:
             key = f"{target:g}"
@@ -311,7 +313,7 @@ def summarise(
             b = np.asarray([censor if v is None else v for v in base["per_seed"]], float)
             saving = stats.mean_ci((b - a) / b)
             decision = stats.decide(
-                saving, +1, MARKED_SAVING, coverage=coverage, substitute=substitute
+                saving, +1, delta_for(arm, key), coverage=coverage, substitute=substitute
             )
             decision = _censoring_safe(
                 decision, mine["reached"] < num_seeds, base["reached"] < num_seeds
@@ -335,4 +337,5 @@ def summarise(
         "verdict": _combine(verdicts),
         "headline": _combine(headlines),
         "coverage": coverage,
+        "paper_labels": PAPER_LABELS,
     }

@@ -84,3 +84,65 @@ def test_labels_to_and_censoring():
     assert al._combine(["reproduced"] * 4) == "reproduced"
     assert al._combine(["reproduced", "inconclusive"]) == "partly reproduced"
     assert al._combine(["indicative", "indicative"]) == "indicative"
+
+
+def test_each_score_arm_acquires_the_top_of_its_numpy_score():
+    """``acquire`` with fixed MC probabilities: every score arm takes the pool points with the
+    largest score computed here in numpy (ties in any order), random the first points of its
+    pool subset. Mean STD: Kendall et al.'s population std over the samples, averaged over
+    the classes; variation ratio: 1 - (votes of the modal class) / T."""
+    import types
+
+    import jax
+
+    from experiments.claims.active_learning._cells import acquire
+    from experiments.claims.active_learning._protocol import SCORES
+
+    preset, t, seed = al.PRESETS["smoke"], 8, 4
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10, dtype=np.int32), 60)
+    data = types.SimpleNamespace(y_train=y, x_train=np.zeros((len(y), 2), np.float32))
+    replicas = [(arm, 0) for arm in al.ARMS if arm != "batch_bald"]
+    labelled = np.stack([al.initial_labels(y, 20, 10, seed=seed)] * len(replicas))
+    probs = rng.dirichlet(np.full(10, 0.3), size=(len(replicas), t, preset.pool_subset))
+    probs = probs.astype(np.float32)
+    programs = types.SimpleNamespace(
+        preset=preset,
+        mc_probs=lambda params, x, keys: probs[: len(keys)],
+        scores={k: jax.jit(f) for k, f in SCORES.items()},
+    )
+    params = {"w": np.zeros(len(replicas))}
+    chosen = acquire(programs, params, labelled, data, [seed], replicas, 0)
+    pool = al.pool_subset(labelled[0], len(y), preset.pool_subset, seed, 0)
+    where = {int(v): i for i, v in enumerate(pool)}
+    p = probs.astype(np.float64)
+    mean = p.mean(1)  # (R, N, C)
+    entropy = -(mean * np.log(mean)).sum(-1)
+    votes = np.stack([(p.argmax(-1) == c).sum(1) for c in range(10)], -1)  # (R, N, C)
+    reference = {
+        "bald": entropy + (p * np.log(p)).sum(-1).mean(1),
+        "max_entropy": entropy,
+        "variation_ratio": 1 - votes.max(-1) / t,
+        "mean_std": np.sqrt(np.maximum((p**2).mean(1) - mean**2, 0)).mean(-1),
+    }
+    assert set(reference) == set(SCORES)
+    for r, (arm, _) in enumerate(replicas):
+        if arm == "random":
+            np.testing.assert_array_equal(chosen[r], pool[: preset.acquire])
+            continue
+        score = reference[arm][r]
+        got = np.sort(score[[where[int(i)] for i in chosen[r]]])
+        best = np.sort(score)[-preset.acquire :]
+        np.testing.assert_allclose(got, best, rtol=1e-5, atol=1e-6, err_msg=arm)
+
+
+def test_spec_decides_every_arm_against_the_papers_own_saving():
+    spec = al.spec_for("paper")
+    deltas = {(c.other, c.cell): c.delta for c in spec.contrasts}
+    # Gal et al. (2017), Table 1: (random - arm) / random labels to 10 % and 5 % error
+    assert deltas["bald", "0.9"] == pytest.approx((255 - 145) / 255, abs=1e-6)
+    assert deltas["variation_ratio", "0.95"] == pytest.approx((835 - 295) / 835, abs=1e-6)
+    assert deltas["mean_std", "0.9"] == pytest.approx((255 - 230) / 255, abs=1e-6)
+    assert deltas["batch_bald", "0.9"] == 0.2  # not in the paper: "markedly fewer"
+    assert {c.claim for c in spec.contrasts if c.other == "mean_std"} == {"mean_std"}
+    assert spec.headline == ("0.9",) and spec.pairs == al.PRESETS["paper"].seeds
