@@ -169,6 +169,18 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     return True
 
 
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """``pytest -n N``: pytest-xdist's work-stealing scheduler, unless ``--dist`` was given.
+
+    The default ``load`` scheduler hands each worker its share of the tests up front; a few
+    tests here take 10-40 s, so the session could end on one worker while the other idles.
+    Work stealing moves pending tests to the idle worker. (Runs after pytest-xdist's own
+    hook, which turns ``-n`` into ``load``, and before pytest's, which runs the session.)"""
+    given = any(a == "-d" or a.startswith("--dist") for a in config.invocation_params.args)
+    if getattr(config.option, "dist", "no") == "load" and not given:
+        config.option.dist = "worksteal"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if _CHILD:  # a batch subprocess: keep the reports for its parent
         config.pluginmanager.register(_ReportWriter(config, Path(_CHILD)), "dropjax-batch")
