@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from experiments.catalog import DESCRIPTIONS, NAMES, claim
+from experiments.catalog import DESCRIPTIONS, NAMES, SCALED, claim
 from experiments.harness.budget import BudgetExhausted
 from experiments.harness.claim import execute
 from experiments.harness.host_devices import configure as configure_host_devices
@@ -122,8 +122,9 @@ def _parser() -> argparse.ArgumentParser:
         "--preset",
         choices=PRESETS,
         default="smoke",
-        help="smoke: seconds, no download (CI); quick: minutes on a CPU; paper: the "
-        "paper's protocol (default: smoke)",
+        help="smoke: seconds, no download (CI); quick: minutes on a CPU; scaled: a declared "
+        "scaled-down protocol that converges on a CPU (claims whose paper protocol cannot run "
+        "here); paper: the paper's protocol (default: smoke)",
     )
     parser.add_argument("--dataset", type=_dataset, help="override the preset's dataset")
     parser.add_argument(
@@ -276,6 +277,11 @@ def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             )
     if args.name not in ("list", "report", *NAMES):
         parser.error(f"unknown experiment {args.name!r}; `python -m experiments list` lists them")
+    if args.preset == "scaled" and args.name not in ("list", "report", *SCALED):
+        parser.error(
+            f"{args.name} has no scaled preset (its paper protocol fits, or none is declared "
+            f"yet); the experiments with one: {', '.join(SCALED)}"
+        )
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder (created if missing)")
     if args.data_dir is not None and args.data_source == "tfds" and not args.data_dir.is_dir():

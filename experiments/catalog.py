@@ -15,7 +15,7 @@ import importlib
 
 from experiments.harness.claim import Claim
 
-__all__ = ["ACCELERATOR", "CLAIMS", "DESCRIPTIONS", "NAMES", "claim", "claims"]
+__all__ = ["ACCELERATOR", "CLAIMS", "DESCRIPTIONS", "NAMES", "SCALED", "claim", "claims"]
 
 # (claim number, seed, short title, experiment names in the registry)
 CLAIMS: list[tuple[str, str, str, tuple[str, ...]]] = [
@@ -98,8 +98,11 @@ ACCELERATOR: dict[str, str] = {
     "not run on a CPU)",
     "gao_tables45": "Table 5 (ResNet-20 on SVHN, CIFAR-10, CIFAR-100) and the real datasets",
     "random_dropout_mlp": "the paper's protocol, out of reach of one core: one GPU runs it; "
-    "here a scaled protocol",
-    "backprojection": "the paper's 1500-1500 MLP for 501 epochs, out of reach of one core",
+    "here the declared scaled protocol (`--preset scaled`: 512-256 MLP, 10k images, 100 "
+    "epochs, 15 arms x 4 seeds, about 2.5 core-hours; not run yet)",
+    "backprojection": "the paper's 1500-1500 MLP for 501 epochs, out of reach of one core; "
+    "here the declared scaled protocol (`--preset scaled`: 512-256 MLP, 5k images, 100 "
+    "epochs, 3 arms x 4 seeds, about 2 core-hours; not run yet)",
     "linear_l2": "nothing: analytic, complete here",
     "ensemble_jensen": "nothing: complete here",
     "relu_gradient": "nothing: complete here",
@@ -144,6 +147,12 @@ without importing any experiment (they import Flax and SciPy: seconds). Each is 
 description its module registers; :func:`experiments` checks that they agree."""
 
 
+SCALED: tuple[str, ...] = ("random_dropout_mlp", "backprojection")
+"""The experiments with a ``scaled`` preset: a protocol scaled down to train to convergence
+on a CPU, declared (with its decision spec) before its runs, for claims whose paper protocol
+cannot run here. :func:`claim` checks that they agree with the modules."""
+
+
 def claim(name: str) -> Claim:
     """The claim called ``name``: the ``CLAIM`` of module ``experiments.claims.<name>``.
 
@@ -161,6 +170,11 @@ def claim(name: str) -> Claim:
     if not isinstance(found, Claim) or found.name != name:
         raise RuntimeError(
             f"experiments/claims/{name}.py must end with CLAIM = Claim({name!r}, ...)"
+        )
+    if ("scaled" in found.presets) != (name in SCALED):
+        raise RuntimeError(
+            f"SCALED in experiments/catalog.py and experiments/claims/{name} disagree on "
+            "whether it has a scaled preset"
         )
     if found.description != DESCRIPTIONS[name]:
         raise RuntimeError(

@@ -1,7 +1,7 @@
 """Renders experiments/REPORT.md from the committed results JSON (nothing typed by hand).
 
 ``python -m experiments report`` reads ``experiments/results/<name>/<preset>.json`` for every
-claim below, taking the largest preset present (paper, then quick, then smoke), and writes
+claim below, taking the largest preset present (paper, scaled, quick, smoke), and writes
 the report: a summary table, then for each claim the seed's statement, the experiment's own
 table (its ``render``), the verdict, the command that regenerates it and its figure.
 """
@@ -21,7 +21,7 @@ from experiments.harness.results import PUBLISHED, cells_wall_time
 
 __all__ = ["CLAIMS", "build_report", "load_results"]
 
-PRESET_ORDER = ("paper", "quick", "smoke")
+PRESET_ORDER = ("paper", "scaled", "quick", "smoke")
 REPORT_PATH = Path(__file__).resolve().parent / "REPORT.md"
 
 

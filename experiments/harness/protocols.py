@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from experiments.harness.train import TrainConfig, step_sgd
 
-__all__ = ["RESNET_PAPER", "describe_train", "epochs_protocol", "quick_protocol"]
+__all__ = [
+    "RESNET_PAPER",
+    "converged",
+    "converged_lines",
+    "describe_train",
+    "epochs_protocol",
+    "quick_protocol",
+]
 
 
 def quick_protocol(iterations: int, boundary: int, **kw: Any) -> TrainConfig:
@@ -57,6 +66,48 @@ RESNET_PAPER = TrainConfig(
 )
 """Gao et al. Table 2's ResNet-20 protocol as the paper states it (640k iterations; He et
 al.'s CIFAR schedule is 64k, so the paper's figure is likely a typo for it)."""
+
+
+def converged(arms: dict[str, Any], last: int, tolerance: float) -> dict[str, Any]:
+    """The convergence check of a declared scaled protocol: per arm (a training result's
+    JSON, :meth:`experiments.harness.train.TrainResult.to_json`), the mean test error (%,
+    over replicas) of the last ``last`` evaluations minus that of the ``last`` before; the
+    arm is flat when that change is within ``tolerance`` percentage points (negative: the
+    error still falls).
+
+    Examples:
+      >>> from experiments.harness.protocols import converged
+      >>> arm = lambda accs: {"curves": [{"test_acc": [a, a]} for a in accs]}
+      >>> out = converged({"a": arm([0.9, 0.95, 0.97, 0.971]), "b": arm([0.9] * 3)}, 2, 0.1)
+      >>> out["arms"]["a"], out["arms"]["b"]["flat"], out["all_flat"]
+      ({'change': -4.55, 'flat': False}, False, False)
+    """
+    out = {}
+    for key, arm in arms.items():
+        acc = (
+            np.array([c["test_acc"] for c in arm["curves"]], np.float64)
+            .reshape(len(arm["curves"]), -1)
+            .mean(-1)
+        )
+        if len(acc) < 2 * last:  # too few evaluations to tell
+            out[key] = {"change": None, "flat": False}
+            continue
+        change = round(float(100.0 * (acc[-2 * last : -last].mean() - acc[-last:].mean())), 4)
+        out[key] = {"change": change, "flat": bool(abs(change) < tolerance)}
+    return {"arms": out, "all_flat": all(v["flat"] for v in out.values())}
+
+
+def converged_lines(scaled: dict[str, Any], check: str) -> list[str]:
+    """REPORT.md's lines for a scaled-protocol run: why the protocol keeps the paper's
+    question (``scaled["reason"]``) and whether its :func:`converged` check (worded ``check``)
+    held, naming each arm that still moved (its change, in percentage points)."""
+    moving = {k: v["change"] for k, v in scaled["arms"].items() if not v["flat"]}
+    held = (
+        "**yes**."
+        if scaled["all_flat"]
+        else "**no**: " + ", ".join(f"{k} ({v})" for k, v in moving.items()) + "."
+    )
+    return ["", f"Scaled protocol: {scaled['reason']}", "", f"Converged ({check}): {held}"]
 
 
 def describe_train(t: dict[str, Any]) -> str:

@@ -62,13 +62,17 @@ def lenet_images(name: str) -> ArrayData:
     return ArrayData(p.x_train, p.y_train, p.x_test, p.y_test, ds.name, _source(ds), notes)
 
 
-def flat_images(name: str) -> ArrayData:
-    """A flattened image dataset scaled to [0, 1] (permutation-invariant: no image prior)."""
+def flat_images(name: str, train_size: int | None = None) -> ArrayData:
+    """A flattened image dataset scaled to [0, 1] (permutation-invariant: no image prior);
+    with ``train_size``, only the first ``train_size`` training images (the test set whole)."""
     ds = data_lib.load(name)
     p = data_lib.preprocess(ds, flatten=True)
-    return ArrayData(
-        p.x_train, p.y_train, p.x_test, p.y_test, ds.name, _source(ds), "uint8 / 255, flattened"
-    )
+    notes = "uint8 / 255, flattened"
+    x, y = p.x_train, p.y_train
+    if train_size is not None and train_size < len(y):
+        x, y = x[:train_size], y[:train_size]
+        notes += f"; the first {train_size} training images"
+    return ArrayData(x, y, p.x_test, p.y_test, ds.name, _source(ds), notes)
 
 
 def convnet_images(

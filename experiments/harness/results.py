@@ -33,7 +33,9 @@ __all__ = [
     "write_json_atomic",
 ]
 
-PRESETS = ("smoke", "quick", "paper")
+PRESETS = ("smoke", "quick", "scaled", "paper")
+"""Every preset name; ``scaled`` (a declared scaled-down protocol, for the claims whose
+paper protocol cannot run on a CPU: :data:`experiments.catalog.SCALED`) is optional."""
 PUBLISHED = Path(__file__).resolve().parent.parent / "results"
 """The committed results that REPORT.md renders; runs write here only when asked to
 (``--out experiments/results``)."""

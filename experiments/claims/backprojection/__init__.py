@@ -82,10 +82,12 @@ from experiments.claims.backprojection._cells import (
 from experiments.claims.backprojection._protocol import (
     CLAIM_TEXT,
     DELTA,
+    FLAT_LAST,
     NAME,
     PAPER_EXAMPLES,
     PAPER_QUOTES,
     PRESETS,
+    SCALED_REASON,
     SOURCE,
     BackprojMLP,
     backproject_layer,
@@ -98,6 +100,7 @@ from experiments.claims.backprojection._render import (
 )
 from experiments.harness import stats
 from experiments.harness.claim import Claim, one_shot
+from experiments.harness.protocols import converged
 from experiments.harness.results import RunContext
 
 
@@ -137,9 +140,14 @@ def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, 
         "matching": measured["matched"]["records"],
         "training_matching": measured["training_matching"],
         **summary,
-        **decide(summary["errors"], coverage),
+        **decide(summary["errors"], coverage, preset.scaled),
         "arms": measured["arms"],
     }
+    if preset.scaled:  # the declared convergence check; a verdict stands only if it holds
+        flat = converged(measured["arms"], FLAT_LAST, DELTA)
+        results["scaled"] = {"reason": SCALED_REASON, **flat}
+        if not flat["all_flat"]:
+            results["verdict"] = f"indicative (not converged): {results['verdict']}"
     results["figures"] = render_figures(
         results, measured["x_viz"], measured["matched"]["samples"], ctx.out_dir, ctx.preset
     )

@@ -3,7 +3,6 @@ summarised and decided."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +116,7 @@ def training_matching(params, x: np.ndarray, preset: Preset, key: jax.Array) -> 
 
 def load_data(name: str, train_size: int | None) -> ArrayData:
     """The flattened dataset in [0, 1]; the first ``train_size`` training images."""
-    d = flat_images(name)
-    if train_size is None or train_size >= d.num_train:
-        return d
-    notes = f"{d.notes}; the first {train_size} training images"
-    return dataclasses.replace(
-        d, x_train=d.x_train[:train_size], y_train=d.y_train[:train_size], notes=notes
-    )
+    return flat_images(name, train_size)
 
 
 def train_config(preset: Preset, num_train: int) -> TrainConfig:
@@ -195,6 +188,8 @@ def no_drop_verdict(comparison: dict[str, Any]) -> str:
       'indicative (interval: reproduced)'
     """
     claim = NO_DROP.get(comparison["verdict"], "inconclusive")
+    if claim != "inconclusive" and comparison.get("scaled"):
+        return f"{claim} (decided at a scaled protocol)"
     if claim != "inconclusive" and comparison.get("coverage", 1.0) < 1.0 - 1e-9:
         return f"indicative (interval: {claim})"
     return claim
@@ -208,7 +203,7 @@ def _label(decision: dict[str, Any], readings: dict[str, str]) -> str:
     return f"{decision['headline']} ({reading})"
 
 
-def decide(errors: dict[str, list[float]], coverage: float) -> dict[str, Any]:
+def decide(errors: dict[str, list[float]], coverage: float, scaled: bool = False) -> dict[str, Any]:
     """The paired comparisons, decided against ``DELTA``; the headline and its evidence.
 
     The evidence record rests on backproject − plain (the directional part of the claim);
@@ -224,7 +219,7 @@ def decide(errors: dict[str, list[float]], coverage: float) -> dict[str, Any]:
         diff = stats.paired_difference(errors[base], errors[arm])
         comparisons[name] = {
             "difference": diff,
-            **stats.decide(diff, sign, DELTA, coverage=coverage),
+            **stats.decide(diff, sign, DELTA, coverage=coverage, scaled=scaled),
         }
     head = comparisons["backproject − plain"]
     eq = comparisons["backproject − dropout"]

@@ -16,6 +16,7 @@ from experiments.claims.backprojection._protocol import (
     PAPER_QUOTES,
 )
 from experiments.harness import plots
+from experiments.harness.protocols import converged_lines
 
 
 def _plot_samples(x: np.ndarray, samples: dict, kind: str, path: Path, title: str) -> None:
@@ -179,8 +180,17 @@ def render(results: dict[str, Any]) -> str:
         "",
         *comp,
         "",
-        f"Verdict: **{results['verdict']}** (each cell's headline is indicative below "
-        "100 % coverage). Paper: "
+        f"Verdict: **{results['verdict']}** ("
+        + (
+            "a declared scaled protocol, decided at it"
+            if "scaled" in results
+            else "each cell's headline is indicative below 100 % coverage"
+        )
+        + "). Paper: "
         f'"{PAPER_QUOTES[0]}" ({PAPER_QUOTES[1]} δ is our choice.)',
     ]
+    if "scaled" in results:
+        lines += converged_lines(
+            results["scaled"], "the last 2 evaluations within δ of the 2 before"
+        )
     return "\n".join(lines)

@@ -81,10 +81,18 @@ from experiments.claims.random_dropout_mlp._figure1 import (
     plot_dropped,
     sample_dropped,
 )
+from experiments.claims.random_dropout_mlp._protocol import (
+    DELTA,
+    PAPER_EPOCHS,
+    PRESETS,
+    SCALED_REASON,
+    Preset,
+    protocol_coverage,
+)
 from experiments.harness import plots, recipes, stats
 from experiments.harness.claim import Claim, one_shot
 from experiments.harness.models import MLP, DropoutConfig
-from experiments.harness.protocols import epochs_protocol
+from experiments.harness.protocols import converged, converged_lines, epochs_protocol
 from experiments.harness.results import RunContext, write_json_atomic
 from experiments.harness.train import TrainConfig, resume_options, train
 
@@ -105,73 +113,11 @@ PAPER_QUOTES = [
     "Figure 6's error percentages are shown only as plots; no values are in the text, so "
     "only the qualitative claim is compared.",
 ]
-PAPER_EPOCHS = 501 + 150
-"""The paper's training per network: 501 epochs on 50k examples, then 150 on all 60k."""
-DELTA = 0.1
-"""The effect size (test error, percentage points) the claim is decided against. Figure 6
-shows its values only as plots and the text gives none, so this is a stated assumption, not
-a number read from the paper: 0.1 pp is 10 of MNIST's 10,000 test images, the scale at which
-the paper's MLP configurations on permutation-invariant MNIST (about 1 % error) differ."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """Data, architecture, the three sweeps, replicas, protocol, and evaluation averaging."""
-
-    dataset: str
-    hidden: tuple[int, ...]
-    input_sweep: tuple[float, ...]  # (a): input rates, hidden fixed at fixed_hidden
-    fixed_hidden: float
-    hidden_sweep: tuple[float, ...]  # (b): hidden rates, input fixed at fixed_input
-    fixed_input: float
-    random_sweep: tuple[float, ...]  # (c): upper ends x of U(0, x), input and hidden
-    replicas: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float
-    average_last: int  # test error averaged over the last this many evaluations
-    eval_per_epoch: int = 1
-
-
-PRESETS = {
-    "smoke": Preset(
-        "digits", (32, 16), (0.2,), 0.5, (0.5,), 0.2, (0.5,), 2, 1, 64, 0.05, 0.9, 1, 1
-    ),
-    "quick": Preset(
-        "mnist",
-        (512, 256),
-        (0.0, 0.2, 0.5),
-        0.5,
-        (0.0, 0.2, 0.5),
-        0.2,
-        (0.2, 0.5, 0.8),
-        4,
-        4,
-        100,
-        0.05,
-        0.9,
-        1,
-    ),
-    "paper": Preset(
-        "mnist",
-        (2500, 1250),
-        tuple(round(0.1 * i, 1) for i in range(8)),
-        0.5,
-        tuple(round(0.1 * i, 1) for i in range(8)),
-        0.2,
-        tuple(round(0.1 * i, 1) for i in range(9)),
-        3,
-        501,
-        100,
-        0.05,
-        0.9,
-        75,
-    ),
-}
-
-
-load_data = recipes.flat_images
+def load_data(name: str, train_size: int | None = None):
+    """The flattened images in [0, 1] (:func:`experiments.harness.recipes.flat_images`)."""
+    return recipes.flat_images(name, train_size)
 
 
 def settings(preset: Preset) -> dict[str, tuple[str, float, float]]:
@@ -234,12 +180,19 @@ def _errors(result_json: dict[str, Any], last: int) -> list[float]:
 
 
 def _compare(
-    errors: dict[str, list[float]], base: str, other: str, coverage: float, substitute: bool
+    errors: dict[str, list[float]],
+    base: str,
+    other: str,
+    coverage: float,
+    substitute: bool,
+    scaled: bool = False,
 ) -> dict[str, Any]:
     """Random minus standard test error, paired by replica, decided against ``DELTA`` (the
     claim: random dropout lowers the error, sign -1)."""
     diff = stats.paired_difference(errors[base], errors[other])
-    decision = stats.decide(diff, -1, DELTA, coverage=coverage, substitute=substitute)
+    decision = stats.decide(
+        diff, -1, DELTA, coverage=coverage, substitute=substitute, scaled=scaled
+    )
     return {"standard": base, "random": other, "difference": diff, **decision}
 
 
@@ -322,10 +275,19 @@ def render(results: dict[str, Any]) -> str:
         f"{results['decision']['verdict']}, decided against δ = {DELTA:g} pp, an assumed "
         f"effect size: Figure 6 gives no values). Protocol coverage "
         f"{results['evidence']['coverage']:.1%} ({cfg['epochs']} of the paper's "
-        f"{PAPER_EPOCHS} epochs; {results['evidence']['data']} data): below 100 % a "
-        f"decided interval is only indicative. Paper: "
-        f'"{PAPER_QUOTES[0]}" ({PAPER_QUOTES[2]})',
+        f"{PAPER_EPOCHS} epochs"
+        + (f" on {cfg['train_size']:,} training images" if cfg.get("train_size") else "")
+        + f"; {results['evidence']['data']} data): "
+        + (
+            "a declared scaled protocol, decided at it. "
+            if "scaled" in results
+            else "below 100 % a decided interval is only indicative. "
+        )
+        + f'Paper: "{PAPER_QUOTES[0]}" ({PAPER_QUOTES[2]})',
     ]
+    if "scaled" in results:
+        check = f"the last {cfg['average_last']} evaluations within δ of the same many before"
+        lines += converged_lines(results["scaled"], check)
     dropped = results.get("dropped_proportion")
     if dropped:  # Figure 1; results written before it was added have none
         lines += [
@@ -390,7 +352,7 @@ def decide(
 ) -> dict[str, Any]:
     """Best random vs best dropout (the verdict), matched levels, each random setting vs the
     best dropout; every comparison decided against ``DELTA`` at this preset's coverage."""
-    coverage = min(1.0, preset.epochs / PAPER_EPOCHS)
+    coverage = protocol_coverage(preset)
     in_sweeps = sweeps(preset)
     kinds = {k: in_sweeps[k][0] for k in errors if k in in_sweeps}
     best = {
@@ -400,7 +362,7 @@ def decide(
     best["random"] = best.pop("random_rate")
 
     def compare(base, other):
-        return _compare(errors, base, other, coverage, substitute)
+        return _compare(errors, base, other, coverage, substitute, preset.scaled)
 
     comparisons = {"best random vs best dropout": compare(best["standard"], best["random"])}
     for x in preset.random_sweep:
@@ -483,6 +445,7 @@ def _describe(preset: Preset, replicas: int, train_cfg: TrainConfig) -> dict[str
         "learning_rate": preset.learning_rate,
         "momentum": preset.momentum,
         "average_last": preset.average_last,
+        "train_size": preset.train_size,
         "replicas": replicas,
         "train": dataclasses.asdict(train_cfg),
         "metric": "test error (%) = 100 (1 - test accuracy)",
@@ -514,7 +477,7 @@ def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, 
 
     Resumable: see :func:`measure` (``checkpoint_dir`` and ``budget`` come from the grid)."""
     preset = PRESETS[ctx.preset]
-    data = load_data(ctx.dataset or preset.dataset)
+    data = load_data(ctx.dataset or preset.dataset, preset.train_size)
     replicas = ctx.replicas or preset.replicas
     seeds = [ctx.seed + r for r in range(replicas)]
     arms = measure(preset, data, seeds, ctx.quiet, checkpoint_dir, budget)
@@ -534,6 +497,11 @@ def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, 
         **decide(errors, summary, preset, substitute=data.name != "mnist"),
         "arms": arms,
     }
+    if preset.scaled:  # the declared convergence check; a verdict stands only if it holds
+        flat = converged(arms, preset.average_last, DELTA)
+        results["scaled"] = {"reason": SCALED_REASON, **flat}
+        if not results["scaled"]["all_flat"]:
+            results["verdict"] = "indicative (not converged)"
     results["figures"] = render_figures(results, preset, data, ctx)
     results["figure"] = results["figures"][0]
     return results
@@ -553,6 +521,8 @@ CLAIM = Claim(
 __all__ = [
     "CLAIM",
     "DELTA",
+    "SCALED_REASON",
+    "protocol_coverage",
     "FIG1_DRAWS",
     "FIG1_RATE",
     "FIG1_UNITS",

@@ -111,13 +111,27 @@ VERDICTS = ("reproduced", "reproduced-smaller", "refuted", "contradicted", "inco
 """The outcomes of a comparative claim (see :func:`verdict`)."""
 
 
-def headline_of(verdict_: str, coverage: float | None, substitute: bool) -> str:
+def headline_of(
+    verdict_: str, coverage: float | None, substitute: bool, scaled: bool = False
+) -> str:
     """What a verdict may claim: *indicative* below full coverage (an inconclusive interval
     stays inconclusive), labelled SUBSTITUTE at full coverage on substitute data. Coverage
     None: the source states no protocol to cover (the design is ours), so the verdict stands.
+    ``scaled``: a run at a declared scaled protocol (the ``scaled`` preset: trained to
+    convergence, spec fixed before its data) is decided at that protocol and says so, its
+    coverage of the paper's protocol reported beside it.
+
+    Examples:
+      >>> from experiments.harness.stats import headline_of
+      >>> headline_of("refuted", 0.03, False), headline_of("refuted", 0.03, False, scaled=True)
+      ('indicative', 'refuted (decided at a scaled protocol)')
     """
     if verdict_ == "inconclusive":
         return verdict_
+    if scaled:
+        return f"{verdict_} (decided at a scaled protocol" + (
+            ", SUBSTITUTE data)" if substitute else ")"
+        )
     if coverage is not None and coverage < 1.0 - 1e-9:
         return "indicative"
     return f"{verdict_} (SUBSTITUTE data)" if substitute else verdict_
@@ -131,6 +145,7 @@ def decide(
     coverage: float,
     substitute: bool = False,
     rule: str = CURRENT_RULE,
+    scaled: bool = False,
 ) -> dict:
     """The verdict of a comparative claim, with the evidence it rests on.
 
@@ -142,7 +157,8 @@ def decide(
     ``coverage`` is the fraction of the paper's protocol (iterations or epochs) the run
     covered. Below 1 the headline is ``indicative``: the verdict is reported, but the run
     cannot reproduce or refute the paper's number. At full coverage on a substitute dataset
-    the headline carries the label, e.g. ``"refuted (SUBSTITUTE data)"``.
+    the headline carries the label, e.g. ``"refuted (SUBSTITUTE data)"``. ``scaled``: the
+    run is a declared scaled protocol, decided at it (:func:`headline_of`).
 
     Returns:
       ``{"verdict", "headline", "delta", "power", "pairs_for_80pct", "coverage",
@@ -170,7 +186,7 @@ def decide(
         lo, hi = (lo, hi) if claimed_sign > 0 else (-hi, -lo)  # claimed direction = up
         verdict_ = RULES[rule](lo, hi, delta)
     n, sd = int(diff.get("n", 0)), float(diff.get("std", float("nan")))
-    headline = headline_of(verdict_, coverage, substitute)
+    headline = headline_of(verdict_, coverage, substitute, scaled)
     rates = error_rates(delta, sd, n)
     return {
         "verdict": verdict_,
@@ -181,6 +197,7 @@ def decide(
         "coverage": coverage,
         "substitute": substitute,
         "rule": rule,
+        **({"scaled": True} if scaled else {}),
         **rates,
     }
 
@@ -220,7 +237,8 @@ def combine_decisions(decisions: list[dict], *, every: bool = False) -> dict:
     known = [d["coverage"] for d in decisions if d["coverage"] is not None]
     coverage = min(known) if known else None
     substitute = any(d["substitute"] for d in decisions)
-    headline = headline_of(verdict_, coverage, substitute)
+    scaled = any(d.get("scaled", False) for d in decisions)
+    headline = headline_of(verdict_, coverage, substitute, scaled)
     return {"verdict": verdict_, "headline": headline, "coverage": coverage}
 
 
