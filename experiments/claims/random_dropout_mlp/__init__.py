@@ -472,6 +472,17 @@ def render_figures(results: dict[str, Any], preset: Preset, data, ctx: RunContex
     ]
 
 
+def scaled_check(results: dict[str, Any], preset: Preset) -> dict[str, Any]:
+    """A scaled run's results with the declared convergence check (:data:`SCALED_REASON`)
+    of every arm's curves; a verdict stands only if every arm is flat, else it reads
+    ``indicative (not converged)``."""
+    flat = converged(results["arms"], preset.average_last, DELTA)
+    out = {**results, "scaled": {"reason": SCALED_REASON, **flat}}
+    if not flat["all_flat"]:
+        out["verdict"] = "indicative (not converged)"
+    return out
+
+
 def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, Any]:
     """Measure every arm, summarise the test errors, decide the paired comparisons, plot.
 
@@ -497,11 +508,8 @@ def measure_all(ctx: RunContext, checkpoint_dir=None, budget=None) -> dict[str, 
         **decide(errors, summary, preset, substitute=data.name != "mnist"),
         "arms": arms,
     }
-    if preset.scaled:  # the declared convergence check; a verdict stands only if it holds
-        flat = converged(arms, preset.average_last, DELTA)
-        results["scaled"] = {"reason": SCALED_REASON, **flat}
-        if not results["scaled"]["all_flat"]:
-            results["verdict"] = "indicative (not converged)"
+    if preset.scaled:
+        results = scaled_check(results, preset)
     results["figures"] = render_figures(results, preset, data, ctx)
     results["figure"] = results["figures"][0]
     return results
@@ -523,6 +531,7 @@ __all__ = [
     "DELTA",
     "SCALED_REASON",
     "protocol_coverage",
+    "scaled_check",
     "FIG1_DRAWS",
     "FIG1_RATE",
     "FIG1_UNITS",
