@@ -60,3 +60,31 @@ def test_marked_tests_run_in_one_subprocess_with_xla_defaults_and_fail_here(tmp_
     assert "with XLA's default compile" in out and "assert '--xla_backend_opt" in out
     # the two marked tests ran in one process, the unmarked one in this session's
     assert len(list(tmp_path.glob("pid-*"))) == 2, out
+
+
+def test_xdist_runs_steal_work_unless_a_dist_mode_is_given():
+    """``pytest -n N`` (which pytest-xdist turns into ``--dist load``) becomes work stealing;
+    a ``--dist`` the user gave, or no xdist at all, is left alone."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    conftest = sys.modules.get("conftest") or importlib.util.module_from_spec(spec)
+    if not hasattr(conftest, "pytest_cmdline_main"):
+        spec.loader.exec_module(conftest)
+
+    def dist_after(args, dist):
+        config = types.SimpleNamespace(
+            option=types.SimpleNamespace(dist=dist),
+            invocation_params=types.SimpleNamespace(args=tuple(args)),
+        )
+        conftest.pytest_cmdline_main(config)
+        return config.option.dist
+
+    assert dist_after(["-n", "2"], "load") == "worksteal"
+    assert dist_after(["-n", "2", "--dist", "load"], "load") == "load"
+    assert dist_after(["-n", "2", "--dist=load"], "load") == "load"
+    assert dist_after(["-d", "--tx", "popen"], "load") == "load"
+    assert dist_after([], "no") == "no"
+    assert dist_after(["-n", "2", "--dist", "loadfile"], "loadfile") == "loadfile"
